@@ -1,0 +1,12 @@
+"""Design spaces: the Point (one architecture) and the Space (a YAML file of parameters over Points)."""
+from dse.space.point import Head, Point, Stage, Stem
+
+__all__ = ["Head", "Point", "Stage", "Stem", "load", "Space"]
+
+
+def __getattr__(name):
+    if name in ("load", "Space", "names"):
+        from dse.space import space
+
+        return getattr(space, name)
+    raise AttributeError(name)

@@ -1,0 +1,303 @@
+"""Point: one CNN architecture as a frozen, hashable tree of dataclasses.
+
+A Point is pure data. `dse.complexity` counts it, `dse.arch` builds it, and it round-trips through
+dict / YAML / JSON. Every design choice is a name from a small table below; unknown names raise a
+`UserError` that lists the valid ones. Validation happens on construction, so a Point that exists is
+a Point that can be built.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from dse.errors import UserError
+
+# Block types. Each is a key in dse.arch.BLOCKS and dse.complexity.BLOCKS.
+#   plain             conv-norm-act per kernel in `kernels` (VGG, AlexNet, LeNet, NIN mlpconv)
+#   basic             post-activation residual block, one conv per kernel (ResNet-18/34, WRN block types)
+#   bottleneck        1x1 reduce, k x k grouped (cardinality), 1x1 expand (ResNet-50, ResNeXt, WRN-50-2)
+#   preact_basic      BN-act-conv per kernel (pre-act ResNet, Wide ResNet)
+#   preact_bottleneck pre-activation bottleneck (pre-act ResNet-164/1001)
+#   dense             DenseNet layer [BN-act-1x1 (bottleneck)]-BN-act-k x k conv, concatenated
+#   inception         GoogLeNet module: 1x1 | 1x1-3x3 | 1x1-3x3(5x5) | pool-1x1, widths from `branches`
+#   dwsep             depthwise-separable convs (MobileNet-v1; with a projection skip, Xception-like)
+#   inverted          inverted residual: 1x1 expand, k x k depthwise, 1x1 project (MobileNet-v2)
+BLOCK_TYPES = ("plain", "basic", "bottleneck", "preact_basic", "preact_bottleneck", "dense", "inception",
+               "dwsep", "inverted")
+GROUPED = ("bottleneck", "preact_bottleneck")  # blocks whose k x k conv uses cardinality x bottleneck_width
+PREACT = ("preact_basic", "preact_bottleneck", "dense")  # nets that end in a final norm-act before pooling
+RESIDUAL = ("basic", "bottleneck", "preact_basic", "preact_bottleneck", "dwsep", "inverted")
+
+# Skip types: none (plain net), identity (zero-pad + subsample when shapes change: He et al. option A),
+# projection (1x1 conv [+ norm] only when shapes change: option B), dense (concatenation; dense blocks).
+SKIPS = ("none", "identity", "projection", "dense")
+# Attention: se/eca/cbam are applied to a block's output before the add; sk and splat replace the
+# block's spatial k x k conv (timm SelectiveKernel / SplitAttn).
+ATTENTIONS = ("none", "se", "eca", "cbam", "sk", "splat")
+STEM_TYPES = ("none", "conv", "conv_bare")  # conv_bare: conv only (pre-activation nets)
+POOLS = ("none", "max2", "max3", "max3_valid", "avg2")  # 2x2/2; 3x3/2 pad 1; 3x3/2 no pad; 2x2/2 avg
+HEAD_POOLS = ("avg", "max", "adaptive", "flatten")  # adaptive: adaptive avg to pool_size x pool_size
+HEAD_TYPES = ("linear", "conv")  # conv: NIN-style 1x1 conv to classes, then global average
+ACTS = ("relu", "relu6", "silu", "gelu", "tanh", "leaky_relu", "hard_swish", "sigmoid")
+NORMS = ("bn", "none")
+PADDINGS = ("same", "valid")
+
+
+def _one_of(path: str, value, valid) -> None:
+    if value not in valid:
+        raise UserError(f"{path}: unknown value {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+def _positive(path: str, value, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+        raise UserError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Stem:
+    """The first conv: `type` conv (conv-norm-act), conv_bare (conv only) or none; then `pool`."""
+
+    type: str = "conv"
+    width: int = 16
+    kernel: int = 3
+    stride: int = 1
+    padding: int = -1  # -1: kernel // 2
+    pool: str = "none"
+
+    def check(self, path: str = "stem") -> None:
+        """Raise UserError on a bad field."""
+        _one_of(f"{path}.type", self.type, STEM_TYPES)
+        _one_of(f"{path}.pool", self.pool, POOLS)
+        if self.type != "none":
+            for name in ("width", "kernel", "stride"):
+                _positive(f"{path}.{name}", getattr(self, name))
+            if self.padding < -1:
+                raise UserError(f"{path}.padding: must be >= 0 (or -1 for kernel // 2), got {self.padding}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """`depth` blocks of type `block` at `width` output channels; the first block has `stride`.
+
+    `kernels` are the k x k sizes of the block's spatial convs (WRN's B(3,1,3) is (3, 1, 3); a
+    bottleneck's middle conv is (3,)). `pool` runs after the stage (VGG's max-pool; for dense stages
+    it also adds the transition layer). `branches` holds one width tuple per inception module:
+    (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj). Dense and inception stages leave width at 0.
+    """
+
+    block: str
+    depth: int
+    width: int = 0
+    stride: int = 1
+    kernels: tuple[int, ...] = (3,)
+    pool: str = "none"
+    padding: str = "same"
+    branches: tuple[tuple[int, ...], ...] = ()
+
+    def check(self, path: str) -> None:
+        """Raise UserError on a bad field."""
+        _one_of(f"{path}.block", self.block, BLOCK_TYPES)
+        _one_of(f"{path}.pool", self.pool, POOLS)
+        _one_of(f"{path}.padding", self.padding, PADDINGS)
+        _positive(f"{path}.depth", self.depth)
+        _positive(f"{path}.stride", self.stride)
+        if not self.kernels:
+            raise UserError(f"{path}.kernels: needs at least one kernel size")
+        for k in self.kernels:
+            _positive(f"{path}.kernels", k)
+            if self.padding == "same" and k % 2 == 0:
+                raise UserError(f"{path}.kernels: kernel {k} is even; 'same' padding needs odd kernels (1, 3, 5, 7, ...)")
+        if self.block == "inception":
+            if len(self.branches) != self.depth or any(len(b) != 6 for b in self.branches):
+                raise UserError(f"{path}.branches: inception needs {self.depth} tuples of 6 widths "
+                                "(1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)")
+            for b in self.branches:
+                for w in b:
+                    _positive(f"{path}.branches", w)
+        elif self.block != "dense":
+            _positive(f"{path}.width", self.width)
+
+
+@dataclass(frozen=True)
+class Head:
+    """Global pooling, optional hidden fc layers (VGG/AlexNet/LeNet), dropout, classifier."""
+
+    pool: str = "avg"
+    pool_size: int = 1
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.0
+    type: str = "linear"
+
+    def check(self, path: str = "head") -> None:
+        """Raise UserError on a bad field."""
+        _one_of(f"{path}.pool", self.pool, HEAD_POOLS)
+        _one_of(f"{path}.type", self.type, HEAD_TYPES)
+        _positive(f"{path}.pool_size", self.pool_size)
+        for w in self.hidden:
+            _positive(f"{path}.hidden", w)
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"{path}.dropout: must be in [0, 1), got {self.dropout}")
+        if self.type == "conv" and self.hidden:
+            raise UserError(f"{path}.hidden: a conv head takes no hidden layers")
+
+
+@dataclass(frozen=True)
+class Point:
+    """A whole network. `name` is a label only: it is not part of `id`."""
+
+    stages: tuple[Stage, ...]
+    stem: Stem = field(default_factory=Stem)
+    head: Head = field(default_factory=Head)
+    skip: str = "projection"
+    cardinality: int = 1
+    bottleneck_width: int = 64  # d: per-group width of the first grouped stage; later stages scale with width
+    growth_rate: int = 0  # dense stages
+    compression: float = 1.0  # dense transitions: out = floor(compression * in)
+    dense_bottleneck: int = 0  # dense layer 1x1 width = dense_bottleneck * growth_rate (4 for -BC); 0 = none
+    expansion: float = 6.0  # inverted residual expansion ratio
+    attention: str = "none"
+    attn_ratio: float = 0.0625  # reduction of se/cbam/sk/splat (timm rd_ratio)
+    drop_path: float = 0.0  # stochastic depth: last block's rate, linear decay from 0
+    dropout: float = 0.0  # inside blocks (WRN: between the convs; dense: after each conv)
+    act: str = "relu"
+    norm: str = "bn"  # bn, or none (then convs carry a bias: VGG, AlexNet, LeNet)
+    image_size: int = 32  # default geometry used by dse.build / dse.complexity when not given
+    in_chans: int = 3
+    num_classes: int = 10
+    name: str = ""
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Raise UserError naming the first bad field."""
+        if not self.stages:
+            raise UserError("stages: a point needs at least one stage")
+        self.stem.check()
+        self.head.check()
+        for i, stage in enumerate(self.stages):
+            stage.check(f"stages[{i}]")
+        _one_of("skip", self.skip, SKIPS)
+        _one_of("attention", self.attention, ATTENTIONS)
+        _one_of("act", self.act, ACTS)
+        _one_of("norm", self.norm, NORMS)
+        _positive("cardinality", self.cardinality)
+        for name in ("image_size", "in_chans", "num_classes"):
+            _positive(name, getattr(self, name))
+        blocks = {s.block for s in self.stages}
+        if (self.skip == "dense") != ("dense" in blocks):
+            raise UserError(f"skip: dense stages need skip 'dense' and only they use it (skip={self.skip!r}, "
+                            f"blocks={sorted(blocks)})")
+        if blocks & set(GROUPED):
+            _positive("bottleneck_width", self.bottleneck_width)
+            for i, mid in enumerate(self.mid_widths()):
+                if mid and mid % self.cardinality:
+                    raise UserError(f"cardinality: {self.cardinality} does not divide the grouped conv width "
+                                    f"{mid} of stages[{i}]")
+        if "dense" in blocks:
+            _positive("growth_rate", self.growth_rate)
+            _positive("dense_bottleneck", self.dense_bottleneck, allow_zero=True)
+            if not 0.0 < self.compression <= 1.0:
+                raise UserError(f"compression: must be in (0, 1], got {self.compression}")
+        if "inverted" in blocks:
+            _positive("expansion", self.expansion)
+        if not 0.0 < self.attn_ratio <= 1.0:
+            raise UserError(f"attn_ratio: must be in (0, 1], got {self.attn_ratio}")
+        for name in ("drop_path", "dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+
+    # ----- derived quantities shared by dse.arch and dse.complexity -----
+    def mid_widths(self) -> tuple[int, ...]:
+        """Grouped k x k conv width per stage: cardinality x d, scaled by width / first grouped width (0 elsewhere)."""
+        ref = next((s.width for s in self.stages if s.block in GROUPED), 0)
+        return tuple(self.cardinality * max(1, round(self.bottleneck_width * s.width / ref))
+                     if s.block in GROUPED else 0 for s in self.stages)
+
+    def num_blocks(self) -> int:
+        """Total number of blocks (for drop-path decay)."""
+        return sum(s.depth for s in self.stages)
+
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic-depth rate of every block, linear from 0 to `drop_path` (timm's convention)."""
+        n = self.num_blocks()
+        return [self.drop_path * i / max(n - 1, 1) for i in range(n)]
+
+    # ----- serialisation -----
+    def to_dict(self) -> dict:
+        """Plain dict (lists, not tuples) fit for YAML/JSON."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Point":
+        """Inverse of to_dict; unknown keys raise UserError naming them and the valid ones."""
+        if not isinstance(data, dict):
+            raise UserError(f"a point must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        _no_unknown("point", data, cls)
+        stages = data.get("stages")
+        if not isinstance(stages, (list, tuple)):
+            raise UserError("stages: must be a list of stage mappings")
+        data["stages"] = tuple(_stage(i, s) for i, s in enumerate(stages))
+        if "stem" in data:
+            data["stem"] = _sub("stem", data["stem"], Stem)
+        if "head" in data:
+            head = _sub("head", data["head"], Head, tuple_keys=("hidden",))
+            data["head"] = head
+        try:
+            return cls(**data)
+        except TypeError as exc:  # wrong value types that slip through
+            raise UserError(f"point: {exc}") from None
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        """Stable 10-hex id of the architecture (the name is not part of it)."""
+        data = self.to_dict()
+        data.pop("name")
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+    def replace(self, **changes) -> "Point":
+        """A copy with fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+def _no_unknown(path: str, data: dict, cls) -> None:
+    known = {f.name for f in fields(cls)}
+    extra = sorted(set(data) - known)
+    if extra:
+        raise UserError(f"{path}: unknown key {extra[0]!r}; valid: {', '.join(sorted(known))}")
+
+
+def _sub(path: str, data, cls, tuple_keys=()):
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping, got {data!r}")
+    _no_unknown(path, data, cls)
+    data = {k: tuple(v) if k in tuple_keys and isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _stage(i: int, data) -> Stage:
+    path = f"stages[{i}]"
+    if isinstance(data, Stage):
+        return data
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping, got {data!r}")
+    data = dict(data)
+    if "kernels" in data:
+        k = data["kernels"]
+        data["kernels"] = tuple(k) if isinstance(k, (list, tuple)) else (k,)
+    if "branches" in data:
+        data["branches"] = tuple(tuple(b) for b in data["branches"])
+    if "block" not in data or "depth" not in data:
+        raise UserError(f"{path}: needs 'block' and 'depth'")
+    return _sub(path, data, Stage)

@@ -1,0 +1,3 @@
+"""Named dense points (being written)."""
+POINTS = {}
+REFERENCES = {}

@@ -1,0 +1,3 @@
+"""Named inception points (being written)."""
+POINTS = {}
+REFERENCES = {}

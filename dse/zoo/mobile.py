@@ -1,0 +1,3 @@
+"""Named mobile points (being written)."""
+POINTS = {}
+REFERENCES = {}

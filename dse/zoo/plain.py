@@ -1,0 +1,3 @@
+"""Named plain points (being written)."""
+POINTS = {}
+REFERENCES = {}

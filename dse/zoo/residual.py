@@ -1,0 +1,3 @@
+"""Named residual points (being written)."""
+POINTS = {}
+REFERENCES = {}
