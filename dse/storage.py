@@ -28,10 +28,14 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://) or
     `journal:<path>` for a JournalStorage file on a shared file system.
     """
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    url = url or default_url(run_dir)
+    if not url:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        url = default_url(run_dir)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
@@ -41,6 +45,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     if "://" not in url:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
                         "postgresql://user:pw@host/db or journal:/path/file.log")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
