@@ -1,0 +1,275 @@
+"""Ablation tables: a grid study's results beside the paper's own numbers.
+
+    python -m dse.table study=wrn_table4 [storage=URL] [runs=runs] [out=DIR]
+
+writes <out>/table.md, table.tex and table.csv (out defaults to runs/<study>/). Per row: our params and
+FLOPs (analytic, of the cell's point as declared), our test error mean ± std (n) over completed trials
+in the study's storage, the paper's params and error, and the deltas. Cells without a completed trial
+show as `pending`; nothing is invented. Paper numbers come from dse/data/papers.yaml (with sources),
+selected by the study's `paper: {table: <key>}`. Kendall τ compares our error ranking with the paper's
+over the rows that have both.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dse.errors import UserError, choose
+
+PAPERS = Path(__file__).resolve().parent / "data" / "papers.yaml"
+PENDING = "pending"
+
+
+def papers() -> dict:
+    """All paper tables in dse/data/papers.yaml."""
+    return yaml.safe_load(PAPERS.read_text())
+
+
+def paper_table(key: str) -> dict:
+    """One paper table by key, or a UserError listing the keys."""
+    return choose("paper table", key, papers())
+
+
+@dataclass
+class Row:
+    """One table row: our side (possibly pending) and the paper's side (possibly absent)."""
+
+    label: str
+    params: int | None = None
+    flops: int | None = None
+    errors: tuple[float, ...] = ()
+    paper_params: str | None = None
+    paper_error: float | None = None
+
+    @property
+    def mean(self) -> float | None:
+        """Mean test error (%) over completed runs, or None."""
+        return statistics.fmean(self.errors) if self.errors else None
+
+    @property
+    def std(self) -> float:
+        """Sample std of the test error (0 for one run)."""
+        return statistics.stdev(self.errors) if len(self.errors) > 1 else 0.0
+
+
+def error_pct(acc: float) -> float:
+    """Test error in percent from an accuracy stored as a fraction (<= 1) or a percentage."""
+    return 100.0 * (1.0 - acc) if acc <= 1.0 else 100.0 - acc
+
+
+def parse_printed(text) -> float | None:
+    """'36.5M' / '~25M' -> 36.5e6 (None for no number)."""
+    if text is None:
+        return None
+    s = str(text).strip().lstrip("~")
+    scale = {"k": 1e3, "M": 1e6, "G": 1e9}.get(s[-1:], 1.0)
+    try:
+        return float(s.rstrip("kMG")) * scale
+    except ValueError:
+        return None
+
+
+def like_printed(value: int | None, printed: str | None) -> str:
+    """Our count in millions, to the paper's printed precision (2 decimals when there is none)."""
+    if value is None:
+        return "—"
+    digits = 2
+    if printed and "." in str(printed):
+        digits = len(str(printed).rstrip("kMG").split(".")[1])
+    elif printed:
+        digits = 0 if parse_printed(printed) else 2
+    return f"{value / 1e6:.{digits}f}M"
+
+
+def completed_errors(study_name: str, url: str | None, run_dir: Path) -> dict[str, list[float]]:
+    """{cell label: [test error %]} from COMPLETE trials of the study; {} when there is no storage yet."""
+    if not url and not (run_dir / "study.db").is_file():
+        return {}
+    import optuna
+
+    from dse.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url, run_dir)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return {}
+    out: dict[str, list[float]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        label = t.params.get("cell", t.user_attrs.get("cell"))
+        acc = t.user_attrs.get("test_acc")
+        if label is None or acc is None or t.user_attrs.get("status", "ok") != "ok":
+            continue
+        out.setdefault(str(label), []).append(error_pct(float(acc)))
+    return out
+
+
+def build_rows(points: dict, table: dict, column: str, errors: dict[str, list[float]]) -> list[Row]:
+    """Rows in the paper's order, then study cells the paper lacks; paper rows the study lacks are kept."""
+    from dse.count import complexity
+
+    by_label = {r["label"]: r for r in table.get("rows", [])}
+    labels = list(by_label) + [lab for lab in points if lab not in by_label]
+    rows = []
+    for label in labels:
+        paper = by_label.get(label, {})
+        row = Row(label, paper_params=paper.get("params"), paper_error=paper.get(column),
+                  errors=tuple(errors.get(label, ())))
+        if label in points:
+            c = complexity(points[label])
+            row.params, row.flops = c.params, c.flops
+        rows.append(row)
+    return rows
+
+
+def kendall(rows: list[Row]) -> tuple[float | None, int]:
+    """Kendall τ between our mean errors and the paper's errors over rows with both, and that n."""
+    pairs = [(r.mean, r.paper_error) for r in rows if r.mean is not None and r.paper_error is not None]
+    if len(pairs) < 2:
+        return None, len(pairs)
+    from scipy.stats import kendalltau
+
+    tau = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
+    return (None if math.isnan(tau) else float(tau)), len(pairs)
+
+
+def _cells(row: Row) -> list[str]:
+    ours = PENDING if row.mean is None else f"{row.mean:.2f} ± {row.std:.2f} ({len(row.errors)})"
+    pp = parse_printed(row.paper_params)
+    dparams = f"{(row.params - pp) / pp:+.1%}" if pp and row.params else "—"
+    derr = f"{row.mean - row.paper_error:+.2f}" if row.mean is not None and row.paper_error is not None else "—"
+    flops = "—" if row.flops is None else f"{row.flops / 1e9:.2f}G"
+    return [row.label, like_printed(row.params, row.paper_params), flops, ours, row.paper_params or "—",
+            "—" if row.paper_error is None else f"{row.paper_error:.2f}", dparams, derr]
+
+
+HEADER = ["row", "params", "FLOPs", "error % (mean ± std, n)", "paper params", "paper error %", "Δ params",
+          "Δ error"]
+
+
+def tau_line(rows: list[Row]) -> str:
+    """'Kendall τ = 0.69 (n = 10 rows)' or why there is none."""
+    tau, n = kendall(rows)
+    if tau is None:
+        return f"Kendall τ: n/a (n = {n} rows with both our and the paper's error)"
+    return f"Kendall τ (our error ranking vs the paper's) = {tau:.2f} (n = {n} rows)"
+
+
+def render_md(title: str, rows: list[Row], notes: list[str]) -> str:
+    """Markdown table with notes and the τ line."""
+    lines = [f"### {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes + [tau_line(rows)]]) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("τ", r"$\tau$"), ("—", "--"), ("~", r"$\sim$")):
+        text = text.replace(a, b)
+    return text
+
+
+def render_tex(title: str, rows: list[Row], notes: list[str]) -> str:
+    """A LaTeX tabular (booktabs) with the caption holding the notes and τ."""
+    body = [" & ".join(_tex(c) for c in _cells(r)) + r" \\" for r in rows]
+    caption = _tex(" ".join([title + "."] + notes + [tau_line(rows) + "."]))
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(HEADER) - 1) + "}",
+                      r"\toprule", " & ".join(_tex(h) for h in HEADER) + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""])
+
+
+def render_csv(rows: list[Row]) -> str:
+    """One line per row: raw numbers, empty where pending or absent."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["row", "params", "flops", "error_mean", "error_std", "n", "errors", "paper_params",
+                "paper_error"])
+    for r in rows:
+        w.writerow([r.label, r.params or "", r.flops or "", "" if r.mean is None else f"{r.mean:.4f}",
+                    "" if r.mean is None else f"{r.std:.4f}", len(r.errors), " ".join(f"{e:.4f}" for e in r.errors),
+                    r.paper_params or "", "" if r.paper_error is None else r.paper_error])
+    return buf.getvalue()
+
+
+def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: str | None = None) -> dict:
+    """Build the table of a study and write table.md/.tex/.csv; returns {'rows', 'tau', 'n', 'paths'}."""
+    from dse import study as studies
+
+    study = studies.load(study_ref)
+    spec = study.paper or {}
+    if not isinstance(spec, dict) or "table" not in spec:
+        raise UserError(f"study {study.name!r}: needs `paper: {{table: <key>}}`; keys: {', '.join(papers())}")
+    table = paper_table(spec["table"])
+    column = spec.get("column", table.get("metric"))
+    space = _space(study)
+    points = studies.cell_points(study, space)
+    run_dir = Path(runs) / study.name
+    rows = build_rows(points, table, column, completed_errors(study.name, storage, run_dir))
+    header = table.get("columns", {}).get(column, column)
+    title = f"{study.name}: ours vs {table['paper'].split(',')[0]} ({table.get('caption', '')})"
+    notes = [f"Paper column: {header}. Paper numbers: {table['source']}.",
+             "Our params/FLOPs: analytic count of each cell's point as declared (paper geometry).",
+             "Our error: test error of completed trials in the study's storage; 'pending' = no completed trial."]
+    if study.description:
+        notes.insert(0, study.description.strip())
+    target = Path(out) if out else run_dir
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {"md": target / "table.md", "tex": target / "table.tex", "csv": target / "table.csv"}
+    paths["md"].write_text(render_md(title, rows, notes))
+    paths["tex"].write_text(render_tex(title, rows, notes))
+    paths["csv"].write_text(render_csv(rows))
+    tau, n = kendall(rows)
+    return {"rows": rows, "tau": tau, "n": n, "paths": paths}
+
+
+def _space(study):
+    """The study's space, loaded only when a grid cell names space parameters."""
+    if not any(c.params is not None for c in study.grid):
+        return None
+    from dse import space
+
+    return space.load(study.space)
+
+
+def parse_args(argv: list[str]) -> dict:
+    """key=value overrides (study=, storage=, runs=, out=); a bare word is the study."""
+    keys = ("study", "storage", "runs", "out")
+    args: dict = {}
+    for item in argv:
+        key, eq, value = item.partition("=")
+        if not eq:
+            key, value = "study", item
+        key = key.lstrip("+")
+        if key not in keys:
+            raise UserError(f"unknown argument {item!r}; valid: {', '.join(k + '=' for k in keys)}")
+        args[key] = value
+    if "study" not in args:
+        from dse import study as studies
+
+        raise UserError(f"study: missing; e.g. study=wrn_table4; valid: {', '.join(studies.names())}")
+    return args
+
+
+def main(argv=None) -> int:
+    """CLI entry point."""
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        result = make(args["study"], args.get("storage"), args.get("runs", "runs"), args.get("out"))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result["paths"]["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in result["paths"].values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
