@@ -45,7 +45,7 @@ DEPTH_EXTRA = {"preact_basic": 4, "basic": 2, "bottleneck": 2, "preact_bottlenec
 
 
 def _convs_per_block(stage) -> int:
-    return 3 if stage.block in GROUPED else len(stage.kernels)
+    return 2 + len(stage.kernels) if stage.block in GROUPED else len(stage.kernels)
 
 
 def _with_depth(point: Point, value: int) -> Point:
@@ -199,16 +199,18 @@ def solve(point: Point, sweep: str, values, free: str, target="flops", eps: floa
     return out
 
 
-MATCH_KEYS = ("point", "sweep", "values", "free", "target", "eps", "scope", "label")
+MATCH_KEYS = ("point", "sweep", "values", "free", "target", "eps", "scope", "label", "labels")
 
 
-def cells(study, space=None) -> dict:
+def cells(spec, space=None) -> dict:
     """A study's `match:` mapping (or list of them) -> {label: Point}, one cell per swept value.
 
     Keys: point (zoo name or point mapping), sweep, values, free, target (default flops), eps, scope,
-    label (a format string over {value} and {width}, e.g. "ResNeXt-50 {value}x{width}d").
+    label (a format string over {value} and {width}, e.g. "ResNeXt-50 {value}x{width}d"), labels (a list
+    of such strings, one per value, for rows the paper names differently).
     """
-    specs = study.match if isinstance(study.match, list) else [study.match]
+    spec = getattr(spec, "match", spec)  # a Study or its `match:` value
+    specs = spec if isinstance(spec, list) else [spec]
     out = {}
     for i, spec in enumerate(specs):
         if not isinstance(spec, dict):
@@ -221,9 +223,12 @@ def cells(study, space=None) -> dict:
         ref = spec["point"]
         point = _point(ref) if isinstance(ref, str) else Point.from_dict(ref)
         label = spec.get("label", "{value}x{width}" if spec["sweep"] == "cardinality" else "{value}-{width}")
-        for m in solve(point, spec["sweep"], spec["values"], spec["free"], spec.get("target", "flops"),
-                       spec.get("eps", 0.1), spec.get("scope")):
-            out[label.format(value=m.value, width=m.width)] = m.point
+        labels = spec.get("labels") or [label] * len(spec["values"])
+        if len(labels) != len(spec["values"]):
+            raise UserError(f"study.match[{i}].labels: needs one label per value ({len(spec['values'])})")
+        for fmt, m in zip(labels, solve(point, spec["sweep"], spec["values"], spec["free"],
+                                         spec.get("target", "flops"), spec.get("eps", 0.1), spec.get("scope"))):
+            out[fmt.format(value=m.value, width=m.width)] = m.point
     return out
 
 

@@ -112,9 +112,23 @@ def completed_errors(study_name: str, url: str | None, run_dir: Path) -> dict[st
     return out
 
 
+def params_without_norm(point) -> int:
+    """Params of the built module without BatchNorm's affine params (some papers print sizes that way)."""
+    import torch
+
+    from dse.arch import build
+
+    module = build(point)
+    norms = (torch.nn.modules.batchnorm._BatchNorm,)
+    skip = {id(p) for m in module.modules() if isinstance(m, norms) for p in m.parameters()}
+    return sum(p.numel() for p in module.parameters() if id(p) not in skip)
+
+
 def build_rows(points: dict, table: dict, column: str, errors: dict[str, list[float]]) -> list[Row]:
     """Rows in the paper's order, then study cells the paper lacks; paper rows the study lacks are kept."""
     from dse.count import complexity
+
+    no_norm = choose("params_convention", table.get("params_convention", "all"), {"all": False, "no_norm": True})
 
     by_label = {r["label"]: r for r in table.get("rows", [])}
     labels = list(by_label) + [lab for lab in points if lab not in by_label]
@@ -126,6 +140,8 @@ def build_rows(points: dict, table: dict, column: str, errors: dict[str, list[fl
         if label in points:
             c = complexity(points[label])
             row.params, row.flops = c.params, c.flops
+            if no_norm and row.paper_params:
+                row.params = params_without_norm(points[label])
         rows.append(row)
     return rows
 
@@ -216,7 +232,9 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     header = table.get("columns", {}).get(column, column)
     title = f"{study.name}: ours vs {table['paper'].split(',')[0]} ({table.get('caption', '')})"
     notes = [f"Paper column: {header}. Paper numbers: {table['source']}.",
-             "Our params/FLOPs: analytic count of each cell's point as declared (paper geometry).",
+             "Our params/FLOPs: analytic count of each cell's point as declared (paper geometry)"
+             + (", params without BatchNorm affine params where the paper prints a size (its convention)."
+                if table.get("params_convention") == "no_norm" else "."),
              "Our error: test error of completed trials in the study's storage; 'pending' = no completed trial."]
     if study.description:
         notes.insert(0, study.description.strip())
