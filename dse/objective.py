@@ -1,0 +1,303 @@
+"""The trial function and the Optuna pieces around it: samplers, pruners, study creation, grid queue.
+
+One trial: suggest a Point (or pop a grid cell), set its geometry from the data, count params and FLOPs,
+reject it before training when it is over the space's budget, train it, record everything as trial user
+attributes, and return the objectives. A failing trial never stops the study.
+
+Trial states and the `status` attribute:
+    COMPLETE  status ok
+    PRUNED    status pruned (the pruner stopped it) or rejected (reason over_budget: never trained; the
+              constraint values are set, so TPE and NSGA-II learn the infeasible region)
+    FAIL      status diverged | oom | failed, with `reason`
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+
+from dse.errors import UserError, choose
+
+# Trials that count toward study.n_trials: finished ones (a FAIL counts only when our objective recorded
+# why; a trial failed by a stale heartbeat is retried instead).
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+class TrialFailed(Exception):
+    """A trial ended without a result (diverged, out of memory, error); the study goes on."""
+
+
+def make_sampler(cfg: dict, seed: int, multi: bool):
+    """The Optuna sampler for a sampler config ({name: tpe|nsga2|random|grid, ...})."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    opts = {k: v for k, v in cfg.items() if k != "name" and v is not None}
+
+    def tpe():
+        return optuna.samplers.TPESampler(seed=seed, **opts)
+
+    def nsga2():
+        return optuna.samplers.NSGAIISampler(seed=seed, **opts)
+
+    def random():
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    return choose("sampler", cfg.get("name"), {"tpe": tpe, "nsga2": nsga2, "random": random, "grid": random})()
+
+
+def make_pruner(name: str, max_epochs: int):
+    """The Optuna pruner by name (single-objective studies only)."""
+    import optuna
+
+    table = {
+        "none": optuna.pruners.NopPruner,
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 2)),
+    }
+    return choose("pruner", name, table)()
+
+
+def open_study(storage, study, sampler, pruner, space_name: str | None):
+    """Load the study if it exists (checking it is the same kind), else create it."""
+    import optuna
+
+    try:
+        existing = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        stored = [d.name.lower() for d in existing.directions]
+        if stored != study.directions:
+            raise UserError(f"study.name: {study.name!r} already exists in this storage with directions {stored}, "
+                            f"not {study.directions} ({', '.join(study.objectives)}); pick another study.name")
+        old_space = existing.user_attrs.get("space")
+        if old_space and space_name and old_space != space_name:
+            raise UserError(f"study.name: {study.name!r} already exists over space {old_space!r}, not "
+                            f"{space_name!r}; pick another study.name")
+        return existing
+    created = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner,
+                                  directions=study.directions)
+    created.set_user_attr("space", space_name)
+    created.set_user_attr("objectives", list(study.objectives))
+    return created
+
+
+def counted(trial) -> bool:
+    """Does this finished trial count toward n_trials?"""
+    name = trial.state.name
+    return name in FINISHED or (name == "FAIL" and "status" in trial.user_attrs)
+
+
+def enqueue_grid(optuna_study, labels: list[str], seeds: int) -> int:
+    """Enqueue every cell x seed that has no trial yet (waiting, running or counted); returns how many."""
+    have = set()
+    for t in optuna_study.get_trials(deepcopy=False):
+        if "cell" in t.params or "cell" in t.system_attrs.get("fixed_params", {}):
+            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+            if t.state.name in ("WAITING", "RUNNING") or counted(t):
+                have.add((params["cell"], int(params.get("seed", 0))))
+    added = 0
+    for label in labels:
+        for seed in range(seeds):
+            if (label, seed) not in have:
+                optuna_study.enqueue_trial({"cell": label, "seed": seed}, user_attrs={"label": label})
+                added += 1
+    return added
+
+
+def waiting(optuna_study) -> int:
+    """Number of enqueued trials not yet started."""
+    from optuna.trial import TrialState
+
+    return len(optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def with_geometry(point, data):
+    """The point at the data's image size, channels and classes."""
+    return point.replace(image_size=int(data.image_size), in_chans=int(data.in_chans),
+                         num_classes=int(data.num_classes))
+
+
+def violations(space, params: int, flops: int) -> dict[str, float]:
+    """Constraint values (> 0: over budget, relative to the bound) from the space's params/FLOPs bounds."""
+    bounds = _bounds(space)
+    out = {}
+    for metric, value in (("params", params), ("flops", flops)):
+        lo, hi = bounds.get(metric, (None, None))
+        if hi is not None:
+            out[f"max_{metric}"] = (value - hi) / hi
+        if lo is not None:
+            out[f"min_{metric}"] = (lo - value) / max(lo, 1)
+    return out
+
+
+def _bounds(space) -> dict:
+    """{'params': (lo, hi), 'flops': (lo, hi)} from the space's constraints, whatever their shape."""
+    if space is None:
+        return {}
+    raw = getattr(space, "constraints", None) or getattr(space, "bounds", None) or {}
+    if dataclasses.is_dataclass(raw):
+        raw = dataclasses.asdict(raw)
+    out = {}
+    for metric in ("params", "flops"):
+        value = raw.get(metric) if isinstance(raw, dict) else None
+        lo = raw.get(f"min_{metric}") if isinstance(raw, dict) else None
+        hi = raw.get(f"max_{metric}") if isinstance(raw, dict) else None
+        if isinstance(value, dict):
+            lo, hi = value.get("min", lo), value.get("max", hi)
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            lo, hi = value
+        if lo is not None or hi is not None:
+            out[metric] = (_number(lo), _number(hi))
+    return out
+
+
+def _number(value):
+    """A bound as a float ('4.1G', '25M', 1e6 or None)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = str(value).strip().upper()
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:], 1)
+    return float(text[:-1] if scale != 1 else text) * scale
+
+
+@dataclass
+class Objective:
+    """The trial function: callable(trial) -> objective values."""
+
+    study: object  # dse.study.Study
+    space: object
+    cells: dict | None
+    data: object
+    recipe: object
+    loggers: object  # dse.wandb_log.Loggers
+    prune: bool = False
+    progress: bool = True
+
+    def __call__(self, trial):
+        import optuna
+
+        point, label, seed = self.suggest(trial)
+        point = with_geometry(point, self.data)
+        trial.set_user_attr("point", point.to_dict())
+        trial.set_user_attr("point_id", point.id)
+        trial.set_user_attr("seed", seed)
+        if label is not None:
+            trial.set_user_attr("label", label)
+        try:
+            from dse import complexity
+
+            params, flops = complexity(point)
+        except UserError as exc:
+            return self.finish(trial, "failed", f"invalid: {exc}")
+        trial.set_user_attr("params", int(params))
+        trial.set_user_attr("flops", int(flops))
+        over = violations(self.space, params, flops)
+        for name, value in over.items():
+            trial.set_constraint(name, value)
+        if any(v > 0 for v in over.values()):
+            trial.set_user_attr("status", "rejected")
+            trial.set_user_attr("reason", "over_budget")
+            raise optuna.TrialPruned("over_budget")
+        result = self.train(trial, point, seed, params, flops)
+        return self.finish(trial, result.status, result.reason, result)
+
+    def suggest(self, trial):
+        """(Point, cell label or None, training seed) for this trial."""
+        base = int(getattr(self.recipe, "seed", 0))
+        if self.cells is None:
+            return self.space.suggest(trial), None, base
+        if "label" not in trial.user_attrs:  # not an enqueued cell: the queue ran dry (another worker took it)
+            trial.study.stop()
+            trial.set_user_attr("status", "skipped")
+            trial.set_user_attr("reason", "grid_exhausted")
+            raise TrialFailed("grid exhausted")
+        label = trial.suggest_categorical("cell", list(self.cells))
+        seed = trial.suggest_int("seed", 0, self.study.seeds - 1)
+        return self.cells[label], label, base + seed
+
+    def train(self, trial, point, seed, params, flops):
+        """Fit the point; any exception becomes a 'failed' result."""
+        from dse import train
+
+        recipe = dataclasses.replace(self.recipe, seed=seed) if hasattr(self.recipe, "seed") else self.recipe
+        logger = self.loggers.trial(trial.number, point, params, flops, trial.params)
+        start = time.time()
+        try:
+            return train.fit(point, self.data, recipe, trial=trial if self.prune else None, logger=logger,
+                             progress=self.progress)
+        except Exception as exc:  # the study goes on; the reason is kept
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return _Failed(status="failed", reason=f"{type(exc).__name__}: {msg}"[:300],
+                           seconds=time.time() - start)
+        finally:
+            self.loggers.trial_done(trial.number)
+
+    def finish(self, trial, status: str, reason: str | None, result=None):
+        """Record the outcome as user attributes; return the objectives or raise pruned/failed."""
+        import optuna
+
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("reason", reason or "")
+        if result is not None:
+            for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("val_acc", "val_acc"),
+                              ("test_acc", "test_acc")):
+                trial.set_user_attr(key, getattr(result, attr, None))
+            history = getattr(result, "history", None)
+            if history:
+                trial.set_user_attr("history", _plain(history))
+        if status == "pruned":
+            raise optuna.TrialPruned(reason or "pruned")
+        if status != "ok":
+            raise TrialFailed(f"{status}: {reason}")
+        return self.values(trial.user_attrs)
+
+    def values(self, attrs: dict):
+        """Objective values in the study's order."""
+        acc = float(attrs["val_acc"])
+        table = {"accuracy": acc, "error": 1.0 - acc, "flops": float(attrs["flops"]),
+                 "params": float(attrs["params"])}
+        out = [table[o] for o in self.study.objectives]
+        return out[0] if len(out) == 1 else out
+
+
+@dataclass
+class _Failed:
+    """The result of a fit that raised."""
+
+    status: str
+    reason: str
+    seconds: float
+    epochs: int = 0
+    val_acc: float | None = None
+    test_acc: float | None = None
+    history: tuple = ()
+
+
+def _plain(value):
+    """JSON-safe copy (floats from tensors, tuples to lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class StopAt:
+    """Callback: stop when `total` trials count (several workers share the count) or the grid queue is empty."""
+
+    def __init__(self, total: int, grid: bool):
+        self.total = total
+        self.grid = grid
+
+    def __call__(self, optuna_study, trial) -> None:
+        if self.grid:
+            if waiting(optuna_study) == 0:
+                optuna_study.stop()
+        elif sum(counted(t) for t in optuna_study.get_trials(deepcopy=False)) >= self.total:
+            optuna_study.stop()

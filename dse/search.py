@@ -1,0 +1,338 @@
+"""`python -m dse.search space=<space> study=<study> data=… fidelity=… sampler=… logger=… [key=value …]`.
+
+The main job: an Optuna study over a design space, one Lightning training per trial, results in
+runs/<study.name>/. Re-running the same command resumes the study. Everything the user typed is checked
+(space, study, data, sampler, logger, storage, dataset) before the study is created or touched; a mistake
+prints one line `error: …` and exits 2.
+
+Config is composed with Hydra's compose API (not @hydra.main): errors stay one line, nothing goes to
+outputs/, and the run directory is ours. The groups `space` and `study` are the files in spaces/ and
+studies/, registered in Hydra's ConfigStore at start-up. Only this module and dse.report see the config;
+below them, typed objects.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dse.errors import UserError
+
+GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger")
+USAGE = """usage: python -m dse.search [space=NAME] [study=NAME] [data=NAME] [fidelity=NAME] [sampler=NAME] [logger=NAME]
+                            [study.n_trials=N] [study.name=X] [trainer.max_epochs=N] [storage=URL] [key=value ...]
+       python -m dse.search --cfg ...     print the composed config and exit
+"""
+
+
+def conf_dir() -> Path:
+    """The packaged Hydra config folder (root config, data, fidelity, sampler, logger)."""
+    return Path(__file__).resolve().parent / "conf"
+
+
+def spaces_dir() -> Path:
+    """Folder of the space files (dse.space.spaces_dir when it exists)."""
+    import dse.space
+
+    finder = getattr(dse.space, "spaces_dir", None)
+    if finder is not None:
+        return Path(finder())
+    here = Path(__file__).resolve().parent
+    return next((p for p in (here.parent / "spaces", here / "spaces") if p.is_dir()), here.parent / "spaces")
+
+
+def options(group: str) -> list[str]:
+    """The valid names of a config group."""
+    from dse.study import studies_dir
+
+    folder = {"space": spaces_dir(), "study": studies_dir()}.get(group, conf_dir() / group)
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def register() -> None:
+    """Put the space and study files into Hydra's ConfigStore as groups `space` and `study`."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for group, folder in (("space", spaces_dir()), ("study", None)):
+        from dse.study import studies_dir
+
+        folder = folder or studies_dir()
+        for path in sorted(folder.glob("*.yaml")):
+            store.store(group=group, name=path.stem, node=_node(group, path))
+
+
+def _node(group: str, path: Path) -> dict:
+    """The config node of one space/study file: the file's mapping (a space also gets name and file)."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{group} {path.stem!r}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{group} {path.stem!r}: must be a mapping of keys")
+    if group == "space":
+        return {"name": path.stem, "file": str(path)}
+    return data
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Name the group and its valid options when `group=value` picks an option that does not exist."""
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if sep and key in GROUPS and value not in ("", "null") and value not in options(key):
+            raise UserError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
+
+
+def compose(overrides: list[str]) -> dict:
+    """Compose the root config with the overrides and resolve it to plain dicts."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    check_overrides(overrides)
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="dse"):
+            cfg = hydra_compose("config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except UserError:
+        raise
+    except Exception as exc:  # Hydra/OmegaConf: malformed override, unknown key, bad interpolation
+        raise UserError(_one_line(exc)) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The first meaningful line of a Hydra/OmegaConf error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text.replace("Could not override", "cannot apply override").rstrip(".")
+
+
+@dataclass
+class Job:
+    """Everything a run needs, validated: typed objects, no Hydra."""
+
+    cfg: dict
+    study: object
+    space: object
+    cells: dict | None
+    sampler: dict
+    logger: dict
+    data: object
+    recipe: object
+    run_dir: Path
+    storage_url: str | None
+
+
+def prepare(cfg: dict) -> Job:
+    """Validate the composed config and load space, study, data and recipe; touches no storage."""
+    from dse import study as studies
+
+    study_cfg = dict(cfg.get("study") or {})
+    space_name = (cfg.get("space") or {}).get("name")
+    if study_cfg.get("space") and space_name and study_cfg["space"] != space_name:
+        raise UserError(f"space: study {study_cfg.get('name')!r} is written for space {study_cfg['space']!r}, "
+                        f"got space={space_name}")
+    study_cfg["space"] = study_cfg.get("space") or space_name
+    study = studies.from_dict(study_cfg)
+    space = load_space(study.space) if study.space else None
+    sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
+    cells = None
+    if study.is_grid:
+        cells = studies.cell_points(study, space)
+    elif sampler["name"] == "grid":
+        if space is None:
+            raise UserError("sampler=grid needs a space (space=NAME)")
+        cells = {p.id: p for p in space.grid()}
+    elif space is None:
+        raise UserError(f"space: study {study.name!r} names no space; give space=NAME "
+                        f"(valid: {', '.join(options('space'))})")
+    if cells is not None and not cells:
+        raise UserError(f"study {study.name!r}: the grid has no cells")
+    logger = dict(cfg.get("logger") or {"name": "none"})
+    data = load_data(cfg)
+    recipe = make_recipe(cfg)
+    run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
+    return Job(cfg=cfg, study=study, space=space, cells=cells, sampler=sampler, logger=logger, data=data,
+               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"))
+
+
+def _read_option(group: str, name: str) -> dict:
+    """A config-group file read directly (the study's default sampler when `sampler=` is not given)."""
+    path = conf_dir() / group / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
+    return yaml.safe_load(path.read_text())
+
+
+def load_space(name: str):
+    """The Space by name (a UserError if it is unknown, empty or contradictory)."""
+    from dse import space as spaces
+
+    if name not in options("space"):
+        raise UserError(f"unknown space {name!r}; valid: {', '.join(options('space'))}")
+    return spaces.load(name)
+
+
+def load_data(cfg: dict):
+    """The dataset as tensors (a UserError if it is unknown or missing)."""
+    from dse import datasets
+
+    data_cfg = {k: v for k, v in dict(cfg.get("data") or {}).items()}
+    name = data_cfg.pop("name", None)
+    return datasets.load(name, **_accepted(datasets.load, data_cfg), seed=cfg.get("seed", 0))
+
+
+def make_recipe(cfg: dict):
+    """The training recipe from the composed config (fidelity, trainer, seed)."""
+    from dse import train
+
+    return train.recipe(cfg)
+
+
+def _accepted(fn, kwargs: dict) -> dict:
+    """The subset of kwargs that `fn` takes (a data config may carry keys for other tools)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in params and k not in ("name", "seed")}
+
+
+def masked_config(cfg: dict) -> dict:
+    """The config with the storage password masked, fit to save or log."""
+    from dse.storage import mask
+
+    out = dict(cfg)
+    if out.get("storage"):
+        out["storage"] = mask(out["storage"])
+    return out
+
+
+def run(job: Job) -> None:
+    """Open the storage, create or resume the study, run the remaining trials, write the results."""
+    import optuna
+
+    from dse import objective as obj
+    from dse import report
+    from dse.storage import open_storage
+    from dse.wandb_log import Loggers
+
+    study = job.study
+    storage = open_storage(job.storage_url, job.run_dir)
+    loggers = Loggers(job.logger, job.run_dir, study.name)
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    (job.run_dir / "config.yaml").write_text(yaml.safe_dump(masked_config(job.cfg), sort_keys=False))
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial gets our own one-line summary
+    done = [t for t in _trials(storage, study.name) if obj.counted(t)]
+    seed = int(job.cfg.get("seed", 0)) + len(done)  # a resumed sampler does not replay its first draws
+    max_epochs = int(getattr(job.recipe, "epochs", 1))
+    prune = study.pruner != "none"
+    optuna_study = obj.open_study(storage, study, obj.make_sampler(job.sampler, seed, study.multi),
+                                  obj.make_pruner(study.pruner, max_epochs), study.space)
+    if job.cells is not None:
+        obj.enqueue_grid(optuna_study, list(job.cells), study.seeds)
+        total, remaining = len(job.cells) * study.seeds, obj.waiting(optuna_study)
+    else:
+        total = study.n_trials
+        remaining = max(total - len([t for t in optuna_study.get_trials(deepcopy=False) if obj.counted(t)]), 0)
+    bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
+    objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
+                              loggers=loggers, prune=prune, progress=bool(job.cfg.get("progress", True)))
+    every = max(int(job.cfg.get("report_every", 5)), 1)
+
+    def after(s, trial):
+        bar.update(1)
+        bar.write(_summary_line(trial))
+        report.write_all(s, job.run_dir, plots=(trial.number + 1) % every == 0)
+
+    try:
+        if remaining:
+            optuna_study.optimize(objective, n_trials=remaining, timeout=study.timeout, catch=(obj.TrialFailed,),
+                                  callbacks=[after, obj.StopAt(total, job.cells is not None)], gc_after_trial=True)
+    finally:
+        bar.close()
+        out = report.write_all(optuna_study, job.run_dir)
+        loggers.summary(out["rows"], out["front"], study.objectives)
+    _final_line(study.name, job.run_dir, out)
+
+
+def _trials(storage, name: str) -> list:
+    """The stored trials of study `name` ([] when it does not exist yet)."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def _bar(total: int, initial: int, name: str, enabled: bool):
+    """The study's progress bar (trials)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"study {name}", unit="trial", position=0,
+                disable=not enabled, dynamic_ncols=True)
+
+
+def _summary_line(trial) -> str:
+    """One line per finished trial."""
+    a = trial.user_attrs
+    head = f"trial {trial.number} [{a.get('status', trial.state.name.lower())}]"
+    if a.get("status") == "ok":
+        return (f"{head} acc {100 * a['val_acc']:.2f}%  {a['flops'] / 1e6:.2f} MFLOPs  {a['params'] / 1e6:.3f} M "
+                f"params  {a.get('epochs')} ep  {a.get('train_seconds', 0):.0f}s  {a.get('point_id')}")
+    return f"{head} {a.get('reason', '')}  {a.get('point_id', '')}"
+
+
+def _final_line(name: str, run_dir: Path, out: dict) -> None:
+    """What the run left behind."""
+    ok = [r for r in out["rows"] if r["status"] == "ok"]
+    best = max(ok, key=lambda r: r["accuracy"], default=None)
+    print(f"study {name}: {len(out['rows'])} trials ({len(ok)} ok), {len(out['front'])} on the Pareto front"
+          + (f"; best val accuracy {100 * best['accuracy']:.2f}% at {best['flops'] / 1e6:.2f} MFLOPs"
+             if best else ""))
+    print(f"results: {run_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml)")
+
+
+def main(argv=None) -> int:
+    """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\n" + "\n".join(f"  {g}: {', '.join(options(g))}" for g in GROUPS))
+        return 0
+    show = "--cfg" in argv
+    argv = [a for a in argv if a != "--cfg"]
+    try:
+        bad = [a for a in argv if a.startswith("-")]
+        if bad:
+            raise UserError(f"unknown flag {bad[0]!r}; use key=value overrides (see --help)")
+        cfg = compose(argv)
+        if show:
+            print(yaml.safe_dump(masked_config(cfg), sort_keys=False), end="")
+            return 0
+        _quiet()
+        job = prepare(cfg)
+        run(job)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept in the storage; re-run the command to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _quiet() -> None:
+    """Silence library chatter that would bury the progress bars."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

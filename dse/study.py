@@ -1,0 +1,217 @@
+"""Study files (studies/<name>.yaml): what to search, how long, for which objectives, and ablation grids.
+
+Schema (every key optional except where said):
+
+    name: my_study            # run directory runs/<name>/ and the Optuna study name (required)
+    space: resnext            # the space it is written for; `space=` on the command line may fill it
+    n_trials: 20              # total trials, counted across resumes and workers
+    timeout: null             # seconds per invocation
+    seeds: 1                  # training repeats per grid cell (grid studies)
+    objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
+    sampler: tpe              # default sampler when `sampler=` is not given (tpe, nsga2, grid, random)
+    pruner: none              # single-objective only: none, median, halving, hyperband
+    grid:                     # an ablation: fixed cells instead of sampling
+      - {label: wrn_28_10, point: wrn_28_10}           # a zoo name
+      - {label: custom, point: {stages: [...], ...}}   # a Point as a dict
+      - {label: d16, params: {depth: 16, width: 8}}    # space parameters, filled by the space
+    paper: {...}              # the paper's numbers for the table tool (dse.table)
+    match: {...}              # a complexity-matched cell generator (dse.match)
+
+A grid study has one categorical trial parameter `cell` (the label) and one `seed`; every cell x seed is
+enqueued once, so a resumed or shared study only runs what is missing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dse.errors import UserError
+
+DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize"}
+SAMPLERS = ("tpe", "nsga2", "grid", "random")
+PRUNERS = ("none", "median", "halving", "hyperband")
+KEYS = ("name", "space", "n_trials", "timeout", "seeds", "objectives", "sampler", "pruner", "grid", "paper",
+        "match", "description")
+
+
+def studies_dir() -> Path:
+    """Folder of the shipped study files: the checkout's studies/, else the copy inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "studies", here / "studies"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "studies"
+
+
+def names() -> list[str]:
+    """Stems of the shipped study files."""
+    return sorted(p.stem for p in studies_dir().glob("*.yaml"))
+
+
+def read(name_or_path: str) -> dict:
+    """The raw mapping of a study file, by stem or path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = studies_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(f"unknown study {name_or_path!r}; valid: {', '.join(names())}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"study {str(path)!r}: cannot read: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"study {str(path)!r}: must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: a label and either a Point (zoo name or dict) or a dict of space parameters."""
+
+    label: str
+    point: object = None
+    params: dict | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file."""
+
+    name: str
+    space: str | None = None
+    n_trials: int = 20
+    timeout: float | None = None
+    seeds: int = 1
+    objectives: tuple[str, ...] = ("accuracy", "flops")
+    sampler: str = "tpe"
+    pruner: str = "none"
+    grid: tuple[Cell, ...] = ()
+    paper: dict | None = None
+    match: dict | None = None
+    description: str = ""
+    extra_cells: tuple[Cell, ...] = field(default=(), repr=False)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions, one per objective."""
+        return [DIRECTIONS[o] for o in self.objectives]
+
+    @property
+    def multi(self) -> bool:
+        """True for a multi-objective study."""
+        return len(self.objectives) > 1
+
+    @property
+    def is_grid(self) -> bool:
+        """True when the study runs fixed cells."""
+        return bool(self.grid or self.match)
+
+
+def from_dict(data: dict) -> Study:
+    """Validate a study mapping (already merged with overrides) into a Study."""
+    data = {k: v for k, v in dict(data).items() if v is not None or k in ("timeout", "space")}
+    extra = sorted(set(data) - set(KEYS))
+    if extra:
+        raise UserError(f"study: unknown key {extra[0]!r}; valid: {', '.join(KEYS)}")
+    name = data.get("name")
+    if not name or not isinstance(name, str) or "/" in name or name.startswith("."):
+        raise UserError(f"study.name: needs a plain name (no '/'), got {name!r}")
+    objectives = _objectives(data.get("objectives", ["accuracy", "flops"]))
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise UserError(f"study.sampler: unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+    pruner = str(data.get("pruner", "none"))
+    if pruner not in PRUNERS:
+        raise UserError(f"study.pruner: unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}")
+    if pruner != "none" and len(objectives) > 1:
+        raise UserError(f"study.pruner: pruning ({pruner}) needs a single objective, got {', '.join(objectives)}")
+    n_trials = _count("study.n_trials", data.get("n_trials", 20))
+    seeds = _count("study.seeds", data.get("seeds", 1))
+    timeout = data.get("timeout")
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+        raise UserError(f"study.timeout: must be seconds > 0 or null, got {timeout!r}")
+    grid = tuple(_cell(i, c) for i, c in enumerate(data.get("grid") or []))
+    labels = [c.label for c in grid]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise UserError(f"study.grid: label {dup[0]!r} appears twice")
+    return Study(name=name, space=data.get("space"), n_trials=n_trials, timeout=timeout, seeds=seeds,
+                 objectives=objectives, sampler=sampler, pruner=pruner, grid=grid, paper=data.get("paper"),
+                 match=data.get("match"), description=str(data.get("description", "")))
+
+
+def load(name_or_path: str) -> Study:
+    """Read and validate a study file by stem or path."""
+    return from_dict(read(name_or_path))
+
+
+def _objectives(value) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else list(value or [])
+    for item in items:
+        if item not in DIRECTIONS:
+            raise UserError(f"study.objectives: unknown objective {item!r}; valid: {', '.join(DIRECTIONS)}")
+    if len(set(items)) != len(items):
+        raise UserError(f"study.objectives: an objective appears twice in {items}")
+    quality = [o for o in items if o in ("accuracy", "error")]
+    if len(quality) != 1:
+        raise UserError(f"study.objectives: need exactly one of accuracy or error, got {items}")
+    return tuple(items)
+
+
+def _count(key: str, value) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserError(f"{key}: must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _cell(i: int, data) -> Cell:
+    if not isinstance(data, dict) or "label" not in data:
+        raise UserError(f"study.grid[{i}]: needs a mapping with 'label' and 'point' or 'params'")
+    extra = sorted(set(data) - {"label", "point", "params"})
+    if extra:
+        raise UserError(f"study.grid[{i}]: unknown key {extra[0]!r}; valid: label, point, params")
+    if ("point" in data) == ("params" in data):
+        raise UserError(f"study.grid[{i}] ({data['label']}): give exactly one of 'point' or 'params'")
+    if "params" in data and not isinstance(data["params"], dict):
+        raise UserError(f"study.grid[{i}].params: must be a mapping of space parameters")
+    return Cell(label=str(data["label"]), point=data.get("point"), params=data.get("params"))
+
+
+def cell_points(study: Study, space) -> dict:
+    """Expand the grid (and a `match:` generator) into {label: Point}, in file order."""
+    from dse.space.point import Point
+
+    out = {}
+    for cell in study.grid:
+        if cell.params is not None:
+            out[cell.label] = space_point(space, cell.params, cell.label)
+        elif isinstance(cell.point, str):
+            from dse import zoo
+
+            out[cell.label] = zoo.get(cell.point)
+        else:
+            out[cell.label] = Point.from_dict(cell.point)
+    if study.match:
+        from dse import match
+
+        if not hasattr(match, "cells"):
+            raise UserError("study.match: dse.match has no cell generator (cells(spec) -> {label: Point})")
+        for label, point in match.cells(study.match).items():
+            if label in out:
+                raise UserError(f"study.match: label {label!r} is already a grid cell")
+            out[label] = point
+    return out
+
+
+def space_point(space, params: dict, label: str = ""):
+    """The space's Point for fixed parameter values (others at the space's defaults)."""
+    if hasattr(space, "point"):
+        return space.point(params)
+    from optuna.trial import FixedTrial
+
+    try:
+        return space.suggest(FixedTrial(params))
+    except ValueError as exc:
+        raise UserError(f"study.grid ({label}): {str(exc).splitlines()[0]}") from None

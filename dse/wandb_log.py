@@ -1,0 +1,139 @@
+"""Per-trial loggers (none, csv, wandb) and the W&B study-summary run.
+
+W&B: each trial is a run in group <study name> with config = Point + params/FLOPs, and learning curves
+through Lightning's WandbLogger; one `summary` run holds the trials table, a Pareto scatter and the
+hypervolume after each trial. Without WANDB_API_KEY (and no WANDB_MODE) everything runs offline into
+<run_dir>/wandb/offline-run-*/ (`wandb sync` uploads later); W&B never blocks or fails a study.
+Storage URLs never reach W&B.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dse.errors import choose
+
+LOGGERS = ("none", "csv", "wandb")
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """online when a key (or WANDB_MODE) allows it, else offline; 'disabled' stays disabled."""
+    if requested and requested != "auto":
+        return requested
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def init_run(cfg: dict, run_dir: Path, study: str, name: str, job_type: str, config: dict):
+    """A W&B run under <run_dir>/wandb, never waiting on the network for long."""
+    import wandb
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    settings = wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True)
+    return wandb.init(project=cfg.get("project") or "dse", entity=cfg.get("entity"), group=study, name=name,
+                      job_type=job_type, config=config, dir=str(run_dir), mode=wandb_mode(cfg.get("mode", "auto")),
+                      reinit="create_new", settings=settings)
+
+
+class Loggers:
+    """Makes the Lightning logger of each trial for logger=none|csv|wandb."""
+
+    def __init__(self, cfg: dict, run_dir: Path, study: str):
+        self.cfg = dict(cfg or {"name": "none"})
+        self.name = choose("logger", self.cfg.get("name", "none"), {k: k for k in LOGGERS})
+        self.run_dir = Path(run_dir)
+        self.study = study
+        self.runs = {}
+
+    def trial(self, number: int, point, params: int, flops: int, trial_params: dict):
+        """The Lightning logger for one trial (None for logger=none)."""
+        if self.name == "csv":
+            from lightning.pytorch.loggers import CSVLogger
+
+            return CSVLogger(str(self.run_dir / "csv"), name=f"trial_{number:04d}", version="")
+        if self.name == "wandb" and self.cfg.get("trials", True):
+            from lightning.pytorch.loggers import WandbLogger
+
+            config = {"point": point.to_dict(), "point_id": point.id, "params": int(params), "flops": int(flops),
+                      "trial": number, **{f"space.{k}": v for k, v in trial_params.items()}}
+            run = init_run(self.cfg, self.run_dir, self.study, f"trial-{number:04d}", "trial", config)
+            self.runs[number] = run
+            return WandbLogger(experiment=run)
+        return None
+
+    def trial_done(self, number: int, summary: dict | None = None) -> None:
+        """Close the trial's W&B run."""
+        run = self.runs.pop(number, None)
+        if run is not None:
+            if summary:
+                run.summary.update(summary)
+            run.finish()
+
+    def summary(self, rows: list[dict], front: list[dict], objectives) -> Path | None:
+        """The study-summary W&B run (logger=wandb only); returns its directory."""
+        if self.name != "wandb":
+            return None
+        return log_summary(self.cfg, self.run_dir, self.study, rows, front, objectives)
+
+
+def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: list[dict], objectives) -> Path:
+    """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
+    import wandb
+
+    columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
+               "epochs", "train_seconds", "reason"]
+    run = init_run(cfg, run_dir, study, "summary", "summary", {"objectives": list(objectives), "study": study})
+    table = wandb.Table(columns=columns + ["pareto"])
+    front_ids = {r["number"] for r in front}
+    for r in rows:
+        table.add_data(*[r.get(c) for c in columns], r["number"] in front_ids)
+    run.log({"trials": table})
+    done = [r for r in rows if r.get("status") == "ok"]
+    scatter = wandb.Table(columns=["mflops", "accuracy", "number"],
+                          data=[[r["flops"] / 1e6, r["accuracy"], r["number"]] for r in done])
+    run.log({"pareto": wandb.plot.scatter(scatter, "mflops", "accuracy", title=f"{study}: accuracy vs MFLOPs")})
+    curve = hypervolume_curve(rows)
+    for number, hv in curve:
+        run.log({"trial": number, "hypervolume": hv})
+    hv_table = wandb.Table(columns=["trial", "hypervolume"], data=[list(p) for p in curve])
+    run.log({"hypervolume_curve": wandb.plot.line(hv_table, "trial", "hypervolume", title="hypervolume")})
+    run.summary.update({"n_trials": len(rows), "n_ok": len(done), "pareto_size": len(front),
+                        "hypervolume": curve[-1][1] if curve else 0.0})
+    path = Path(run.dir).parent
+    run.finish()
+    return path
+
+
+def hypervolume_2d(points, ref=(1.0, 1.0)) -> float:
+    """Area dominated by `points` (both coordinates minimised) and bounded by `ref`."""
+    return _sweep([(x, y) for x, y in points if x < ref[0] and y < ref[1]], ref)
+
+
+def _sweep(points, ref) -> float:
+    """Hypervolume by a sweep over x: each non-dominated point adds the strip up to the next one."""
+    front, best_y = [], float("inf")
+    for x, y in sorted(points):
+        if y < best_y:
+            front.append((x, y))
+            best_y = y
+    area = 0.0  # front is sorted by x with falling y
+    for i, (x, y) in enumerate(front):
+        next_x = front[i + 1][0] if i + 1 < len(front) else ref[0]
+        area += (next_x - x) * (ref[1] - y)
+    return area
+
+
+def hypervolume_curve(rows: list[dict]) -> list[tuple[int, float]]:
+    """Hypervolume of (error, FLOPs / reference FLOPs) after each trial; reference (1, 1.1 x max FLOPs)."""
+    done = [r for r in rows if r.get("status") == "ok" and r.get("error") is not None]
+    if not done:
+        return []
+    ref_flops = 1.1 * max(r["flops"] for r in done)
+    out, seen = [], []
+    for r in sorted(rows, key=lambda r: r["number"]):
+        if r in done:
+            seen.append((r["error"], r["flops"] / ref_flops))
+        out.append((r["number"], hypervolume_2d(seen)))
+    return out
