@@ -118,7 +118,8 @@ def params_without_norm(point) -> int:
 
     from dse.arch import build
 
-    module = build(point)
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        module = build(point)
     norms = (torch.nn.modules.batchnorm._BatchNorm,)
     skip = {id(p) for m in module.modules() if isinstance(m, norms) for p in m.parameters()}
     return sum(p.numel() for p in module.parameters() if id(p) not in skip)

@@ -1,0 +1,96 @@
+"""dse.table: paper rows from the data file, pending cells, real numbers from a real Optuna storage, τ."""
+import math
+
+import optuna
+import pytest
+
+from dse import study
+from dse.table import PENDING, error_pct, like_printed, make, paper_table
+
+STUDIES = {"wrn_table4": "wrn_table4", "wrn_blocks": "wrn_table2", "wrn_dropout": "wrn_table6",
+           "resnext_table3": "resnext_table3", "resnext_cifar": "resnext_table7"}
+
+
+@pytest.mark.parametrize("name, table", STUDIES.items())
+def test_grid_is_exactly_the_paper_rows(name, table):
+    s = study.load(name)
+    assert s.paper["table"] == table
+    cells = study.cell_points(s, None)
+    assert list(cells) == [r["label"] for r in paper_table(table)["rows"]]
+
+
+def _printed_match(ours: str, printed: str) -> bool:
+    return ours == printed.lstrip("~")
+
+
+@pytest.mark.parametrize("name", ["wrn_table4", "wrn_blocks", "resnext_cifar"])
+def test_params_column_matches_the_papers_printed_digits(name, tmp_path):
+    result = make(name, runs=str(tmp_path / "runs"))
+    checked = [r for r in result["rows"] if r.paper_params]
+    assert checked, "the paper prints sizes for these rows"
+    for row in checked:
+        assert _printed_match(like_printed(row.params, row.paper_params), row.paper_params), row.label
+
+
+def test_empty_storage_renders_all_pending(tmp_path):
+    result = make("wrn_table4", runs=str(tmp_path / "runs"))
+    md = result["paths"]["md"].read_text()
+    assert md.count(f"| {PENDING} |") == 10 and result["tau"] is None and result["n"] == 0
+    assert "Kendall τ: n/a" in md
+    assert result["paths"]["tex"].read_text().count(f"& {PENDING} &") == 10
+    assert not (tmp_path / "runs" / "wrn_table4" / "study.db").exists()  # reading made no storage
+
+
+def _record(run_dir, name, cells: dict):
+    """A real SQLite Optuna study with COMPLETE trials carrying dse's trial attrs."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    st = optuna.create_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}",
+                             directions=["maximize", "minimize"])
+    labels = list(cells)
+    for label, accs in cells.items():
+        for seed, acc in enumerate(accs):
+            dist = {"cell": optuna.distributions.CategoricalDistribution(labels),
+                    "seed": optuna.distributions.IntDistribution(0, 9)}
+            trial = optuna.trial.create_trial(params={"cell": label, "seed": seed}, distributions=dist,
+                                              values=[acc, 1.0], user_attrs={"test_acc": acc, "val_acc": acc,
+                                                                             "status": "ok"})
+            st.add_trial(trial)
+    failed = optuna.trial.create_trial(params={"cell": labels[0], "seed": 5}, distributions=dist,
+                                       state=optuna.trial.TrialState.FAIL, user_attrs={"status": "failed"})
+    st.add_trial(failed)
+
+
+def test_partial_storage_real_numbers_and_tau(tmp_path):
+    runs = tmp_path / "runs"
+    rows = paper_table("wrn_table4")["rows"]
+    # accuracies ordered like the paper's CIFAR-10 errors for 4 rows: tau = 1 over those 4 rows
+    chosen = [r for r in rows if r["label"] in ("WRN-40-1", "WRN-40-2", "WRN-40-4", "WRN-28-10")]
+    cells = {r["label"]: [1 - r["cifar10"] / 100 * 2, 1 - r["cifar10"] / 100 * 2 - 0.01] for r in chosen}
+    _record(runs / "wrn_table4", "wrn_table4", cells)
+    result = make("wrn_table4", runs=str(runs))
+    by = {r.label: r for r in result["rows"]}
+    wrn401 = by["WRN-40-1"]
+    assert len(wrn401.errors) == 2  # the FAIL trial is not counted
+    assert wrn401.mean == pytest.approx(2 * 6.85 + 0.5)
+    assert wrn401.std == pytest.approx(math.sqrt(0.5))
+    assert result["tau"] == pytest.approx(1.0) and result["n"] == 4
+    md = result["paths"]["md"].read_text()
+    assert md.count(f"| {PENDING} |") == 6 and "(n = 4 rows)" in md
+    assert f"{2 * 6.85 + 0.5:.2f} ± 0.71 (2)" in md
+    csv_text = result["paths"]["csv"].read_text()
+    assert "WRN-40-1," in csv_text and ",6.85" in csv_text
+
+
+def test_cli_accepts_override_and_plain_name(tmp_path, capsys):
+    from dse.table import main
+
+    assert main([f"runs={tmp_path}", "study=wrn_dropout"]) == 0
+    assert (tmp_path / "wrn_dropout" / "table.md").is_file()
+    assert main(["wrn_dropout", f"out={tmp_path / 'o'}"]) == 0
+    assert (tmp_path / "o" / "table.csv").is_file()
+    assert main(["study=nope"]) == 2 and "unknown study 'nope'" in capsys.readouterr().err
+    assert main(["colour=red"]) == 2
+
+
+def test_error_units():
+    assert error_pct(0.9583) == pytest.approx(4.17) and error_pct(95.83) == pytest.approx(4.17)
