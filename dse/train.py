@@ -1,0 +1,354 @@
+"""Train one Point on one Data with Lightning: the papers' SGD recipes, pruning, divergence and OOM handling.
+
+`recipe(cfg)` turns a mapping (the `trainer:` section of a fidelity preset) into a `Recipe`; a `recipe: <name>`
+key starts from a named recipe in `RECIPES`. `fit(point, data, recipe)` returns a `TrainResult` whose
+`status` is ok, pruned, diverged or oom; any other error propagates to the caller.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import nn
+
+from dse.errors import UserError, choose
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train: SGD with Nesterov momentum, a learning-rate schedule, and the Trainer's settings."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # step | cosine | onecycle | constant
+    milestones: tuple[int, ...] = ()  # epochs at which a step schedule multiplies lr by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up (step, cosine, constant); onecycle's rising part (0: 30%)
+    label_smoothing: float = 0.0
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 16-mixed on GPU, 32 on CPU
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    limit_batches: int | None = None  # at most this many train and val batches per epoch (smoke runs)
+    eval_test: bool = False  # also score the test set after training
+    threads: int | None = None  # torch CPU threads (None: leave as is)
+    oom_retry: bool = False  # on out-of-memory, try once more at half the batch size
+    channels_last: bool = True  # on GPU only
+    deterministic: bool = False  # Lightning's deterministic algorithms (slower on GPU)
+
+    def __post_init__(self):
+        choose("trainer.schedule", self.schedule, dict.fromkeys(SCHEDULES))
+        choose("trainer.precision", str(self.precision), dict.fromkeys(PRECISIONS))
+        for name in ("epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise UserError(f"trainer.{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise UserError(f"trainer.lr: must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UserError(f"trainer.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.warmup_epochs < self.epochs or self.warmup_epochs < 0:
+            raise UserError(f"trainer.warmup_epochs: must be in [0, epochs), got {self.warmup_epochs}")
+
+
+# Named recipes: the papers' full schedules (a `trainer.recipe: <name>` key starts from one of these).
+RECIPES = {
+    # Zagoruyko & Komodakis, Wide Residual Networks (CIFAR): 200 epochs, lr 0.1 x0.2 at 60/120/160, batch 128.
+    "wrn": Recipe(epochs=200, batch_size=128, lr=0.1, schedule="step", milestones=(60, 120, 160), gamma=0.2),
+    # Xie et al., ResNeXt (CIFAR): 300 epochs, lr 0.1 x0.1 at 150 and 225, batch 128.
+    "resnext": Recipe(epochs=300, batch_size=128, lr=0.1, schedule="step", milestones=(150, 225), gamma=0.1),
+    # He et al., ResNet (CIFAR): 64k iterations at batch 128 ~ 164 epochs, x0.1 at 32k/48k ~ epochs 82/123.
+    "resnet": Recipe(epochs=164, batch_size=128, lr=0.1, schedule="step", milestones=(82, 123), gamma=0.1,
+                     weight_decay=1e-4),
+    # The CPU proxy (Fashion-MNIST subset, a few epochs): one-cycle, 30% warm-up.
+    "proxy": Recipe(epochs=3, batch_size=128, lr=0.1, schedule="onecycle"),
+}
+ALIASES = {"max_epochs": "epochs"}  # Lightning's name for the same thing
+
+
+def recipe(cfg=None) -> Recipe:
+    """A Recipe from a mapping; `recipe: <name>` starts from RECIPES[name]; unknown keys raise UserError."""
+    cfg = dict(cfg or {})
+    base = cfg.pop("recipe", None)
+    start = choose("trainer.recipe", base, RECIPES) if base else Recipe()
+    known = {f.name for f in fields(Recipe)}
+    changes = {}
+    for key, value in cfg.items():
+        name = ALIASES.get(key, key)
+        if name not in known:
+            raise UserError(f"trainer: unknown key {key!r}; valid: {', '.join(sorted(known | set(ALIASES) | {'recipe'}))}")
+        changes[name] = tuple(value) if name == "milestones" else value
+    try:
+        return replace(start, **changes)
+    except TypeError as exc:
+        raise UserError(f"trainer: {exc}") from None
+
+
+@dataclass
+class TrainResult:
+    """What a fit produced: final validation accuracy, optional test accuracy, and how it ended."""
+
+    val_acc: float | None
+    test_acc: float | None
+    epochs: int
+    seconds: float
+    status: str  # ok | pruned | diverged | oom
+    reason: str = ""
+    batch_size: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# ----- learning-rate schedules (per optimizer step) -----
+
+def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at optimizer step `step` (step, cosine and constant schedules)."""
+    epoch = step / steps_per_epoch
+    warm = recipe.warmup_epochs
+    if warm and epoch < warm:
+        return (step + 1) / (warm * steps_per_epoch)
+    if recipe.schedule == "step":
+        return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    if recipe.schedule == "cosine":
+        t = (epoch - warm) / max(recipe.epochs - warm, 1e-9)
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return 1.0
+
+
+def scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
+    """The torch scheduler for `recipe`, stepped once per optimizer step."""
+    if recipe.schedule == "onecycle":
+        pct = recipe.warmup_epochs / recipe.epochs if recipe.warmup_epochs else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=pct,
+            cycle_momentum=False, div_factor=25.0, final_div_factor=1e4)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, steps_per_epoch))
+
+
+# ----- the LightningModule -----
+
+def _module_class():
+    """Build the LightningModule class lazily (importing Lightning costs seconds)."""
+    import lightning.pytorch as pl
+    from torchmetrics.classification import MulticlassAccuracy
+
+    class Classifier(pl.LightningModule):
+        """A network trained with SGD + cross-entropy; logs train/loss, val/loss, val/acc, test/acc, lr."""
+
+        def __init__(self, model: nn.Module, recipe: Recipe, num_classes: int, train_batches):
+            super().__init__()
+            self.model, self.recipe, self.train_batches = model, recipe, train_batches
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.history: list[dict] = []
+            self._loss_sum = None
+            self._steps = 0
+            self._epoch_start = 0.0
+
+        def forward(self, x):
+            return self.model(x)
+
+        def on_train_epoch_start(self):
+            self._loss_sum = torch.zeros((), device=self.device)
+            self._steps = 0
+            self._epoch_start = time.perf_counter()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = self.criterion(self.model(x), y)
+            self._loss_sum += loss.detach()
+            self._steps += 1
+            if self._steps % 20 == 1 and not torch.isfinite(self._loss_sum):  # a NaN anywhere stays in the sum
+                raise Diverged(f"loss is {self._loss_sum.item()} at epoch {self.current_epoch} step {batch_idx}")
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            logits = self.model(x)
+            self.val_acc.update(logits, y)
+            self.log("val/loss", self.criterion(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
+            self.log("val/acc", self.val_acc, on_epoch=True)
+
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.test_acc.update(self.model(x), y)
+            self.log("test/acc", self.test_acc, on_epoch=True)
+
+        def on_train_epoch_end(self):
+            loss = (self._loss_sum / max(self._steps, 1)).item()
+            if not math.isfinite(loss):
+                raise Diverged(f"mean training loss is {loss} in epoch {self.current_epoch}")
+            self.log("train/loss", loss, sync_dist=True)
+            metrics = self.trainer.callback_metrics
+            row = {"epoch": self.current_epoch + 1, "train/loss": loss,
+                   "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - self._epoch_start}
+            for key in ("val/acc", "val/loss"):
+                if key in metrics:
+                    row[key] = float(metrics[key])
+            self.history.append(row)
+
+        def configure_optimizers(self):
+            r = self.recipe
+            decay, no_decay = [], []
+            for p in self.model.parameters():
+                (no_decay if p.ndim <= 1 else decay).append(p)
+            groups = [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            opt = torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov and r.momentum > 0)
+            sched = scheduler(r, opt, len(self.train_batches))  # after DDP sharding
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return Classifier
+
+
+def quiet() -> None:
+    """Silence Lightning's banner/tip lines and the pytree deprecation warning (sweeps run many Trainers)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*is an invalid value for the `limit_.*")
+
+
+def _precision(recipe: Recipe, on_gpu: bool) -> str:
+    if recipe.precision != "auto":
+        return {"32": "32-true"}.get(str(recipe.precision), str(recipe.precision))
+    if not on_gpu:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _on_gpu(recipe: Recipe) -> bool:
+    return recipe.accelerator in ("gpu", "cuda") or (recipe.accelerator == "auto" and torch.cuda.is_available())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def fit(point, data, recipe: Recipe, trial=None, logger=None, callbacks=(), progress: bool = True) -> TrainResult:
+    """Train `point` (a Point, or an nn.Module) on `data`; status ok / pruned / diverged / oom."""
+    start = time.perf_counter()
+    result = _fit_once(point, data, recipe, trial, logger, callbacks, progress)
+    if result.status == "oom" and recipe.oom_retry and recipe.batch_size > 1:
+        _free_memory()
+        half = replace(recipe, batch_size=recipe.batch_size // 2)
+        result = _fit_once(point, data, half, trial, logger, callbacks, progress)
+        result.reason = f"{result.reason or result.status} (retried at batch size {half.batch_size} after oom)"
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainResult:
+    """One Lightning fit at `recipe.batch_size`; maps divergence, OOM and pruning to a status."""
+    import lightning.pytorch as pl
+    import optuna
+
+    from dse.datasets import Batches
+
+    quiet()
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    pl.seed_everything(recipe.seed, workers=False, verbose=False)
+    model = point if isinstance(point, nn.Module) else _build(point, data)
+    train = Batches(data.train, data, recipe.batch_size, train=True, seed=recipe.seed, limit=recipe.limit_batches)
+    val = Batches(data.val, data, max(recipe.batch_size, 256), limit=recipe.limit_batches)
+    test = Batches(data.test, data, max(recipe.batch_size, 256))
+    on_gpu = _on_gpu(recipe)
+    module = _module_class()(model, recipe, data.num_classes, train)
+    cbs = [_feed_callback_class()((train, val, test), on_gpu and recipe.channels_last), *callbacks]
+    pruner = _pruner(trial)
+    if pruner is not None:
+        cbs.append(pruner)
+    if progress:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, len(train) // 20)))
+    trainer = pl.Trainer(
+        max_epochs=recipe.epochs, accelerator=recipe.accelerator, devices=recipe.devices, strategy=recipe.strategy,
+        precision=_precision(recipe, on_gpu), logger=logger if logger is not None else False, callbacks=cbs,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+        num_sanity_val_steps=0, log_every_n_steps=50, deterministic=recipe.deterministic,
+        benchmark=on_gpu and not recipe.deterministic)
+    status, reason = "ok", ""
+    try:
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+        if pruner is not None:
+            pruner.check_pruned()  # under DDP the pruning decision travels through the storage
+    except optuna.TrialPruned as exc:
+        status, reason = "pruned", str(exc)
+    except Diverged as exc:
+        status, reason = "diverged", f"diverged: {exc}"
+    except BaseException as exc:  # noqa: BLE001 - only out-of-memory is ours to handle
+        if not _is_oom(exc):
+            raise
+        status, reason = "oom", f"oom: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    history = module.history
+    val_acc = history[-1].get("val/acc") if history else None
+    test_acc = None
+    if status == "ok" and recipe.eval_test:
+        scores = trainer.test(module, dataloaders=test, verbose=False)
+        test_acc = float(scores[0]["test/acc"]) if scores else None
+    result = TrainResult(val_acc=val_acc, test_acc=test_acc, epochs=len(history), seconds=0.0, status=status,
+                         reason=reason, batch_size=recipe.batch_size, history=history)
+    del trainer, module, model
+    if status == "oom":
+        _free_memory()
+    return result
+
+
+def _build(point, data) -> nn.Module:
+    from dse.arch import build
+
+    return build(point, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size)
+
+
+def _pruner(trial):
+    """Optuna's Lightning pruning callback on val/acc, for single-objective studies only."""
+    if trial is None or len(trial.study.directions) != 1:
+        return None
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    return PyTorchLightningPruningCallback(trial, monitor="val/acc")
+
+
+def _feed_callback_class():
+    import lightning.pytorch as pl
+
+    class Feed(pl.Callback):
+        """Before the optimizers are made: data to the training device, one DDP shard per rank, channels_last."""
+
+        def __init__(self, batches, channels_last: bool):
+            self.batches, self.channels_last = batches, channels_last
+
+        def setup(self, trainer, pl_module, stage):
+            device = trainer.strategy.root_device
+            for b in self.batches:
+                b.to(device, self.channels_last).shard(trainer.global_rank, trainer.world_size)
+            if self.channels_last:
+                pl_module.model.to(memory_format=torch.channels_last)
+
+    return Feed
