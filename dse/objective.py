@@ -121,47 +121,9 @@ def with_geometry(point, data):
                          num_classes=int(data.num_classes))
 
 
-def violations(space, params: int, flops: int) -> dict[str, float]:
-    """Constraint values (> 0: over budget, relative to the bound) from the space's params/FLOPs bounds."""
-    bounds = _bounds(space)
-    out = {}
-    for metric, value in (("params", params), ("flops", flops)):
-        lo, hi = bounds.get(metric, (None, None))
-        if hi is not None:
-            out[f"max_{metric}"] = (value - hi) / hi
-        if lo is not None:
-            out[f"min_{metric}"] = (lo - value) / max(lo, 1)
-    return out
-
-
-def _bounds(space) -> dict:
-    """{'params': (lo, hi), 'flops': (lo, hi)} from the space's constraints, whatever their shape."""
-    if space is None:
-        return {}
-    raw = getattr(space, "constraints", None) or getattr(space, "bounds", None) or {}
-    if dataclasses.is_dataclass(raw):
-        raw = dataclasses.asdict(raw)
-    out = {}
-    for metric in ("params", "flops"):
-        value = raw.get(metric) if isinstance(raw, dict) else None
-        lo = raw.get(f"min_{metric}") if isinstance(raw, dict) else None
-        hi = raw.get(f"max_{metric}") if isinstance(raw, dict) else None
-        if isinstance(value, dict):
-            lo, hi = value.get("min", lo), value.get("max", hi)
-        elif isinstance(value, (list, tuple)) and len(value) == 2:
-            lo, hi = value
-        if lo is not None or hi is not None:
-            out[metric] = (_number(lo), _number(hi))
-    return out
-
-
-def _number(value):
-    """A bound as a float ('4.1G', '25M', 1e6 or None)."""
-    if value is None or isinstance(value, (int, float)):
-        return value
-    text = str(value).strip().upper()
-    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:], 1)
-    return float(text[:-1] if scale != 1 else text) * scale
+def violations(space, point) -> dict[str, float]:
+    """The space's relative bound violations ('flops.max': (flops - max) / max, ...; > 0: over budget)."""
+    return space.violations(point) if space is not None else {}
 
 
 @dataclass
@@ -180,7 +142,14 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
-        point, label, seed = self.suggest(trial)
+        from dse.space.space import Infeasible
+
+        try:
+            point, label, seed = self.suggest(trial)
+        except Infeasible as exc:  # the sampled values break one of the space's checks
+            trial.set_user_attr("status", "rejected")
+            trial.set_user_attr("reason", f"infeasible: {exc}")
+            raise optuna.TrialPruned("infeasible") from None
         point = with_geometry(point, self.data)
         trial.set_user_attr("point", point.to_dict())
         trial.set_user_attr("point_id", point.id)
@@ -195,7 +164,7 @@ class Objective:
             return self.finish(trial, "failed", f"invalid: {exc}")
         trial.set_user_attr("params", int(params))
         trial.set_user_attr("flops", int(flops))
-        over = violations(self.space, params, flops)
+        over = violations(self.space, point)
         for name, value in over.items():
             trial.set_constraint(name, value)
         if any(v > 0 for v in over.values()):

@@ -36,13 +36,9 @@ def conf_dir() -> Path:
 
 def spaces_dir() -> Path:
     """Folder of the space files (dse.space.spaces_dir when it exists)."""
-    import dse.space
+    from dse.space.space import spaces_dir as finder
 
-    finder = getattr(dse.space, "spaces_dir", None)
-    if finder is not None:
-        return Path(finder())
-    here = Path(__file__).resolve().parent
-    return next((p for p in (here.parent / "spaces", here / "spaces") if p.is_dir()), here.parent / "spaces")
+    return Path(finder())
 
 
 def options(group: str) -> list[str]:
@@ -74,8 +70,10 @@ def _node(group: str, path: Path) -> dict:
         raise UserError(f"{group} {path.stem!r}: malformed YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{group} {path.stem!r}: must be a mapping of keys")
-    if group == "space":
-        return {"name": path.stem, "file": str(path)}
+    if group == "space":  # the space is loaded by dse.space; its bounds may be overridden here
+        given = data.get("constraints") or {}
+        bounds = {k: {"min": None, "max": None, **(given.get(k) or {})} for k in ("flops", "params")}
+        return {"name": path.stem, "file": str(path), "constraints": bounds}
     return data
 
 
@@ -139,7 +137,8 @@ def prepare(cfg: dict) -> Job:
                         f"got space={space_name}")
     study_cfg["space"] = study_cfg.get("space") or space_name
     study = studies.from_dict(study_cfg)
-    space = load_space(study.space) if study.space else None
+    data = load_data(cfg)
+    space = load_space(study.space, data, (cfg.get("space") or {}).get("constraints")) if study.space else None
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     cells = None
     if study.is_grid:
@@ -154,8 +153,7 @@ def prepare(cfg: dict) -> Job:
     if cells is not None and not cells:
         raise UserError(f"study {study.name!r}: the grid has no cells")
     logger = dict(cfg.get("logger") or {"name": "none"})
-    data = load_data(cfg)
-    recipe = make_recipe(cfg)
+    recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
     return Job(cfg=cfg, study=study, space=space, cells=cells, sampler=sampler, logger=logger, data=data,
                recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"))
@@ -169,13 +167,17 @@ def _read_option(group: str, name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def load_space(name: str):
-    """The Space by name (a UserError if it is unknown, empty or contradictory)."""
-    from dse import space as spaces
+def load_space(name: str, data, constraints: dict | None = None):
+    """The Space by name at the data's geometry (a UserError if it is unknown, empty or contradictory)."""
+    from dse.space.space import load
 
     if name not in options("space"):
         raise UserError(f"unknown space {name!r}; valid: {', '.join(options('space'))}")
-    return spaces.load(name)
+    space = load(name).with_geometry(image_size=int(data.image_size), in_chans=int(data.in_chans),
+                                     num_classes=int(data.num_classes))
+    wanted = {k: {side: v for side, v in (b or {}).items() if v is not None} for k, b in (constraints or {}).items()}
+    wanted = {k: b for k, b in wanted.items() if b and b != space.constraints.get(k)}
+    return space.with_constraints(**wanted) if wanted else space
 
 
 def load_data(cfg: dict):
@@ -187,11 +189,17 @@ def load_data(cfg: dict):
     return datasets.load(name, **_accepted(datasets.load, data_cfg), seed=cfg.get("seed", 0))
 
 
-def make_recipe(cfg: dict):
-    """The training recipe from the composed config (fidelity, trainer, seed)."""
+def make_recipe(cfg: dict, study):
+    """The training recipe from the `trainer` keys (fidelity + overrides) and the base seed.
+
+    Grid studies (ablation tables) also score the test set unless trainer.eval_test says otherwise.
+    """
     from dse import train
 
-    return train.recipe(cfg)
+    trainer = {"seed": int(cfg.get("seed", 0)), **dict(cfg.get("trainer") or {})}
+    if study.is_grid:
+        trainer.setdefault("eval_test", True)
+    return train.recipe(trainer)
 
 
 def _accepted(fn, kwargs: dict) -> dict:
