@@ -168,8 +168,8 @@ def _cells(row: Row) -> list[str]:
             "—" if row.paper_error is None else f"{row.paper_error:.2f}", dparams, derr]
 
 
-HEADER = ["row", "params", "FLOPs", "error % (mean ± std, n)", "paper params", "paper error %", "Δ params",
-          "Δ error"]
+HEADER = ["row", "params", "FLOPs", "error % (mean ± std, n)", "paper params", "paper error %",
+          "Δ params (vs printed)", "Δ error"]
 
 
 def tau_line(rows: list[Row]) -> str:
@@ -231,8 +231,8 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     run_dir = Path(runs) / study.name
     rows = build_rows(points, table, column, completed_errors(study.name, storage, run_dir))
     header = table.get("columns", {}).get(column, column)
-    title = f"{study.name}: ours vs {table['paper'].split(',')[0]} ({table.get('caption', '')})"
-    notes = [f"Paper column: {header}. Paper numbers: {table['source']}.",
+    title = f"{study.name}: ours vs the paper — {table.get('caption', spec['table'])}"
+    notes = [f"Paper: {table['paper']}. Paper column: {header}. Paper numbers: {table['source'].rstrip('.')}.",
              "Our params/FLOPs: analytic count of each cell's point as declared (paper geometry)"
              + (", params without BatchNorm affine params where the paper prints a size (its convention)."
                 if table.get("params_convention") == "no_norm" else "."),
