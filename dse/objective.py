@@ -265,8 +265,7 @@ class StopAt:
         self.grid = grid
 
     def __call__(self, optuna_study, trial) -> None:
-        if self.grid:
-            if waiting(optuna_study) == 0:
-                optuna_study.stop()
+        if self.grid and waiting(optuna_study) == 0:
+            optuna_study.stop()
         elif sum(counted(t) for t in optuna_study.get_trials(deepcopy=False)) >= self.total:
             optuna_study.stop()

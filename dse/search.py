@@ -49,17 +49,36 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def register() -> None:
-    """Put the space and study files into Hydra's ConfigStore as groups `space` and `study`."""
+def register(files: dict | None = None) -> None:
+    """Put the space and study files into Hydra's ConfigStore as groups `space` and `study`.
+
+    `files` maps a group to a user's own file (space=path/to/my.yaml), registered under its stem.
+    """
     from hydra.core.config_store import ConfigStore
 
-    store = ConfigStore.instance()
-    for group, folder in (("space", spaces_dir()), ("study", None)):
-        from dse.study import studies_dir
+    from dse.study import studies_dir
 
-        folder = folder or studies_dir()
+    store = ConfigStore.instance()
+    for group, folder in (("space", spaces_dir()), ("study", studies_dir())):
         for path in sorted(folder.glob("*.yaml")):
             store.store(group=group, name=path.stem, node=_node(group, path))
+    for group, path in (files or {}).items():
+        store.store(group=group, name=path.stem, node=_node(group, path))
+
+
+def own_files(overrides: list[str]) -> tuple[list[str], dict]:
+    """Rewrite space=/study= overrides that name a YAML file to its stem; returns (overrides, {group: path})."""
+    out, files = [], {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key in ("space", "study") and value.endswith((".yaml", ".yml")):
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise UserError(f"{key}: file {value!r} does not exist")
+            files[key] = path.resolve()
+            item = f"{key}={path.stem}"
+        out.append(item)
+    return out, files
 
 
 def _node(group: str, path: Path) -> dict:
@@ -77,10 +96,12 @@ def _node(group: str, path: Path) -> dict:
     return data
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str], files: dict) -> None:
     """Name the group and its valid options when `group=value` picks an option that does not exist."""
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
+        if key in files:
+            continue
         if sep and key in GROUPS and value not in ("", "null") and value not in options(key):
             raise UserError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
 
@@ -91,8 +112,9 @@ def compose(overrides: list[str]) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    check_overrides(overrides)
-    register()
+    overrides, files = own_files(overrides)
+    check_overrides(overrides, files)
+    register(files)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="dse"):
             cfg = hydra_compose("config", overrides=list(overrides))
@@ -138,7 +160,7 @@ def prepare(cfg: dict) -> Job:
     study_cfg["space"] = study_cfg.get("space") or space_name
     study = studies.from_dict(study_cfg)
     data = load_data(cfg)
-    space = load_space(study.space, data, (cfg.get("space") or {}).get("constraints")) if study.space else None
+    space = load_space(cfg.get("space") or {"name": study.space}, data) if study.space else None
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     cells = None
     if study.is_grid:
@@ -167,13 +189,17 @@ def _read_option(group: str, name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def load_space(name: str, data, constraints: dict | None = None):
-    """The Space by name at the data's geometry (a UserError if it is unknown, empty or contradictory)."""
+def load_space(node: dict, data):
+    """The Space of a `space` config node ({name, file, constraints}) at the data's geometry.
+
+    A UserError if it is unknown, empty or contradictory; overridden bounds replace the file's.
+    """
     from dse.space.space import load
 
-    if name not in options("space"):
+    name, constraints = node["name"], node.get("constraints")
+    if not node.get("file") and name not in options("space"):
         raise UserError(f"unknown space {name!r}; valid: {', '.join(options('space'))}")
-    space = load(name).with_geometry(image_size=int(data.image_size), in_chans=int(data.in_chans),
+    space = load(node.get("file") or name).with_geometry(image_size=int(data.image_size), in_chans=int(data.in_chans),
                                      num_classes=int(data.num_classes))
     wanted = {k: {side: v for side, v in (b or {}).items() if v is not None} for k, b in (constraints or {}).items()}
     wanted = {k: b for k, b in wanted.items() if b and b != space.constraints.get(k)}
@@ -241,12 +267,15 @@ def run(job: Job) -> None:
     prune = study.pruner != "none"
     optuna_study = obj.open_study(storage, study, obj.make_sampler(job.sampler, seed, study.multi),
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
-    if job.cells is not None:
+    finished = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
+    if job.cells is not None:  # ablation grids run every cell; sampler=grid over a space stops at n_trials
         obj.enqueue_grid(optuna_study, list(job.cells), study.seeds)
-        total, remaining = len(job.cells) * study.seeds, obj.waiting(optuna_study)
+        total = len(job.cells) * study.seeds
+        total = total if study.is_grid else min(total, study.n_trials)
+        remaining = min(obj.waiting(optuna_study), max(total - finished, 0))
     else:
         total = study.n_trials
-        remaining = max(total - len([t for t in optuna_study.get_trials(deepcopy=False) if obj.counted(t)]), 0)
+        remaining = max(total - finished, 0)
     bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, prune=prune, progress=bool(job.cfg.get("progress", True)))
