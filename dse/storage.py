@@ -22,16 +22,19 @@ def default_url(run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
 
 
+HEARTBEAT_REASON = "worker died (heartbeat)"
+
+
 def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s: int = 90, max_retry: int = 2):
     """Open (and create) the study storage with heartbeats; failed-by-heartbeat trials are retried.
 
     `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://) or
-    `journal:<path>` for a JournalStorage file on a shared file system.
+    `journal:<path>` for a JournalStorage file on a shared file system (no heartbeats there: a killed
+    worker's trial stays RUNNING). Env `DSE_HEARTBEAT=interval,grace` (seconds) overrides the timing.
     """
     import warnings
 
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if not url:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -45,13 +48,90 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     if "://" not in url:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
                         "postgresql://user:pw@host/db or journal:/path/file.log")
+    heartbeat_s, grace_s = _timing(heartbeat_s, grace_s)
+    url = _driver(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sqlite = url.startswith("sqlite")
+    engine = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
-        return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {})
+        return _storage_class()(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry),
+                                engine_kwargs=engine)
     except Exception as exc:  # unreachable server, bad driver, bad credentials
         msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise UserError(f"storage: cannot open {mask(url)}: {msg}") from None
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _driver(url: str) -> str:
+    """Name the PostgreSQL driver that is installed: SQLAlchemy 2.1 reads postgresql:// as psycopg (3)."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
+
+
+def _timing(heartbeat_s: int, grace_s: int) -> tuple[int, int]:
+    """Heartbeat interval and grace period, from env DSE_HEARTBEAT=interval,grace when set."""
+    import os
+
+    text = os.environ.get("DSE_HEARTBEAT", "").strip()
+    if not text:
+        return heartbeat_s, grace_s
+    try:
+        interval, grace = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"DSE_HEARTBEAT: {text!r} is not 'interval,grace' in whole seconds") from None
+    return interval, grace
+
+
+def _storage_class():
+    """RDBStorage that writes `reason` on a stale trial (still RUNNING, so writable) before Optuna fails it."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages import RDBStorage
+
+    class Storage(RDBStorage):
+        """RDBStorage whose heartbeat-stale trials carry user attr reason='worker died (heartbeat)'."""
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            stale = []
+            for trial_id in super()._get_stale_trial_ids(study_id):
+                try:
+                    self.set_trial_user_attr(trial_id, "reason", HEARTBEAT_REASON)
+                except UpdateFinishedTrialError:  # it finished after all
+                    continue
+                stale.append(trial_id)
+            return stale
+
+    return Storage
+
+
+def _retry_class():
+    """Optuna's retry-on-stale callback, minus the dead trial's outcome attrs on the re-queued copy."""
+    import copy
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    class Retry(RetryHeartbeatStaleTrialCallback):
+        """Re-queue a heartbeat-stale trial's params as WAITING, without its `status`/`reason`."""
+
+        def __call__(self, study, trial) -> None:
+            trial = copy.deepcopy(trial)
+            for key in ("status", "reason"):
+                trial.user_attrs.pop(key, None)
+            super().__call__(study, trial)
+
+    return Retry
+
+
+def counts(storage, study_name: str) -> dict[str, int]:
+    """Number of trials per state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING) in one study."""
+    from collections import Counter
+
+    study_id = storage.get_study_id_from_name(study_name)
+    return dict(Counter(t.state.name for t in storage.get_all_trials(study_id, deepcopy=False)))

@@ -1,0 +1,127 @@
+"""Exactly-once grids: every cell x seed of a grid study is enqueued once and completed once, by any number
+of workers on one storage, also when workers are killed.
+
+Optuna's GridSampler does not promise this with parallel workers (optuna issues #2039, #4627). dse does:
+
+1. Enqueue once. Exactly one process per round enqueues the missing cells as WAITING trials. It is elected
+   through the storage: `create_new_study(name="<study>:grid-lock:<round>")` succeeds for one process only
+   (a unique key in RDB storages, the log order in a journal). The winner enqueues, then sets the study
+   system attr `dse:grid_round`; the others wait for that marker. A later run of the command (resume) starts
+   a new round only for cells that are really missing (see `missing`).
+2. Claim by popping. Workers take WAITING trials through Optuna's pop, which moves one trial WAITING ->
+   RUNNING atomically; a pop that loses the race moves on to the next trial.
+3. Dead workers. A killed worker's RUNNING trial stops beating; after the grace period a live worker marks
+   it FAIL (reason 'worker died (heartbeat)', see dse.storage) and re-queues its params as WAITING.
+4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
+   other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.
+
+A worker can still find the queue empty between its check and its pop (another worker took the last cell):
+Optuna then makes a fresh trial, which the objective ends as FAIL 'grid_exhausted' without training.
+"""
+from __future__ import annotations
+
+import time
+
+ROUND = "dse:grid_round"
+PRESENT = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
+
+
+def cell_of(trial) -> tuple[str, int] | None:
+    """(label, seed) of a grid trial, from its params or its enqueued fixed params; None for other trials."""
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    if "cell" not in params:
+        return None
+    return str(params["cell"]), int(params.get("seed", 0))
+
+
+def present(trial, max_retry: int) -> bool:
+    """Does this trial stand for its cell (running, queued, done, or a death whose retry is or will be queued)?"""
+    state = trial.state.name
+    if state in PRESENT:
+        return True
+    if state != "FAIL":
+        return False
+    reason = trial.user_attrs.get("reason", "")
+    if "status" in trial.user_attrs:
+        return True  # a final failure (diverged, oom, error): the cell is done, with a reason
+    # An interrupted trial does not stand for its cell: dse.signals queued a WAITING copy before failing it.
+    history = trial.system_attrs.get("retry_history", [])
+    return reason.startswith("worker died") and len(history) + 1 <= max_retry
+
+
+def missing(study, labels, seeds: int, max_retry: int = 2) -> list[tuple[str, int]]:
+    """The cells x seeds no trial stands for, in grid order."""
+    have = set()
+    for trial in study.get_trials(deepcopy=False):
+        cell = cell_of(trial)
+        if cell is not None and present(trial, max_retry):
+            have.add(cell)
+    return [(label, seed) for label in labels for seed in range(seeds) if (label, seed) not in have]
+
+
+def enqueue_once(study, labels, seeds: int, max_retry: int = 2, wait_s: float = 600, poll_s: float = 0.2) -> int:
+    """Enqueue the missing cells x seeds, in exactly one process per round; returns how many this one added."""
+    import optuna
+
+    storage = study._storage
+    deadline = time.monotonic() + wait_s
+    while True:
+        done = int(storage.get_study_system_attrs(study._study_id).get(ROUND, 0))  # read before `missing`
+        todo = missing(study, labels, seeds, max_retry)
+        if not todo:
+            return 0
+        try:
+            storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                     study_name=f"{study.study_name}:grid-lock:{done + 1}")
+        except optuna.exceptions.DuplicatedStudyError:
+            _wait_round(storage, study._study_id, done + 1, deadline, poll_s)
+            continue
+        for label, seed in todo:
+            study.enqueue_trial({"cell": label, "seed": seed}, user_attrs={"label": label})
+        storage.set_study_system_attr(study._study_id, ROUND, done + 1)
+        return len(todo)
+
+
+def _wait_round(storage, study_id: int, round_: int, deadline: float, poll_s: float) -> None:
+    """Wait until the elected process has finished enqueueing round `round_`."""
+    from dse.errors import UserError
+
+    while int(storage.get_study_system_attrs(study_id).get(ROUND, 0)) < round_:
+        if time.monotonic() > deadline:
+            raise UserError(f"grid: another process took the enqueue lock (round {round_}) and never finished; "
+                            f"if it died, delete the study '<name>:grid-lock:{round_}' from the storage")
+        time.sleep(poll_s)
+
+
+def has_work(study, poll_s: float = 1.0) -> bool:
+    """Block until a WAITING trial exists (True) or none can come: nothing WAITING or RUNNING (False)."""
+    import warnings
+
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    from dse import signals
+
+    beating = is_heartbeat_enabled(study._storage)
+    while signals.requested() is None:
+        states = {t.state.name for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}
+        if "WAITING" in states:
+            return True
+        if "RUNNING" not in states or not beating:  # a journal has no heartbeats: a dead trial never returns
+            return False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+        time.sleep(poll_s)
+    return False
+
+
+class WaitForWork:
+    """Optuna callback for grid workers: go on while cells wait, wait while others run, else stop."""
+
+    def __init__(self, poll_s: float = 1.0):
+        self.poll_s = poll_s
+
+    def __call__(self, study, trial) -> None:
+        if not has_work(study, self.poll_s):
+            study.stop()

@@ -1,0 +1,96 @@
+"""Shared fixtures. `postgres_url`: a real PostgreSQL server on loopback for the session, with a password user.
+
+Needs the Debian `postgresql` package (initdb, pg_ctl, psql). Without it the fixture skips with the reason,
+or FAILS when env DSE_REQUIRE_POSTGRES=1 (CI sets it, and .ci/install installs the package). As root the
+server runs as the `postgres` system user (initdb refuses root).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _pg_bin() -> Path | None:
+    """Folder of initdb/pg_ctl/psql: the newest /usr/lib/postgresql/*/bin (Debian), else where initdb is on PATH."""
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    candidates = [Path(f) for f in reversed(folders)]
+    if shutil.which("initdb"):
+        candidates.append(Path(shutil.which("initdb")).resolve().parent)
+    return next((c for c in candidates if all((c / b).exists() for b in ("initdb", "pg_ctl", "psql"))), None)
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_owner(cmd: list[str]) -> list[str]:
+    """Run `cmd` as the postgres system user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _missing(reason: str):
+    """Skip, or fail when PostgreSQL is required (CI)."""
+    if os.environ.get("DSE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"DSE_REQUIRE_POSTGRES=1 but {reason}", pytrace=False)
+    pytest.skip(f"{reason} (apt-get install postgresql; set DSE_REQUIRE_POSTGRES=1 to make this an error)")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """postgresql://dse:<password>@127.0.0.1:<port>/dse on a fresh server; stopped at the end of the session."""
+    pg = _pg_bin()
+    if pg is None:
+        _missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        _missing("psycopg2 is not installed (pip install psycopg2-binary)")
+    root = Path(tempfile.mkdtemp(prefix="dse-pg-"))
+    data, port = root / "data", _free_port()
+    password = "pw" + secrets.token_hex(8)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+
+    def run(cmd):
+        done = subprocess.run(_as_owner(cmd), capture_output=True, text=True, cwd=root)
+        if done.returncode:
+            log = (root / "server.log").read_text()[-2000:] if (root / "server.log").exists() else ""
+            pytest.fail(f"PostgreSQL: {Path(cmd[0]).name} failed: {done.stderr or done.stdout}\n{log}", pytrace=False)
+    run([str(pg / "initdb"), "-D", str(data), "-U", "admin", "--auth-local=trust",
+         "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
+    run([str(pg / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o",
+         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start"])
+    try:
+        psql = [str(pg / "psql"), "-h", str(root), "-p", str(port), "-U", "admin", "-d", "postgres", "-c"]
+        run(psql + [f"CREATE ROLE dse LOGIN CREATEDB PASSWORD '{password}'"])
+        run(psql + ["CREATE DATABASE dse OWNER dse"])
+        yield f"postgresql://dse:{password}@127.0.0.1:{port}/dse"
+    finally:
+        subprocess.run(_as_owner([str(pg / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True, cwd=root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_db(postgres_url):
+    """A new empty database on the session's server (same user and password); its URL."""
+    import psycopg2
+
+    name = "t" + secrets.token_hex(6)
+    conn = psycopg2.connect(postgres_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return postgres_url.rsplit("/", 1)[0] + "/" + name
