@@ -4,7 +4,9 @@ Every storage URL that reaches a log, a config dump, an error or W&B goes throug
 """
 from __future__ import annotations
 
+import random
 import re
+import time
 from pathlib import Path
 
 from dse.errors import UserError
@@ -54,14 +56,24 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     sqlite = url.startswith("sqlite")
     engine = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
-        return _storage_class()(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                                heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry),
-                                engine_kwargs=engine)
-    except Exception as exc:  # unreachable server, bad driver, bad credentials
-        msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise UserError(f"storage: cannot open {mask(url)}: {msg}") from None
+        for attempt in range(6):  # processes that create a fresh storage at once race on its schema
+            try:
+                return _storage_class()(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                        heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry),
+                                        engine_kwargs=engine)
+            except Exception as exc:  # unreachable server, bad driver, bad credentials, schema race
+                if attempt == 5 or not _schema_race(exc):
+                    msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                    raise UserError(f"storage: cannot open {mask(url)}: {msg}") from None
+                time.sleep(0.2 + random.random() * attempt)
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Did opening fail because another process was creating the same tables?"""
+    text = str(exc).lower()
+    return any(k in text for k in ("unique constraint", "already exists", "duplicate key", "database is locked"))
 
 
 def _driver(url: str) -> str:
