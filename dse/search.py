@@ -146,6 +146,7 @@ class Job:
     recipe: object
     run_dir: Path
     storage_url: str | None
+    argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
 
 
 def prepare(cfg: dict) -> Job:
@@ -246,17 +247,19 @@ def masked_config(cfg: dict) -> dict:
     return out
 
 
-def run(job: Job) -> None:
-    """Open the storage, create or resume the study, run the remaining trials, write the results."""
+def run(job: Job) -> int:
+    """Open the storage, create or resume the study, run the remaining trials, write the results; exit code."""
     import optuna
 
+    from dse import claims, pool, signals
     from dse import objective as obj
     from dse import report
-    from dse.storage import open_storage
+    from dse.storage import default_url, open_storage
     from dse.wandb_log import Loggers
 
     study = job.study
-    storage = open_storage(job.storage_url, job.run_dir)
+    storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
+    storage = open_storage(storage_url, job.run_dir)
     loggers = Loggers(job.logger, job.run_dir, study.name)
     job.run_dir.mkdir(parents=True, exist_ok=True)
     (job.run_dir / "config.yaml").write_text(yaml.safe_dump(masked_config(job.cfg), sort_keys=False))
@@ -269,16 +272,26 @@ def run(job: Job) -> None:
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
     finished = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
     if job.cells is not None:  # ablation grids run every cell; sampler=grid over a space stops at n_trials
-        obj.enqueue_grid(optuna_study, list(job.cells), study.seeds)
+        claims.enqueue_once(optuna_study, list(job.cells), study.seeds)  # once, however many workers join
         total = len(job.cells) * study.seeds
         total = total if study.is_grid else min(total, study.n_trials)
         remaining = min(obj.waiting(optuna_study), max(total - finished, 0))
     else:
         total = study.n_trials
         remaining = max(total - finished, 0)
+    if pool.wanted(job.cfg):  # workers=N: N copies of this command on this study, one bar here
+        code = pool.run(list(job.argv), job.cfg, storage_url, study.name, job.run_dir, total, obj.counted) \
+            if remaining or (study.is_grid and claims.has_work(optuna_study)) else 0
+        out = report.write_all(optuna_study, job.run_dir)
+        loggers.summary(out["rows"], out["front"], study.objectives)
+        _final_line(study.name, job.run_dir, out)
+        return code
+    signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
     bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, prune=prune, progress=bool(job.cfg.get("progress", True)))
+    objective = signals.guard(objective)
+    stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
     every = max(int(job.cfg.get("report_every", 5)), 1)
 
     def after(s, trial):
@@ -287,14 +300,21 @@ def run(job: Job) -> None:
         report.write_all(s, job.run_dir, plots=(trial.number + 1) % every == 0)
 
     try:
-        if remaining:
-            optuna_study.optimize(objective, n_trials=remaining, timeout=study.timeout, catch=(obj.TrialFailed,),
-                                  callbacks=[after, obj.StopAt(total, job.cells is not None)], gc_after_trial=True)
+        if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
+            optuna_study.optimize(objective, n_trials=None if study.is_grid else remaining, timeout=study.timeout,
+                                  catch=(obj.TrialFailed,), callbacks=[after, *stop, signals.StopOnSignal()],
+                                  gc_after_trial=True)
+    except signals.TrialInterrupted:
+        pass
     finally:
         bar.close()
         out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
     _final_line(study.name, job.run_dir, out)
+    if signals.requested():
+        print("interrupted: finished trials are kept in the storage; re-run the command to resume",
+              file=sys.stderr)
+    return signals.exit_code()
 
 
 def _trials(storage, name: str) -> list:
@@ -353,7 +373,8 @@ def main(argv=None) -> int:
             return 0
         _quiet()
         job = prepare(cfg)
-        run(job)
+        job.argv = tuple(argv)
+        code = run(job)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -361,7 +382,7 @@ def main(argv=None) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
         return 130
-    return 0
+    return code
 
 
 def _quiet() -> None:

@@ -267,6 +267,7 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     import lightning.pytorch as pl
     import optuna
 
+    from dse import faults
     from dse.datasets import Batches
 
     quiet()
@@ -280,6 +281,7 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     on_gpu = _on_gpu(recipe)
     module = _module_class()(model, recipe, data.num_classes, train)
     cbs = [_feed_callback_class()((train, val, test), on_gpu and recipe.channels_last), *callbacks]
+    cbs += faults.callbacks()  # TEST HOOK: empty unless env DSE_TEST_FAULT is set (see dse/faults.py)
     pruner = _pruner(trial)
     if pruner is not None:
         cbs.append(pruner)
