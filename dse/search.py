@@ -122,14 +122,25 @@ def compose(overrides: list[str]) -> dict:
     except UserError:
         raise
     except Exception as exc:  # Hydra/OmegaConf: malformed override, unknown key, bad interpolation
-        raise UserError(_one_line(exc)) from None
+        raise UserError(_one_line(exc, overrides)) from None
 
 
-def _one_line(exc: Exception) -> str:
-    """The first meaningful line of a Hydra/OmegaConf error."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text.replace("Could not override", "cannot apply override").rstrip(".")
+def _one_line(exc: Exception, overrides: list[str]) -> str:
+    """One line from a Hydra/OmegaConf error (and its cause), naming the override."""
+    from hydra.errors import OverrideParseException
+
+    def first(e) -> str:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        return (lines[0] if lines else type(e).__name__).rstrip(".")
+
+    if isinstance(exc, OverrideParseException):
+        bad = next((o for o in overrides if o in str(exc) or "=" not in o), None) or exc.override
+        return f"malformed override {bad!r}: {first(exc)} (expected key=value)"
+    text = first(exc).replace("Could not override", "cannot apply override")
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and first(cause) not in text:
+        text += f": {first(cause)}"
+    return text
 
 
 @dataclass

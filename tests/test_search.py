@@ -1,0 +1,108 @@
+"""End-to-end `python -m dse.search`: smoke runs on synthetic data and Fashion-MNIST, resume, every sampler,
+constraint rejection before training, grid studies, pruning; all as real subprocesses with real training."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.search_helpers import load_study, ok, read_csv, search
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+RESULTS = ("study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml", "config.yaml")
+
+
+def test_smoke_synthetic_writes_every_result(tmp_path):
+    from dse.datasets import load
+
+    data = load("synthetic")
+    geometry = (data.image_size, data.in_chans)
+    proc = ok(search("space=resnext", "study.n_trials=2", "study.name=s", cwd=tmp_path))
+    run_dir = tmp_path / "runs" / "s"
+    for name in RESULTS:
+        assert (run_dir / name).is_file(), name
+    assert not (tmp_path / "outputs").exists()  # Hydra leaves no outputs/ folder
+    rows = read_csv(run_dir / "trials.csv")
+    assert [r["number"] for r in rows] == ["0", "1"]
+    for r in rows:
+        assert r["state"] == "COMPLETE" and r["status"] == "ok", r
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and int(r["flops"]) > 0 and int(r["params"]) > 0
+        assert abs(float(r["accuracy"]) + float(r["error"]) - 1.0) < 1e-9
+        assert (int(r["point.image_size"]), int(r["point.in_chans"])) == geometry  # the data's, not the space's
+    study = load_study(run_dir, "s")
+    attrs = study.trials[0].user_attrs
+    for key in ("point", "point_id", "params", "flops", "status", "reason", "epochs", "train_seconds", "val_acc"):
+        assert key in attrs, key
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["space"]["name"] == "resnext" and saved["study"]["n_trials"] == 2
+    best = yaml.safe_load((run_dir / "best.yaml").read_text())
+    assert best["front"] and all((run_dir / e["file"]).is_file() for e in best["front"])
+    assert "study s: 2 trials" in proc.stdout
+
+
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
+def test_smoke_fashion_mnist(tmp_path):
+    ok(search("space=resnext", "data=fashion_mnist", "study.n_trials=1", "study.name=f", cwd=tmp_path))
+    rows = read_csv(tmp_path / "runs" / "f" / "trials.csv")
+    assert len(rows) == 1 and rows[0]["status"] == "ok" and float(rows[0]["accuracy"]) > 0.0
+
+
+def test_resume_runs_only_the_remainder(tmp_path):
+    ok(search("space=resnext", "study.n_trials=2", "study.name=r", cwd=tmp_path))
+    first = {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in load_study(tmp_path / "runs/r", "r").trials}
+    proc = ok(search("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
+    trials = load_study(tmp_path / "runs/r", "r").trials
+    assert len(trials) == 3
+    assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:2]} == first
+    assert proc.stdout.count("trial ") - proc.stdout.count("trials") == 1  # one new trial line
+    again = ok(search("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
+    assert len(load_study(tmp_path / "runs/r", "r").trials) == 3 and "trial 3" not in again.stdout
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
+def test_each_sampler(tmp_path, sampler):
+    ok(search("space=resnext", f"sampler={sampler}", "study.n_trials=2", f"study.name={sampler}", cwd=tmp_path))
+    trials = load_study(tmp_path / "runs" / sampler, sampler).trials
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
+    if sampler == "grid":
+        assert all("cell" in t.params for t in trials)
+        assert len({t.params["cell"] for t in trials}) == 2
+
+
+def test_over_budget_points_are_rejected_before_training(tmp_path):
+    ok(search("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=2", "study.name=c",
+              cwd=tmp_path))
+    trials = load_study(tmp_path / "runs/c", "c").trials
+    assert len(trials) == 2
+    for t in trials:
+        assert t.state.name == "PRUNED"
+        assert t.user_attrs["status"] == "rejected" and t.user_attrs["reason"] == "over_budget"
+        assert "epochs" not in t.user_attrs and "train_seconds" not in t.user_attrs  # never trained
+        assert t.constraints.get("flops.max", 0) > 0  # the sampler sees the violation
+    rows = read_csv(tmp_path / "runs/c/trials.csv")
+    assert all(r["accuracy"] == "" and r["reason"] == "over_budget" for r in rows)
+
+
+def test_grid_study_runs_each_cell_times_seeds_once(tmp_path):
+    study = tmp_path / "tiny_grid.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "tiny_grid", "seeds": 2, "objectives": ["accuracy", "params"],
+        "grid": [{"label": "narrow", "point": {"stages": [{"block": "basic", "depth": 1, "width": 4}]}},
+                 {"label": "wide", "point": {"stages": [{"block": "basic", "depth": 1, "width": 8}]}}]}))
+    ok(search(f"study={study}", cwd=tmp_path))
+    trials = load_study(tmp_path / "runs/tiny_grid", "tiny_grid").trials
+    cells = sorted((t.params["cell"], t.params["seed"]) for t in trials)
+    assert cells == [("narrow", 0), ("narrow", 1), ("wide", 0), ("wide", 1)]
+    assert all(t.user_attrs.get("test_acc") is not None for t in trials)  # grids score the test set
+    proc = ok(search(f"study={study}", cwd=tmp_path))
+    assert len(load_study(tmp_path / "runs/tiny_grid", "tiny_grid").trials) == 4 and "trial 4" not in proc.stdout
+
+
+def test_single_objective_with_pruner(tmp_path):
+    ok(search("space=resnext", "study.objectives=[error]", "study.pruner=median", "study.n_trials=2",
+              "study.name=p", cwd=tmp_path))
+    study = load_study(tmp_path / "runs/p", "p")
+    assert len(study.directions) == 1 and study.directions[0].name == "MINIMIZE"
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    assert read_csv(tmp_path / "runs/p/pareto.csv")  # accuracy/FLOPs front even with one objective
