@@ -89,7 +89,7 @@ def _idx_folder(folder: Path) -> list[Path] | None:
     return found
 
 
-def _fashion_mnist(root: Path):
+def _fashion_mnist(root: Path, image_size=None):
     """Fashion-MNIST from torchvision's folder, the Debian package's folder, or a download."""
     files = _idx_folder(root / "FashionMNIST" / "raw") or _idx_folder(DEBIAN_FASHION_MNIST)
     if files is None:
@@ -111,30 +111,34 @@ def _fashion_mnist(root: Path):
 
 
 def _cifar(root: Path, hundred: bool):
-    """CIFAR-10/100 through torchvision (files must already be in `root`)."""
+    """CIFAR-10/100 through torchvision (files must already be in `root`; present files are not checksummed,
+    so subsets written in the same pickle format load too)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls = CIFAR100 if hundred else CIFAR10
+    base = CIFAR100 if hundred else CIFAR10
+    unchecked = type(base.__name__, (base,), {
+        "train_list": [[f, None] for f, _ in base.train_list],
+        "test_list": [[f, None] for f, _ in base.test_list],
+        "meta": {**base.meta, "md5": None}})
     try:
-        train, test = cls(str(root), train=True, download=False), cls(str(root), train=False, download=False)
+        train, test = unchecked(str(root), train=True), unchecked(str(root), train=False)
     except RuntimeError:
-        folder = "cifar-100-python" if hundred else "cifar-10-batches-py"
-        raise UserError(f"data: {cls.__name__} not found in {root / folder}; download it once with "
-                        f"torchvision.datasets.{cls.__name__}({str(root)!r}, download=True) or set data.root") from None
+        raise UserError(f"data: {base.__name__} not found in {root / base.base_folder}; download it once with "
+                        f"torchvision.datasets.{base.__name__}({str(root)!r}, download=True) or set data.root") from None
     nchw = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))  # noqa: E731
     return (nchw(train), np.asarray(train.targets), nchw(test), np.asarray(test.targets), len(train.classes),
             tuple(train.classes))
 
 
-def _cifar10(root: Path):
+def _cifar10(root: Path, image_size=None):
     return _cifar(root, hundred=False)
 
 
-def _cifar100(root: Path):
+def _cifar100(root: Path, image_size=None):
     return _cifar(root, hundred=True)
 
 
-def _digits(root: Path):
+def _digits(root: Path, image_size=None):
     """scikit-learn's 8x8 digits (1,797 images, values 0-16 scaled to 0-255); last 297 are the test set."""
     try:
         from sklearn.datasets import load_digits
@@ -146,7 +150,7 @@ def _digits(root: Path):
     return x[:1500], y[:1500], x[1500:], y[1500:], 10, tuple(map(str, range(10)))
 
 
-def _imagefolder(root: Path):
+def _imagefolder(root: Path, image_size=None):
     """torchvision ImageFolder: `<root>/train/<class>/*` and `<root>/val/<class>/*` (val is the test set)."""
     from torchvision.datasets import ImageFolder
 
@@ -158,7 +162,10 @@ def _imagefolder(root: Path):
         raise UserError(f"data: {root}/train and {root}/val have different class folders")
 
     def read(folder):
-        imgs = [np.asarray(folder.loader(p).convert("RGB")) for p, _ in folder.samples]
+        imgs = [folder.loader(p).convert("RGB") for p, _ in folder.samples]
+        if image_size:
+            imgs = [i.resize((image_size, image_size)) for i in imgs]
+        imgs = [np.asarray(i) for i in imgs]
         sizes = {i.shape for i in imgs}
         if len(sizes) != 1:
             raise UserError(f"data: imagefolder images must share one size (set data.image_size); found {sorted(sizes)[:3]}")
@@ -186,7 +193,7 @@ def synthetic_arrays(n_train: int = 2000, n_test: int = 500, num_classes: int = 
     return xtr, ytr, xte, yte, num_classes, tuple(map(str, range(num_classes)))
 
 
-def _synthetic(root: Path):
+def _synthetic(root: Path, image_size=None):
     return synthetic_arrays()
 
 
@@ -221,7 +228,7 @@ def load(name: str, root=None, subset: int | None = None, val_fraction: float = 
     for key, value in (("subset", subset), ("val_subset", val_subset), ("image_size", image_size)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise UserError(f"data.{key}: must be a positive integer or null, got {value!r}")
-    xtr, ytr, xte, yte, num_classes, classes = loader(_root(root))
+    xtr, ytr, xte, yte, num_classes, classes = loader(_root(root), image_size)
     xtr, xte = torch.from_numpy(np.array(xtr)), torch.from_numpy(np.array(xte))
     ytr, yte = torch.from_numpy(np.array(ytr, dtype=np.int64)), torch.from_numpy(np.array(yte, dtype=np.int64))
     if image_size:
