@@ -160,6 +160,7 @@ def _module_class():
             self._loss_sum = None
             self._steps = 0
             self._epoch_start = 0.0
+            self._val_loss, self._val_count = None, 0
 
         def forward(self, x):
             return self.model(x)
@@ -182,8 +183,19 @@ def _module_class():
             x, y = batch
             logits = self.model(x)
             self.val_acc.update(logits, y)
-            self.log("val/loss", self.criterion(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
-            self.log("val/acc", self.val_acc, on_epoch=True)
+            self._val_loss += self.criterion(logits, y).detach() * len(y)
+            self._val_count += len(y)
+
+        def on_validation_epoch_start(self):
+            self._val_loss = torch.zeros((), device=self.device)
+            self._val_count = 0
+
+        def on_validation_epoch_end(self):
+            loss = self._val_loss / max(self._val_count, 1)
+            self.log("val/loss", loss, sync_dist=True)
+            self.log("val/acc", self.val_acc)  # Lightning computes (synced under DDP) and resets it
+            if not self.trainer.sanity_checking:
+                self._record({"val/acc": float(self.val_acc.compute()), "val/loss": float(loss)})
 
         def test_step(self, batch, batch_idx):
             x, y = batch
@@ -191,18 +203,24 @@ def _module_class():
             self.log("test/acc", self.test_acc, on_epoch=True)
 
         def on_train_epoch_end(self):
+            self.log("train/loss", self._mean_loss(), sync_dist=True)
+            self._record({})  # epochs without validation
+
+        def _mean_loss(self) -> float:
             loss = (self._loss_sum / max(self._steps, 1)).item()
             if not math.isfinite(loss):
                 raise Diverged(f"mean training loss is {loss} in epoch {self.current_epoch}")
-            self.log("train/loss", loss, sync_dist=True)
-            metrics = self.trainer.callback_metrics
-            row = {"epoch": self.current_epoch + 1, "train/loss": loss,
-                   "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - self._epoch_start}
-            for key in ("val/acc", "val/loss"):
-                if key in metrics:
-                    row[key] = float(metrics[key])
-            self.history.append(row)
+            return loss
+
+        def _record(self, extra: dict) -> None:
+            """Add (or complete) this epoch's row of the history."""
+            epoch = self.current_epoch + 1
+            if self.history and self.history[-1]["epoch"] == epoch:
+                self.history[-1].update(extra)
+                return
+            self.history.append({"epoch": epoch, "train/loss": self._mean_loss(),
+                                 "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                                 "seconds": time.perf_counter() - self._epoch_start, **extra})
 
         def configure_optimizers(self):
             r = self.recipe
