@@ -93,7 +93,9 @@ def _node(group: str, path: Path) -> dict:
         given = data.get("constraints") or {}
         bounds = {k: {"min": None, "max": None, **(given.get(k) or {})} for k in ("flops", "params")}
         return {"name": path.stem, "file": str(path), "constraints": bounds}
-    return data
+    from dse.study import DEFAULTS
+
+    return {**DEFAULTS, **data}
 
 
 def check_overrides(overrides: list[str], files: dict) -> None:

@@ -32,8 +32,12 @@ from dse.errors import UserError
 DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize"}
 SAMPLERS = ("tpe", "nsga2", "grid", "random")
 PRUNERS = ("none", "median", "halving", "hyperband")
-KEYS = ("name", "space", "n_trials", "timeout", "seeds", "objectives", "sampler", "pruner", "grid", "paper",
-        "match", "description")
+# Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
+# a file that does not mention pruner.
+DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
+            "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
+            "match": None, "description": ""}
+KEYS = tuple(DEFAULTS)
 
 
 def studies_dir() -> Path:

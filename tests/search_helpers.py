@@ -47,3 +47,20 @@ def load_study(run_dir: Path, name: str):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def search_here(*args: str, cwd: Path, fast: bool = True) -> subprocess.CompletedProcess:
+    """`dse.search.main` in this process (no import cost), run in `cwd`; same result shape as `search`."""
+    import contextlib
+    import io
+
+    from dse.search import main
+
+    out, err, old = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main((FAST if fast else []) + list(args))
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(["dse.search", *args], rc, out.getvalue(), err.getvalue())

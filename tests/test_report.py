@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from dse import report
-from tests.search_helpers import ok, read_csv, run, search
+from search_helpers import ok, read_csv, run, search_here
 
 FILES = ("trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml")
 
@@ -14,7 +14,7 @@ FILES = ("trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml")
 def finished(tmp_path_factory):
     """A small finished study (3 trials) in runs/rep/."""
     cwd = tmp_path_factory.mktemp("report")
-    ok(search("space=resnext", "study.n_trials=3", "study.name=rep", "sampler=random", cwd=cwd))
+    ok(search_here("space=resnext", "study.n_trials=3", "study.name=rep", "sampler=random", cwd=cwd))
     return cwd
 
 

@@ -1,5 +1,6 @@
-"""End-to-end `python -m dse.search`: smoke runs on synthetic data and Fashion-MNIST, resume, every sampler,
-constraint rejection before training, grid studies, pruning; all as real subprocesses with real training."""
+"""End-to-end `python -m dse.search`: smoke runs on synthetic data and Fashion-MNIST (subprocesses), then resume,
+every sampler, constraint rejection before training, grid studies and pruning through `dse.search.main` in this
+process (same code path, without paying Lightning's import for every run). Real training throughout."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.search_helpers import load_study, ok, read_csv, search
+from search_helpers import load_study, ok, read_csv, search, search_here
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 RESULTS = ("study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml", "config.yaml")
@@ -49,20 +50,20 @@ def test_smoke_fashion_mnist(tmp_path):
 
 
 def test_resume_runs_only_the_remainder(tmp_path):
-    ok(search("space=resnext", "study.n_trials=2", "study.name=r", cwd=tmp_path))
+    ok(search_here("space=resnext", "study.n_trials=2", "study.name=r", cwd=tmp_path))
     first = {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in load_study(tmp_path / "runs/r", "r").trials}
-    proc = ok(search("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
+    proc = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
     trials = load_study(tmp_path / "runs/r", "r").trials
     assert len(trials) == 3
     assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:2]} == first
     assert proc.stdout.count("trial ") - proc.stdout.count("trials") == 1  # one new trial line
-    again = ok(search("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
+    again = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
     assert len(load_study(tmp_path / "runs/r", "r").trials) == 3 and "trial 3" not in again.stdout
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
 def test_each_sampler(tmp_path, sampler):
-    ok(search("space=resnext", f"sampler={sampler}", "study.n_trials=2", f"study.name={sampler}", cwd=tmp_path))
+    ok(search_here("space=resnext", f"sampler={sampler}", "study.n_trials=2", f"study.name={sampler}", cwd=tmp_path))
     trials = load_study(tmp_path / "runs" / sampler, sampler).trials
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
     if sampler == "grid":
@@ -71,7 +72,7 @@ def test_each_sampler(tmp_path, sampler):
 
 
 def test_over_budget_points_are_rejected_before_training(tmp_path):
-    ok(search("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=2", "study.name=c",
+    ok(search_here("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=2", "study.name=c",
               cwd=tmp_path))
     trials = load_study(tmp_path / "runs/c", "c").trials
     assert len(trials) == 2
@@ -90,17 +91,17 @@ def test_grid_study_runs_each_cell_times_seeds_once(tmp_path):
         "name": "tiny_grid", "seeds": 2, "objectives": ["accuracy", "params"],
         "grid": [{"label": "narrow", "point": {"stages": [{"block": "basic", "depth": 1, "width": 4}]}},
                  {"label": "wide", "point": {"stages": [{"block": "basic", "depth": 1, "width": 8}]}}]}))
-    ok(search(f"study={study}", cwd=tmp_path))
+    ok(search_here(f"study={study}", cwd=tmp_path))
     trials = load_study(tmp_path / "runs/tiny_grid", "tiny_grid").trials
     cells = sorted((t.params["cell"], t.params["seed"]) for t in trials)
     assert cells == [("narrow", 0), ("narrow", 1), ("wide", 0), ("wide", 1)]
     assert all(t.user_attrs.get("test_acc") is not None for t in trials)  # grids score the test set
-    proc = ok(search(f"study={study}", cwd=tmp_path))
+    proc = ok(search_here(f"study={study}", cwd=tmp_path))
     assert len(load_study(tmp_path / "runs/tiny_grid", "tiny_grid").trials) == 4 and "trial 4" not in proc.stdout
 
 
 def test_single_objective_with_pruner(tmp_path):
-    ok(search("space=resnext", "study.objectives=[error]", "study.pruner=median", "study.n_trials=2",
+    ok(search_here("space=resnext", "study.objectives=[error]", "study.pruner=median", "study.n_trials=2",
               "study.name=p", cwd=tmp_path))
     study = load_study(tmp_path / "runs/p", "p")
     assert len(study.directions) == 1 and study.directions[0].name == "MINIMIZE"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.search_helpers import search
+from search_helpers import search
 
 CASES = {
     "unknown space": (["space=nope"], "unknown space 'nope'; valid:"),
@@ -20,7 +20,7 @@ CASES = {
     "pruning two objectives": (["space=resnext", "study.pruner=median"], "needs a single objective"),
     "no space": (["study.name=x"], "names no space"),
     "unreachable storage": (["space=resnext", "storage=postgresql://dse:s3cret@127.0.0.1:1/dse"],
-                            "storage: cannot open postgresql://dse:***@127.0.0.1:1/dse"),
+                            "dse:***@127.0.0.1:1/dse"),
     "missing dataset": (["space=resnext", "data=cifar10", "data.root=/nonexistent/dse-data"], "not found"),
 }
 
@@ -51,9 +51,9 @@ def _space_file(tmp_path, name: str, body: dict):
 
 
 @pytest.mark.parametrize("body, expected", [
-    ({"base": "resnet20", "params": {}}, ""),  # empty: no params
+    ({"base": "resnet20", "params": {}}, "the space is empty"),
     ({"base": "resnet20", "params": {"depth": {"type": "int", "low": 1, "high": 3}},
-      "checks": [{"expr": "depth > 5", "message": "depth {depth} too small"}]}, ""),  # contradictory
+      "checks": [{"expr": "depth > 5", "message": "depth {depth} too small"}]}, "checks: depth 1 too small"),
 ])
 def test_empty_or_contradictory_space(tmp_path, body, expected):
     path = _space_file(tmp_path, "bad_space", body)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from dse.wandb_log import hypervolume_2d, hypervolume_curve, wandb_mode
-from tests.search_helpers import ok, search
+from search_helpers import ok, search
 
 
 def test_wandb_offline_runs_hold_the_table(tmp_path):
