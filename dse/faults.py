@@ -5,6 +5,7 @@ Env DSE_TEST_FAULT=KIND[:CALLS] with KIND one of
     oom        torch.cuda.OutOfMemoryError is raised inside the first training step (no GPU needed)
     sleep=S    the first training step sleeps S seconds (a trial slow enough to kill mid-way)
 and CALLS a comma list of which fit calls in this process get it (1-based; default: every call).
+Several faults: separate them with ';', e.g. DSE_TEST_FAULT="nan:1;oom:2".
 dse.train adds `callbacks()` to every fit; with the variable unset it adds nothing.
 """
 from __future__ import annotations
@@ -21,9 +22,11 @@ def callbacks() -> list:
     if not spec:
         return []
     _calls["n"] += 1
-    kind, _, calls = spec.partition(":")
-    if calls and str(_calls["n"]) not in calls.split(","):
+    kinds = [k for k, _, calls in (part.partition(":") for part in spec.split(";"))
+             if not calls or str(_calls["n"]) in calls.split(",")]
+    if not kinds:
         return []
+    kind = kinds[0].strip()
     import lightning.pytorch as pl
     import torch
 

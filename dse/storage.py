@@ -54,6 +54,8 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     url = _driver(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sqlite = url.startswith("sqlite")
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
         for attempt in range(6):  # processes that create a fresh storage at once race on its schema
