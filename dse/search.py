@@ -236,7 +236,8 @@ def make_recipe(cfg: dict, study):
     """
     from dse import train
 
-    trainer = {"seed": int(cfg.get("seed", 0)), **dict(cfg.get("trainer") or {})}
+    given = {k: v for k, v in dict(cfg.get("trainer") or {}).items() if v is not None}
+    trainer = {"seed": int(cfg.get("seed", 0)), **given}
     if study.is_grid:
         trainer.setdefault("eval_test", True)
     return train.recipe(trainer)
@@ -371,6 +372,9 @@ def _final_line(name: str, run_dir: Path, out: dict) -> None:
 def main(argv=None) -> int:
     """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    from dse.storage import mask
+
+    sys.argv[1:] = [mask(a) for a in sys.argv[1:]]  # what W&B and tracebacks record of the command line
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE + "\n" + "\n".join(f"  {g}: {', '.join(options(g))}" for g in GROUPS))
         return 0

@@ -56,7 +56,7 @@ def test_resume_runs_only_the_remainder(tmp_path):
     trials = load_study(tmp_path / "runs/r", "r").trials
     assert len(trials) == 3
     assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:2]} == first
-    assert proc.stdout.count("trial ") - proc.stdout.count("trials") == 1  # one new trial line
+    assert [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("trial ")] == ["2"]  # only the new one
     again = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
     assert len(load_study(tmp_path / "runs/r", "r").trials) == 3 and "trial 3" not in again.stdout
 
