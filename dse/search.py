@@ -182,7 +182,8 @@ def prepare(cfg: dict) -> Job:
     elif sampler["name"] == "grid":
         if space is None:
             raise UserError("sampler=grid needs a space (space=NAME)")
-        cells = {p.id: p for p in space.grid()}
+        points = space.grid()  # run the first n_trials cells; a resume with a larger n_trials adds the next ones
+        cells = {p.id: p for p in points[:-(-study.n_trials // study.seeds)]}
     elif space is None:
         raise UserError(f"space: study {study.name!r} names no space; give space=NAME "
                         f"(valid: {', '.join(options('space'))})")
