@@ -51,7 +51,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
                         "postgresql://user:pw@host/db or journal:/path/file.log")
     heartbeat_s, grace_s = _timing(heartbeat_s, grace_s)
-    url = _driver(url)
+    given, url = url, _driver(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -66,7 +66,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
             except Exception as exc:  # unreachable server, bad driver, bad credentials, schema race
                 if attempt == 5 or not _schema_race(exc):
                     msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-                    raise UserError(f"storage: cannot open {mask(url)}: {msg}") from None
+                    raise UserError(f"storage: cannot open {mask(given)}: {msg}") from None
                 time.sleep(0.2 + random.random() * attempt)
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

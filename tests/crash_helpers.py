@@ -41,12 +41,17 @@ def wait_running(storage, name: str, at_least_complete: int, timeout: float = 18
     """Poll the storage until a trial RUNNING after `at_least_complete` COMPLETE ones; that running trial."""
     import optuna
 
+    from dse.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     deadline = time.monotonic() + timeout
+    opened = None
     while time.monotonic() < deadline:
         try:
-            trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-        except Exception:  # the run directory, storage or study does not exist yet
+            if opened is None and (not storage.startswith("sqlite:///") or Path(storage[10:]).is_file()):
+                opened = open_storage(storage, ".")
+            trials = optuna.load_study(study_name=name, storage=opened).get_trials(deepcopy=False) if opened else []
+        except Exception:  # the storage or the study does not exist yet
             trials = []
         running = [t for t in trials if t.state.name == "RUNNING" and "point_id" in t.user_attrs]
         if running and sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= at_least_complete:
@@ -59,8 +64,10 @@ def trials(storage, name: str) -> list:
     """All trials of the study."""
     import optuna
 
+    from dse.storage import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=name, storage=open_storage(storage, ".")).get_trials(deepcopy=False)
 
 
 def ok(proc) -> None:
