@@ -17,8 +17,6 @@ from dse.arch import build
 from dse.count import complexity
 from dse.space import load, names
 
-torch.set_num_threads(2)
-torch.set_flush_denormal(True)
 SPACES = names()
 POINTS_PER_SPACE = 50
 SMALL = 16
@@ -33,6 +31,15 @@ def measured(point, device: str = "cpu") -> tuple[int, int, tuple]:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         out = model(x)
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2, tuple(out.shape)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny forwards: one thread avoids spin-waiting on a busy two-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", SPACES)

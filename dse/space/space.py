@@ -696,6 +696,10 @@ def _targets(where: str, data, known: set, groups: dict, n_stages: int) -> list[
         if isinstance(value, str):
             out.append(Target(key, part, index, field, _expr(at, value, scope)))
         else:
+            names = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and v in scope]
+            if names:
+                raise UserError(f"{at}: {names[0]!r} in a YAML list is a literal string; to use the name, "
+                                f"write the whole value as an expression string, e.g. \"[{names[0]}]\"")
             out.append(Target(key, part, index, field, None, value))
     return out
 
