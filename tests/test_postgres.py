@@ -1,6 +1,8 @@
 """Many workers on a real PostgreSQL server (tests/conftest.py starts one on loopback; CI requires it)."""
 from __future__ import annotations
 
+import pytest
+
 from grid_helpers import per_cell, run_pool
 
 LABELS = [f"c{i}" for i in range(5)]
@@ -22,3 +24,17 @@ def test_postgres_workers_create_one_study_at_once(fresh_postgres_db, tmp_path):
     assert codes == [0, 0, 0]
     done, trials = per_cell(fresh_postgres_db, "g")
     assert sorted(done) == [(label, 0) for label in LABELS] and set(done.values()) == {1}
+
+
+@pytest.mark.slow
+def test_postgres_search_sigkill_mid_trial_then_resume(fresh_postgres_db, tmp_path):
+    from crash_helpers import kill_and_resume
+
+    got, victim, rerun = kill_and_resume(tmp_path, fresh_postgres_db, "pg_kill")
+    dead = next(t for t in got if t.number == victim.number)
+    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (heartbeat)"
+    assert next(t for t in got if t.number == 0).state.name in ("COMPLETE", "PRUNED")  # kept
+    again = [t for t in got if t.system_attrs.get("failed_trial") == victim.number]
+    assert [t.state.name for t in again] == ["COMPLETE"] and again[0].params == victim.params
+    password = fresh_postgres_db.split(":")[2].split("@")[0]
+    assert password not in rerun.stdout + rerun.stderr
