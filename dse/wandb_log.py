@@ -31,7 +31,9 @@ def init_run(cfg: dict, run_dir: Path, study: str, name: str, job_type: str, con
     import wandb
 
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    settings = wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True)
+    # x_disable_meta: W&B would otherwise record the command line, which may hold a storage password
+    settings = wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True, x_disable_meta=True,
+                              save_code=False, disable_code=True, disable_git=True)
     return wandb.init(project=cfg.get("project") or "dse", entity=cfg.get("entity"), group=study, name=name,
                       job_type=job_type, config=config, dir=str(run_dir), mode=wandb_mode(cfg.get("mode", "auto")),
                       reinit="create_new", settings=settings)
