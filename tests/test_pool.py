@@ -50,13 +50,6 @@ def _assert_exactly_once(url, name, seeds):
     return trials
 
 
-def test_four_workers_grid_exactly_once(tmp_path):
-    url = f"sqlite:///{tmp_path / 'grid.db'}"
-    codes = run_pool(url, "g", LABELS, 2, 4, tmp_path)
-    assert codes == [0, 0, 0, 0]
-    _assert_exactly_once(url, "g", 2)
-
-
 def test_four_workers_grid_exactly_once_after_sigkill(tmp_path):
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     codes = run_pool(url, "g", LABELS, 2, 4, tmp_path, sleep_s=1.0, kill_one=True)

@@ -19,13 +19,6 @@ def test_postgres_four_workers_grid_exactly_once_after_sigkill(fresh_postgres_db
     assert [t.state.name for t in retried] == ["COMPLETE"] and retried[0].params == dead[0].params
 
 
-def test_postgres_workers_create_one_study_at_once(fresh_postgres_db, tmp_path):
-    codes = run_pool(fresh_postgres_db, "g", LABELS, 1, 3, tmp_path, sleep_s=0.1)
-    assert codes == [0, 0, 0]
-    done, trials = per_cell(fresh_postgres_db, "g")
-    assert sorted(done) == [(label, 0) for label in LABELS] and set(done.values()) == {1}
-
-
 @pytest.mark.slow
 def test_postgres_search_sigkill_mid_trial_then_resume(fresh_postgres_db, tmp_path):
     from crash_helpers import kill_and_resume
