@@ -373,9 +373,9 @@ def _final_line(name: str, run_dir: Path, out: dict) -> None:
 def main(argv=None) -> int:
     """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from dse.storage import mask
+    from dse.storage import hide_in_env
 
-    sys.argv[1:] = [mask(a) for a in sys.argv[1:]]  # what W&B and tracebacks record of the command line
+    sys.argv[1:] = hide_in_env(sys.argv[1:])  # W&B records the command line; DDP re-runs it
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE + "\n" + "\n".join(f"  {g}: {', '.join(options(g))}" for g in GROUPS))
         return 0

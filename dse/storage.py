@@ -19,6 +19,24 @@ def mask(text: str) -> str:
     return _PASSWORD.sub(lambda m: m.group("head") + "***" + m.group("tail"), str(text))
 
 
+def hide_in_env(args: list[str]) -> list[str]:
+    """The command-line overrides with a password-carrying `storage=URL` moved to env DSE_STORAGE.
+
+    Whatever re-reads sys.argv (W&B's run metadata, Lightning's DDP launcher re-running the command) then
+    sees `storage=${oc.env:DSE_STORAGE}`, which still resolves to the URL in this process and its children.
+    """
+    import os
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "storage" and mask(value) != value:
+            os.environ["DSE_STORAGE"] = value
+            arg = f"{key}=${{oc.env:DSE_STORAGE}}"
+        out.append(arg)
+    return out
+
+
 def default_url(run_dir: Path) -> str:
     """SQLite file inside the run directory."""
     return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"

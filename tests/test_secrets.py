@@ -17,6 +17,16 @@ def test_mask_hides_every_password():
     assert mask("postgresql://dse@h/db") == "postgresql://dse@h/db"
 
 
+def test_hide_in_env_moves_only_a_password_url(monkeypatch):
+    from dse.storage import hide_in_env
+
+    monkeypatch.delenv("DSE_STORAGE", raising=False)
+    args = ["space=x", "storage=postgresql://u:pw9@h/db"]
+    assert hide_in_env(args) == ["space=x", "storage=${oc.env:DSE_STORAGE}"]
+    assert __import__("os").environ["DSE_STORAGE"] == "postgresql://u:pw9@h/db"
+    assert hide_in_env(["storage=sqlite:///a.db"]) == ["storage=sqlite:///a.db"]
+
+
 def _leaks(folder: Path, password: str) -> list[str]:
     """Files under `folder` whose bytes contain the password."""
     return [str(p) for p in folder.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
