@@ -116,8 +116,7 @@ def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: 
     from dse.storage import open_storage
 
     slots = plan(cfg.get("workers", 1), devices_per_trial(cfg))
-    say(f"pool: {len(slots)} workers on {mask(storage_url)} "
-        f"({', '.join(f'#{s.index}: ' + (('GPU ' + ','.join(s.gpus)) if s.gpus else f'{s.threads} threads') for s in slots)})")
+    say(f"pool: {len(slots)} workers on {mask(storage_url)} ({', '.join(map(_describe, slots))})")
     signals.install()
     procs = [_start(argv, storage_url, run_dir, slot) for slot in slots]
     forwarded = 0
@@ -133,6 +132,11 @@ def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: 
     finally:
         bar.close()
     return _exit_code(procs, slots, run_dir, signals.exit_code(), say)
+
+
+def _describe(slot: Slot) -> str:
+    """'#0: GPU 0,1' or '#0: 4 threads'."""
+    return f"#{slot.index}: " + (f"GPU {','.join(slot.gpus)}" if slot.gpus else f"{slot.threads} threads")
 
 
 def _start(argv, storage_url: str, run_dir: Path, slot: Slot) -> subprocess.Popen:

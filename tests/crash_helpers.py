@@ -76,7 +76,7 @@ def ok(proc) -> None:
 
 
 def kill_and_resume(tmp: Path, storage_url: str | None, name: str) -> tuple[list, object]:
-    """Trial 0 ends, trial 1 sleeps in training and is SIGKILLed; the same command runs again. (trials, victim, rerun)."""
+    """Trial 0 ends, trial 1 sleeps in training and is SIGKILLed, the command runs again: (trials, victim, rerun)."""
     import signal
 
     run_dir = tmp / name
