@@ -41,9 +41,9 @@ KEYS = tuple(DEFAULTS)
 
 
 def studies_dir() -> Path:
-    """Folder of the shipped study files: the checkout's studies/, else the copy inside the package."""
+    """Folder of the shipped study files: dse/studies (a link to the checkout's studies/, a copy when installed)."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "studies", here / "studies"):
+    for candidate in (here / "studies", here.parent / "studies"):
         if candidate.is_dir():
             return candidate
     return here.parent / "studies"
