@@ -22,6 +22,8 @@ def test_wandb_offline_runs_hold_the_table(tmp_path):
     assert all(list(r.glob("*.wandb")) for r in runs)  # the run logs `wandb sync` uploads
     blobs = b"".join(p.read_bytes() for r in runs for p in r.glob("*.wandb"))
     assert b"hypervolume" in blobs and b"point_id" in blobs
+    assert all(b"val/acc" in b"".join(p.read_bytes() for p in r.glob("*.wandb")) for r in runs
+               if b"trial-" in b"".join(p.read_bytes() for p in r.glob("*.wandb")))  # trials' learning curves
     assert b"w.db" not in blobs  # storage URLs never reach W&B
     assert "error" not in proc.stderr.lower()
 
