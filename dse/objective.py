@@ -6,8 +6,9 @@ attributes, and return the objectives. A failing trial never stops the study.
 
 Trial states and the `status` attribute:
     COMPLETE  status ok
-    PRUNED    status pruned (the pruner stopped it) or rejected (reason over_budget: never trained; the
-              constraint values are set, so TPE and NSGA-II learn the infeasible region)
+    PRUNED    status pruned (the pruner stopped it) or rejected (reason over_budget or infeasible: never
+              trained; the constraint values are set, so TPE learns the infeasible region). Rejected trials
+              do not count toward n_trials: they cost no training.
     FAIL      status diverged | oom | failed, with `reason`
 """
 from __future__ import annotations
@@ -86,9 +87,16 @@ def open_study(storage, study, sampler, pruner, space_name: str | None):
 
 
 def counted(trial) -> bool:
-    """Does this finished trial count toward n_trials?"""
+    """Does this finished trial count toward n_trials? (Points rejected before training do not.)"""
     name = trial.state.name
+    if trial.user_attrs.get("status") == "rejected":
+        return False
     return name in FINISHED or (name == "FAIL" and "status" in trial.user_attrs)
+
+
+def rejected(trial) -> bool:
+    """Was this trial's point refused before training (over budget or infeasible)?"""
+    return trial.user_attrs.get("status") == "rejected"
 
 
 def enqueue_grid(optuna_study, labels: list[str], seeds: int) -> int:
@@ -257,15 +265,23 @@ def _plain(value):
     return value
 
 
+MAX_REJECTED = 20  # per counted trial: a space whose budget admits (almost) nothing stops instead of spinning
+
+
 class StopAt:
-    """Callback: stop when `total` trials count (several workers share the count) or the grid queue is empty."""
+    """Callback: stop when `total` trials count (several workers share the count), the grid queue is empty,
+    or more than MAX_REJECTED x total points were rejected before training."""
 
     def __init__(self, total: int, grid: bool):
         self.total = total
         self.grid = grid
 
     def __call__(self, optuna_study, trial) -> None:
+        trials = optuna_study.get_trials(deepcopy=False)
         if self.grid and waiting(optuna_study) == 0:
             optuna_study.stop()
-        elif sum(counted(t) for t in optuna_study.get_trials(deepcopy=False)) >= self.total:
+        elif sum(counted(t) for t in trials) >= self.total:
+            optuna_study.stop()
+        elif sum(rejected(t) for t in trials) > MAX_REJECTED * self.total:
+            print(f"stopping: over {MAX_REJECTED * self.total} points were over the budget; widen the constraints")
             optuna_study.stop()

@@ -174,7 +174,7 @@ def prepare(cfg: dict) -> Job:
     study_cfg["space"] = study_cfg.get("space") or space_name
     study = studies.from_dict(study_cfg)
     data = load_data(cfg)
-    space = load_space(cfg.get("space") or {"name": study.space}, data) if study.space else None
+    space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     cells = None
     if study.is_grid:
@@ -204,21 +204,27 @@ def _read_option(group: str, name: str) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def load_space(node: dict, data):
+def load_space(node: dict, data, study_bounds: dict | None = None):
     """The Space of a `space` config node ({name, file, constraints}) at the data's geometry.
 
-    A UserError if it is unknown, empty or contradictory; overridden bounds replace the file's.
+    A UserError if it is unknown, empty or contradictory. Bounds: the space file's, then the study's
+    `constraints`, then those overridden on the command line (space.constraints.flops.max=…).
     """
     from dse.space.space import load
 
     name, constraints = node["name"], node.get("constraints")
     if not node.get("file") and name not in options("space"):
         raise UserError(f"unknown space {name!r}; valid: {', '.join(options('space'))}")
-    space = load(node.get("file") or name).with_geometry(image_size=int(data.image_size), in_chans=int(data.in_chans),
-                                     num_classes=int(data.num_classes))
-    wanted = {k: {side: v for side, v in (b or {}).items() if v is not None} for k, b in (constraints or {}).items()}
-    wanted = {k: b for k, b in wanted.items() if b and b != space.constraints.get(k)}
-    return space.with_constraints(**wanted) if wanted else space
+    path = Path(node.get("file") or spaces_dir() / f"{name}.yaml")
+    space = load(str(path)).with_geometry(image_size=int(data.image_size), in_chans=int(data.in_chans),
+                                          num_classes=int(data.num_classes))
+    in_file = {k: {side: v for side, v in b.items() if v is not None}
+               for k, b in _node("space", path)["constraints"].items()}
+    if study_bounds:
+        space = space.with_constraints(**study_bounds)
+    given = {k: {side: v for side, v in (b or {}).items() if v is not None} for k, b in (constraints or {}).items()}
+    changed = {k: b for k, b in given.items() if b and b != in_file.get(k)}  # typed on the command line
+    return space.with_constraints(**changed) if changed else space
 
 
 def load_data(cfg: dict):
@@ -310,13 +316,15 @@ def run(job: Job) -> int:
     every = max(int(job.cfg.get("report_every", 5)), 1)
 
     def after(s, trial):
-        bar.update(1)
         bar.write(_summary_line(trial))
-        report.write_all(s, job.run_dir, plots=(trial.number + 1) % every == 0)
+        if obj.counted(trial):  # rejected points change no result file
+            bar.update(1)
+            report.write_all(s, job.run_dir, plots=bar.n % every == 0)
 
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
-            optuna_study.optimize(objective, n_trials=None if study.is_grid else remaining, timeout=study.timeout,
+            # n_trials=None: StopAt counts trained trials (rejected points are cheap and do not count)
+            optuna_study.optimize(objective, n_trials=None, timeout=study.timeout,
                                   catch=(obj.TrialFailed,), callbacks=[after, *stop, signals.StopOnSignal()],
                                   gc_after_trial=True)
     except signals.TrialInterrupted:

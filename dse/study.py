@@ -16,13 +16,14 @@ Schema (every key optional except where said):
       - {label: d16, params: {depth: 16, width: 8}}    # space parameters, filled by the space
     paper: {...}              # the paper's numbers for the table tool (dse.table)
     match: {...}              # a complexity-matched cell generator (dse.match)
+    constraints: {flops: {max: 1.0e+7}}   # tighter budget than the space's for this study (same form)
 
 A grid study has one categorical trial parameter `cell` (the label) and one `seed`; every cell x seed is
 enqueued once, so a resumed or shared study only runs what is missing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -36,7 +37,7 @@ PRUNERS = ("none", "median", "halving", "hyperband")
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
-            "match": None, "description": ""}
+            "match": None, "description": "", "constraints": None}
 KEYS = tuple(DEFAULTS)
 
 
@@ -95,7 +96,7 @@ class Study:
     paper: dict | None = None
     match: dict | None = None
     description: str = ""
-    extra_cells: tuple[Cell, ...] = field(default=(), repr=False)
+    constraints: dict | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -143,7 +144,8 @@ def from_dict(data: dict) -> Study:
         raise UserError(f"study.grid: label {dup[0]!r} appears twice")
     return Study(name=name, space=data.get("space"), n_trials=n_trials, timeout=timeout, seeds=seeds,
                  objectives=objectives, sampler=sampler, pruner=pruner, grid=grid, paper=data.get("paper"),
-                 match=data.get("match"), description=str(data.get("description", "")))
+                 match=data.get("match"), description=str(data.get("description", "")),
+                 constraints=_bounds(data.get("constraints")))
 
 
 def load(name_or_path: str) -> Study:
@@ -162,6 +164,22 @@ def _objectives(value) -> tuple[str, ...]:
     if len(quality) != 1:
         raise UserError(f"study.objectives: need exactly one of accuracy or error, got {items}")
     return tuple(items)
+
+
+def _bounds(value) -> dict | None:
+    """The study's `constraints` ({flops|params: {min, max}}), nulls dropped."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"flops", "params"}:
+        raise UserError(f"study.constraints: must map flops/params to {{min, max}}, got {value!r}")
+    out = {}
+    for key, bound in value.items():
+        if not isinstance(bound, dict) or set(bound) - {"min", "max"}:
+            raise UserError(f"study.constraints.{key}: must be {{min: …, max: …}}, got {bound!r}")
+        kept = {side: v for side, v in bound.items() if v is not None}
+        if kept:
+            out[key] = kept
+    return out or None
 
 
 def _count(key: str, value) -> int:
