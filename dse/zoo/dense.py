@@ -20,7 +20,7 @@ def _stages(depths) -> tuple[Stage, ...]:
 
 
 def densenet_cifar(depth: int, growth: int, bc: bool = False, dropout: float = 0.0) -> Point:
-    """CIFAR DenseNet-L-k (bc=False: 3x3 layers, stem 16) or DenseNet-BC-L-k (1x1-3x3 layers, stem 2k, compression 0.5)."""
+    """CIFAR DenseNet-L-k (3x3 layers, stem 16) or, with bc, DenseNet-BC-L-k (1x1-3x3 layers, stem 2k, compression 0.5)."""
     per_layer = 6 if bc else 3
     if not isinstance(depth, int) or depth <= 4 or (depth - 4) % per_layer:
         raise UserError(f"depth: DenseNet{'-BC' if bc else ''} needs depth = {per_layer}N+4 with N >= 1, got {depth!r}")
@@ -35,7 +35,8 @@ def densenet_cifar(depth: int, growth: int, bc: bool = False, dropout: float = 0
 def densenet_imagenet(depth: int, growth: int = 32, stem: int = 64) -> Point:
     """torchvision DenseNet-BC: 7x7/2 stem + 3x3/2 max-pool, bottleneck 4k layers, compression 0.5."""
     if depth not in IMAGENET_LAYERS:
-        raise UserError(f"depth: {depth} is not an ImageNet DenseNet depth; valid: {', '.join(map(str, IMAGENET_LAYERS))}")
+        valid = ", ".join(map(str, IMAGENET_LAYERS))
+        raise UserError(f"depth: {depth} is not an ImageNet DenseNet depth; valid: {valid}")
     return Point(_stages(IMAGENET_LAYERS[depth]), stem=Stem("conv", stem, 7, 2, pool="max3"), skip="dense",
                  growth_rate=growth, compression=0.5, dense_bottleneck=4, **IMAGENET)
 
