@@ -20,7 +20,7 @@ def _stages(depths) -> tuple[Stage, ...]:
 
 
 def densenet_cifar(depth: int, growth: int, bc: bool = False, dropout: float = 0.0) -> Point:
-    """CIFAR DenseNet-L-k (3x3 layers, stem 16) or, with bc, DenseNet-BC-L-k (1x1-3x3 layers, stem 2k, compression 0.5)."""
+    """CIFAR DenseNet-L-k (3x3 layers, stem 16); with bc, DenseNet-BC-L-k (1x1-3x3, stem 2k, compression 0.5)."""
     per_layer = 6 if bc else 3
     if not isinstance(depth, int) or depth <= 4 or (depth - 4) % per_layer:
         raise UserError(f"depth: DenseNet{'-BC' if bc else ''} needs depth = {per_layer}N+4 with N >= 1, got {depth!r}")
