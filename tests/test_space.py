@@ -139,7 +139,7 @@ def test_sample_with_values_and_user_constraints():
     assert space.point(values) == point
     tight = space.with_constraints(flops={"max": 2e7})
     assert all(complexity(tight.sample(s)).flops <= 2e7 for s in range(5))
-    assert tight.check(space.point({"depth": 29, "width": 128, "cardinality": 16, "bottleneck_width": 16}))
+    assert tight.check(space.point({"depth": 29, "width": 128, "cardinality": 16, "bottleneck_width": 8}))
 
 
 def test_expressions_are_safe():
