@@ -158,7 +158,7 @@ def _module_class():
             self.test_acc = MulticlassAccuracy(num_classes, average="micro")
             self.history: list[dict] = []
             self._loss_sum = None
-            self._steps = 0
+            self._count = [0]
             self._epoch_start = 0.0
             self._val_loss, self._val_count = None, 0
 
@@ -167,15 +167,15 @@ def _module_class():
 
         def on_train_epoch_start(self):
             self._loss_sum = torch.zeros((), device=self.device)
-            self._steps = 0
+            self._count = [0]
             self._epoch_start = time.perf_counter()
 
         def training_step(self, batch, batch_idx):
             x, y = batch
             loss = self.criterion(self.model(x), y)
-            self._loss_sum += loss.detach()
-            self._steps += 1
-            if self._steps % 20 == 1 and not torch.isfinite(self._loss_sum):  # a NaN anywhere stays in the sum
+            self._loss_sum.add_(loss.detach())  # in place: no nn.Module.__setattr__ per step
+            self._count[0] += 1
+            if self._count[0] % 20 == 1 and not torch.isfinite(self._loss_sum):  # a NaN anywhere stays in the sum
                 raise Diverged(f"loss is {self._loss_sum.item()} at epoch {self.current_epoch} step {batch_idx}")
             return loss
 
@@ -207,7 +207,7 @@ def _module_class():
             self._record({})  # epochs without validation
 
         def _mean_loss(self) -> float:
-            loss = (self._loss_sum / max(self._steps, 1)).item()
+            loss = (self._loss_sum / max(self._count[0], 1)).item()
             if not math.isfinite(loss):
                 raise Diverged(f"mean training loss is {loss} in epoch {self.current_epoch}")
             return loss
