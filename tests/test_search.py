@@ -11,6 +11,12 @@ import yaml
 from search_helpers import load_study, ok, read_csv, search, search_here
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
+def trained(trials) -> list:
+    """Trials (or a study's trials) that were trained: over-budget points are rejected without training."""
+    trials = getattr(trials, "trials", trials)
+    return [t for t in trials if t.user_attrs.get("status") != "rejected"]
+
+
 RESULTS = ("study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml", "config.yaml")
 
 
@@ -24,15 +30,15 @@ def test_smoke_synthetic_writes_every_result(tmp_path):
     for name in RESULTS:
         assert (run_dir / name).is_file(), name
     assert not (tmp_path / "outputs").exists()  # Hydra leaves no outputs/ folder
-    rows = read_csv(run_dir / "trials.csv")
-    assert [r["number"] for r in rows] == ["0", "1"]
+    rows = [r for r in read_csv(run_dir / "trials.csv") if r["status"] != "rejected"]  # over budget: not trained
+    assert len(rows) == 2
     for r in rows:
         assert r["state"] == "COMPLETE" and r["status"] == "ok", r
         assert 0.0 <= float(r["accuracy"]) <= 1.0 and int(r["flops"]) > 0 and int(r["params"]) > 0
         assert abs(float(r["accuracy"]) + float(r["error"]) - 1.0) < 1e-9
         assert (int(r["point.image_size"]), int(r["point.in_chans"])) == geometry  # the data's, not the space's
     study = load_study(run_dir, "s")
-    attrs = study.trials[0].user_attrs
+    attrs = trained(study)[0].user_attrs
     for key in ("point", "point_id", "params", "flops", "status", "reason", "epochs", "train_seconds", "val_acc"):
         assert key in attrs, key
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -45,26 +51,29 @@ def test_smoke_synthetic_writes_every_result(tmp_path):
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
 def test_smoke_fashion_mnist(tmp_path):
     ok(search("space=resnext", "data=fashion_mnist", "study.n_trials=1", "study.name=f", cwd=tmp_path))
-    rows = read_csv(tmp_path / "runs" / "f" / "trials.csv")
+    rows = [r for r in read_csv(tmp_path / "runs" / "f" / "trials.csv") if r["status"] != "rejected"]
     assert len(rows) == 1 and rows[0]["status"] == "ok" and float(rows[0]["accuracy"]) > 0.0
 
 
 def test_resume_runs_only_the_remainder(tmp_path):
     ok(search_here("space=resnext", "study.n_trials=2", "study.name=r", cwd=tmp_path))
-    first = {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in load_study(tmp_path / "runs/r", "r").trials}
+    before = load_study(tmp_path / "runs/r", "r").trials
+    first = {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in before}
     proc = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
     trials = load_study(tmp_path / "runs/r", "r").trials
-    assert len(trials) == 3
-    assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:2]} == first
-    assert [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("trial ")] == ["2"]  # only the new one
+    assert len(trained(trials)) == 3
+    assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:len(before)]} == first
+    new = [t for t in trials[len(before):] if t.user_attrs.get("status") != "rejected"]
+    assert len(new) == 1  # only the remainder was trained
     again = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
-    assert len(load_study(tmp_path / "runs/r", "r").trials) == 3 and "trial 3" not in again.stdout
+    assert len(load_study(tmp_path / "runs/r", "r").trials) == len(trials)
+    assert not [ln for ln in again.stdout.splitlines() if ln.startswith("trial ")]
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
 def test_each_sampler(tmp_path, sampler):
     ok(search_here("space=resnext", f"sampler={sampler}", "study.n_trials=2", f"study.name={sampler}", cwd=tmp_path))
-    trials = load_study(tmp_path / "runs" / sampler, sampler).trials
+    trials = trained(load_study(tmp_path / "runs" / sampler, sampler).trials)
     assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
     if sampler == "grid":
         assert all("cell" in t.params for t in trials)
@@ -105,5 +114,5 @@ def test_single_objective_with_pruner(tmp_path):
               "study.name=p", cwd=tmp_path))
     study = load_study(tmp_path / "runs/p", "p")
     assert len(study.directions) == 1 and study.directions[0].name == "MINIMIZE"
-    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    assert len(trained(study.trials)) == 2 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
     assert read_csv(tmp_path / "runs/p/pareto.csv")  # accuracy/FLOPs front even with one objective
