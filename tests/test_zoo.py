@@ -6,6 +6,8 @@ VGG-19 at 224 px costs a fraction of a second; the real forward/backward runs at
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ import dse.zoo as zoo
 from dse.arch import build
 from dse.count import complexity, stem
 from dse.count.blocks import BLOCKS
+from dse.space.point import Point, Stage, Stem
+from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar
 
 NAMES = zoo.names()
 REFERENCED = [n for n in NAMES if zoo.reference(n)]
@@ -154,3 +158,47 @@ def test_drop_path_and_dropout_points():
     model = build(sd)
     assert sum(type(m).__name__ == "DropPath" for m in model.modules()) == sd.num_blocks() - 1
     assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in meta_build(wrn).modules()) == 12
+
+
+def _variants():
+    """Small points off the named list: every attention on every residual block, odd options."""
+    bases = {"basic": resnet_cifar(8), "preact_basic": preact_cifar(8),
+             "preact_bottleneck": preact_cifar(11, bottleneck=True), "bottleneck": resnext_cifar(11, 4, 8)}
+    out = {f"{b}-{a}": p.replace(attention=a) for b, p in bases.items() for a in ("se", "eca", "cbam", "sk", "splat")}
+    out.update({
+        "bottleneck-tanh-dropout-droppath": bases["bottleneck"].replace(act="tanh", dropout=0.2, drop_path=0.2,
+                                                                        attention="splat"),
+        "basic-silu-sk": bases["basic"].replace(act="silu", attention="sk"),
+        "basic-nonorm-se": bases["basic"].replace(norm="none", attention="se"),
+        "bottleneck-option-a": bases["bottleneck"].replace(skip="identity"),
+        "option-a-narrowing": Point((Stage("basic", 1, 32), Stage("basic", 2, 16, stride=2)), skip="identity"),
+        "wrn-b313-dropout": Point((Stage("preact_basic", 2, 32, kernels=(3, 1, 3)),), stem=Stem("conv_bare", 16),
+                                  dropout=0.3),
+        "basic-13-sk": Point((Stage("basic", 2, 32, 2, kernels=(1, 3)),), attention="sk"),
+        "basic-5x5-sk": Point((Stage("basic", 1, 32, 2, kernels=(5, 3)),), attention="sk"),
+        "plain-valid-stride": Point((Stage("plain", 2, 8, 2, kernels=(3, 1), padding="valid", pool="max3"),
+                                     Stage("plain", 1, 8, kernels=(2,), padding="valid", pool="avg2")),
+                                    skip="none", dropout=0.1),
+    })
+    return out
+
+
+VARIANTS = _variants()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_block_variants(name):
+    point = VARIANTS[name]
+    for size in (32, 19):
+        params, macs, _ = measured(meta_build(point, size), size, point.in_chans)
+        assert complexity(point, image_size=size) == (params, macs)
+    model = build(point, image_size=16).train()
+    model(torch.randn(2, 3, 16, 16)).logsumexp(1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_counting_never_imports_torch():
+    code = ("import sys, dse.zoo as z; from dse.count import complexity; "
+            "[complexity(z.get(n)) for n in z.names()]; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
