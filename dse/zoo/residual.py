@@ -8,7 +8,7 @@ paper's 10.2M (which matches the count without them), and why its paper check al
 from __future__ import annotations
 
 from dse.errors import UserError
-from dse.space.point import Head, Point, Stage, Stem
+from dse.space.point import Point, Stage, Stem
 
 CIFAR = dict(image_size=32, in_chans=3, num_classes=10)
 IMAGENET = dict(image_size=224, in_chans=3, num_classes=1000)
@@ -33,7 +33,8 @@ def resnet_imagenet(depth: int, cardinality: int = 1, width: int = 64, attention
                     attn_ratio: float = 1 / 16) -> Point:
     """torchvision-style ResNet/ResNeXt (7x7 stem, stride in the 3x3 conv); width = per-group d of stage 1."""
     if depth not in IMAGENET_LAYERS:
-        raise UserError(f"depth: {depth} is not an ImageNet ResNet depth; valid: {', '.join(map(str, IMAGENET_LAYERS))}")
+        valid = ", ".join(map(str, IMAGENET_LAYERS))
+        raise UserError(f"depth: {depth} is not an ImageNet ResNet depth; valid: {valid}")
     if depth < 50:
         stages = _stages("basic", IMAGENET_LAYERS[depth], (64, 128, 256, 512), (3, 3))
     else:
