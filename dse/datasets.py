@@ -220,9 +220,17 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load(name: str, root=None, subset: int | None = None, val_fraction: float = 0.1, seed: int = 0,
-         device="cpu", image_size: int | None = None, val_subset: int | None = None) -> Data:
-    """Load dataset `name`: seeded train/val split, `subset` training samples at most, tensors on `device`."""
+         device="cpu", image_size: int | None = None, val_subset: int | None = None, augment: bool = True) -> Data:
+    """Load dataset `name`: seeded train/val split, `subset` training samples at most, tensors on `device`.
+
+    `augment` keeps the dataset's standard augmentation (pad-and-crop, flip); short proxy budgets train
+    better without it.
+    """
     loader, pad, flip = choose("dataset", name, DATASETS)
+    if not isinstance(augment, bool):
+        raise UserError(f"data.augment: must be true or false, got {augment!r}")
+    if not augment:
+        pad, flip = 0, False
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"data.val_fraction: must be in [0, 1), got {val_fraction}")
     for key, value in (("subset", subset), ("val_subset", val_subset), ("image_size", image_size)):

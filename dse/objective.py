@@ -6,6 +6,8 @@ attributes, and return the objectives. A failing trial never stops the study.
 
 Trial states and the `status` attribute:
     COMPLETE  status ok
+    COMPLETE  status duplicate: the sampler proposed a point (and seed) already trained in this study; the
+              stored result is returned without training and the trial does not count toward n_trials
     PRUNED    status pruned (the pruner stopped it) or rejected (reason over_budget or infeasible: never
               trained; the constraint values are set, so TPE learns the infeasible region). Rejected trials
               do not count toward n_trials: they cost no training.
@@ -89,14 +91,14 @@ def open_study(storage, study, sampler, pruner, space_name: str | None):
 def counted(trial) -> bool:
     """Does this finished trial count toward n_trials? (Points rejected before training do not.)"""
     name = trial.state.name
-    if trial.user_attrs.get("status") == "rejected":
+    if trial.user_attrs.get("status") in ("rejected", "duplicate"):
         return False
     return name in FINISHED or (name == "FAIL" and "status" in trial.user_attrs)
 
 
 def rejected(trial) -> bool:
-    """Was this trial's point refused before training (over budget or infeasible)?"""
-    return trial.user_attrs.get("status") == "rejected"
+    """Was this trial's point not trained: refused (over budget, infeasible) or already trained (duplicate)?"""
+    return trial.user_attrs.get("status") in ("rejected", "duplicate")
 
 
 def enqueue_grid(optuna_study, labels: list[str], seeds: int) -> int:
@@ -146,6 +148,7 @@ class Objective:
     loggers: object  # dse.wandb_log.Loggers
     prune: bool = False
     progress: bool = True
+    thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
 
     def __call__(self, trial):
         import optuna
@@ -172,6 +175,15 @@ class Objective:
             return self.finish(trial, "failed", f"invalid: {exc}")
         trial.set_user_attr("params", int(params))
         trial.set_user_attr("flops", int(flops))
+        if self.cells is None:  # a sampler that proposes a point it already trained gets the stored result
+            twin = _trained_twin(trial, point.id, seed)
+            if twin is not None:
+                for key in ("val_acc", "test_acc", "epochs", "width_scale", "trained_params", "trained_flops"):
+                    if key in twin.user_attrs:
+                        trial.set_user_attr(key, twin.user_attrs[key])
+                trial.set_user_attr("status", "duplicate")
+                trial.set_user_attr("reason", f"same point and seed as trial {twin.number} (not retrained)")
+                return self.values(trial.user_attrs)
         over = violations(self.space, point)
         for name, value in over.items():
             trial.set_constraint(name, value)
@@ -179,7 +191,13 @@ class Objective:
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reason", "over_budget")
             raise optuna.TrialPruned("over_budget")
-        result = self.train(trial, point, seed, params, flops)
+        trained = point.thinned(*self.thin)
+        if trained is not point:  # a proxy: the table keeps the full point's counts, the trained net is smaller
+            small = complexity(trained)
+            trial.set_user_attr("width_scale", self.thin[0])
+            trial.set_user_attr("trained_params", int(small.params))
+            trial.set_user_attr("trained_flops", int(small.flops))
+        result = self.train(trial, trained, seed, params, flops)
         return self.finish(trial, result.status, result.reason, result)
 
     def suggest(self, trial):
@@ -241,6 +259,17 @@ class Objective:
         return out[0] if len(out) == 1 else out
 
 
+def _trained_twin(trial, point_id: str, seed: int):
+    """A completed, trained trial of this study with the same point id and seed, or None."""
+    from optuna.trial import TrialState
+
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("point_id") == point_id and a.get("status") == "ok" and a.get("seed") == seed:
+            return t
+    return None
+
+
 @dataclass
 class _Failed:
     """The result of a fit that raised."""
@@ -283,5 +312,6 @@ class StopAt:
         elif sum(counted(t) for t in trials) >= self.total:
             optuna_study.stop()
         elif sum(rejected(t) for t in trials) > MAX_REJECTED * self.total:
-            print(f"stopping: over {MAX_REJECTED * self.total} points were over the budget; widen the constraints")
+            print(f"stopping: over {MAX_REJECTED * self.total} proposed points were over the budget or already "
+                  "trained; widen the constraints or the space")
             optuna_study.stop()

@@ -24,7 +24,7 @@ import yaml
 from dse.errors import UserError
 
 FIXED = ["number", "state", "status", "label", "seed", "point_id", "name", "params", "flops", "accuracy", "error",
-         "test_acc", "epochs", "train_seconds", "reason"]
+         "test_acc", "epochs", "train_seconds", "reason", "width_scale", "trained_params", "trained_flops"]
 SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1}  # +1: lower is better
 
 
@@ -54,7 +54,9 @@ def row(trial) -> dict:
            "name": (a.get("point") or {}).get("name", ""), "params": a.get("params"), "flops": a.get("flops"),
            "accuracy": acc, "error": None if acc is None else 1.0 - acc,
            "test_acc": a.get("test_acc") if a.get("status") == "ok" else None, "epochs": a.get("epochs"),
-           "train_seconds": a.get("train_seconds"), "reason": a.get("reason", "")}
+           "train_seconds": a.get("train_seconds"), "reason": a.get("reason", ""),
+           "width_scale": a.get("width_scale", 1.0), "trained_params": a.get("trained_params", a.get("params")),
+           "trained_flops": a.get("trained_flops", a.get("flops"))}
     out.update({f"space.{k}": v for k, v in trial.params.items() if k not in ("cell", "seed")})
     out.update(flatten(a.get("point") or {}, "point"))
     return out
@@ -111,7 +113,12 @@ def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> No
         ax.scatter([r["flops"] / 1e6 for r in front], [100 * r["accuracy"] for r in front], s=36, c="#d1495b",
                    label="Pareto front", zorder=3)
     if done and min(r["flops"] for r in done) > 0:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda x, _: f"{x:g}")  # 3, 4, 6 instead of 3x10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("MFLOPs (multiply-adds)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
@@ -176,7 +183,8 @@ def write_all(optuna_study, run_dir: Path, plots: bool = True) -> dict:
     write_csv(run_dir / "trials.csv", table)
     write_csv(run_dir / "pareto.csv", front)
     if plots:
-        title = f"{optuna_study.study_name}: {len(front)} on the front of {len(table)} trials"
+        trained = sum(r["status"] == "ok" for r in table)
+        title = f"{optuna_study.study_name}: {len(front)} on the front of {trained} trained trials"
         plot_png(run_dir / "pareto.png", table, front, title)
         plot_html(run_dir / "pareto.html", table, front, title)
         write_best(run_dir, optuna_study, front)

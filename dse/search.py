@@ -119,12 +119,48 @@ def compose(overrides: list[str]) -> dict:
     register(files)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="dse"):
-            cfg = hydra_compose("config", overrides=list(overrides))
-        return OmegaConf.to_container(cfg, resolve=True)
+            cfg = OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+            extra = proxy_overrides(cfg, overrides)
+            if extra:  # the study's own proxy settings, below anything typed on the command line
+                cfg = OmegaConf.to_container(hydra_compose("config", overrides=extra + list(overrides)),
+                                             resolve=True)
+        return cfg
     except UserError:
         raise
     except Exception as exc:  # Hydra/OmegaConf: malformed override, unknown key, bad interpolation
         raise UserError(_one_line(exc, overrides)) from None
+
+
+PROXY_GROUPS = ("model", "data", "trainer")
+
+
+def proxy_overrides(cfg: dict, overrides: list[str]) -> list[str]:
+    """The study's `proxy:` settings as overrides, when fidelity=proxy (the default) and not typed by the user.
+
+    A study file tunes the CPU proxy to its table (e.g. WRN Table 4 trains thinned nets on more samples):
+    `proxy: {model.width_scale: 0.125, data.subset: 20000, trainer.max_epochs: 4}`.
+    """
+    import json
+
+    proxy = (cfg.get("study") or {}).get("proxy") or {}
+    if not isinstance(proxy, dict):
+        raise UserError(f"study.proxy: must map dotted keys (model.*, data.*, trainer.*) to values, got {proxy!r}")
+    fidelity = "proxy"
+    typed = set()
+    for item in overrides:
+        key, sep, value = item.lstrip("+~").partition("=")
+        if key == "fidelity":
+            fidelity = value
+        typed.add(key)
+    if fidelity != "proxy":
+        return []
+    out = []
+    for key, value in proxy.items():
+        if str(key).split(".")[0] not in PROXY_GROUPS or "." not in str(key):
+            raise UserError(f"study.proxy: unknown key {key!r}; valid: {', '.join(g + '.<key>' for g in PROXY_GROUPS)}")
+        if key not in typed:
+            out.append(f"{key}={json.dumps(value)}")
+    return out
 
 
 def _one_line(exc: Exception, overrides: list[str]) -> str:
@@ -159,6 +195,7 @@ class Job:
     recipe: object
     run_dir: Path
     storage_url: str | None
+    thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
     argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
 
 
@@ -193,7 +230,21 @@ def prepare(cfg: dict) -> Job:
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
     return Job(cfg=cfg, study=study, space=space, cells=cells, sampler=sampler, logger=logger, data=data,
-               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"))
+               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"), thin=model_thinning(cfg))
+
+
+def model_thinning(cfg: dict) -> tuple[float, int]:
+    """(width_scale, min_width) from the `model` keys, checked."""
+    model = dict(cfg.get("model") or {})
+    extra = sorted(set(model) - {"width_scale", "min_width"})
+    if extra:
+        raise UserError(f"model: unknown key {extra[0]!r}; valid: width_scale, min_width")
+    scale, low = model.get("width_scale", 1.0), model.get("min_width", 4)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise UserError(f"model.width_scale: must be in (0, 1], got {scale!r}")
+    if isinstance(low, bool) or not isinstance(low, int) or low < 1:
+        raise UserError(f"model.min_width: must be an integer >= 1, got {low!r}")
+    return float(scale), low
 
 
 def _read_option(group: str, name: str) -> dict:
@@ -310,7 +361,7 @@ def run(job: Job) -> int:
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
     bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
-                              loggers=loggers, prune=prune, progress=bool(job.cfg.get("progress", True)))
+                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)))
     objective = signals.guard(objective)
     stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
     every = max(int(job.cfg.get("report_every", 5)), 1)

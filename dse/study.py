@@ -17,6 +17,9 @@ Schema (every key optional except where said):
     paper: {...}              # the paper's numbers for the table tool (dse.table)
     match: {...}              # a complexity-matched cell generator (dse.match)
     constraints: {flops: {max: 1.0e+7}}   # tighter budget than the space's for this study (same form)
+    proxy:                    # overrides that apply under fidelity=proxy unless typed on the command line
+      model.width_scale: 0.125              # train every point thinned to 1/8 of its channels (tables)
+      data.subset: 20000
 
 A grid study has one categorical trial parameter `cell` (the label) and one `seed`; every cell x seed is
 enqueued once, so a resumed or shared study only runs what is missing.
@@ -37,7 +40,7 @@ PRUNERS = ("none", "median", "halving", "hyperband")
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
-            "match": None, "description": "", "constraints": None}
+            "match": None, "description": "", "constraints": None, "proxy": None}
 KEYS = tuple(DEFAULTS)
 
 

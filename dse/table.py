@@ -88,8 +88,8 @@ def like_printed(value: int | None, printed: str | None) -> str:
     return f"{value / 1e6:.{digits}f}M"
 
 
-def completed_errors(study_name: str, url: str | None, run_dir: Path) -> dict[str, list[float]]:
-    """{cell label: [test error %]} from COMPLETE trials of the study; {} when there is no storage yet."""
+def completed_runs(study_name: str, url: str | None, run_dir: Path) -> dict[str, dict[int, float]]:
+    """{cell label: {seed: test error %}} from COMPLETE trials of the study; {} when there is no storage yet."""
     if not url and not (run_dir / "study.db").is_file():
         return {}
     import optuna
@@ -102,14 +102,50 @@ def completed_errors(study_name: str, url: str | None, run_dir: Path) -> dict[st
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return {}
-    out: dict[str, list[float]] = {}
+    return by_seed(study)
+
+
+def by_seed(study) -> dict[str, dict[int, float]]:
+    """{cell label: {seed: test error %}} over COMPLETE trials of an Optuna study."""
+    import optuna
+
+    out: dict[str, dict[int, float]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         label = t.params.get("cell", t.user_attrs.get("cell"))
         acc = t.user_attrs.get("test_acc")
         if label is None or acc is None or t.user_attrs.get("status", "ok") != "ok":
             continue
-        out.setdefault(str(label), []).append(error_pct(float(acc)))
+        out.setdefault(str(label), {})[int(t.params.get("seed", 0))] = error_pct(float(acc))
     return out
+
+
+def seed_taus(rows: list[Row], per_seed: dict[str, dict[int, float]]) -> dict[int, float]:
+    """Kendall τ of each seed's errors alone (seeds that cover at least 3 rows with a paper error)."""
+    seeds = sorted({s for runs in per_seed.values() for s in runs})
+    out = {}
+    for seed in seeds:
+        only = [Row(r.label, paper_error=r.paper_error,
+                    errors=(per_seed[r.label][seed],) if seed in per_seed.get(r.label, {}) else ()) for r in rows]
+        tau, n = kendall(only)
+        if tau is not None and n >= 3:
+            out[seed] = tau
+    return out
+
+
+def fidelity_note(run_dir: Path) -> str | None:
+    """How the study's trials were trained, from the run directory's config.yaml (None when absent)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    cfg = yaml.safe_load(path.read_text()) or {}
+    data, trainer, model = cfg.get("data") or {}, cfg.get("trainer") or {}, cfg.get("model") or {}
+    parts = [f"data {data.get('name')}" + (f" ({data['subset']} training samples)" if data.get("subset") else ""),
+             f"{trainer.get('max_epochs') or 'recipe'} epochs", f"recipe {trainer.get('recipe') or 'default'}"]
+    if trainer.get("schedule"):
+        parts.append(f"{trainer['schedule']} lr {trainer.get('lr')}")
+    if (model.get("width_scale") or 1.0) != 1.0:
+        parts.append(f"widths x{model['width_scale']} (at least {model.get('min_width', 4)} channels)")
+    return "Trained as: " + ", ".join(parts) + "; error on the held-out test set."
 
 
 def params_without_norm(point) -> int:
@@ -229,7 +265,9 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     space = _space(study)
     points = studies.cell_points(study, space)
     run_dir = Path(runs) / study.name
-    rows = build_rows(points, table, column, completed_errors(study.name, storage, run_dir))
+    per_seed = completed_runs(study.name, storage, run_dir)
+    errors = {label: [e for _, e in sorted(runs.items())] for label, runs in per_seed.items()}
+    rows = build_rows(points, table, column, errors)
     header = table.get("columns", {}).get(column, column)
     title = f"{study.name}: ours vs the paper — {table.get('caption', spec['table'])}"
     notes = [f"Paper: {table['paper']}. Paper column: {header}. Paper numbers: {table['source'].rstrip('.')}.",
@@ -239,6 +277,12 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
              "Our error: test error of completed trials in the study's storage; 'pending' = no completed trial."]
     if study.description:
         notes.insert(0, study.description.strip())
+    trained = fidelity_note(run_dir)
+    if trained and errors:
+        notes.append(trained)
+    taus = seed_taus(rows, per_seed)
+    if len(taus) > 1:
+        notes.append("Kendall τ per seed: " + ", ".join(f"seed {s} {t:.2f}" for s, t in taus.items()))
     target = Path(out) if out else run_dir
     target.mkdir(parents=True, exist_ok=True)
     paths = {"md": target / "table.md", "tex": target / "table.tex", "csv": target / "table.csv"}
@@ -246,7 +290,7 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     paths["tex"].write_text(render_tex(title, rows, notes))
     paths["csv"].write_text(render_csv(rows))
     tau, n = kendall(rows)
-    return {"rows": rows, "tau": tau, "n": n, "paths": paths}
+    return {"rows": rows, "tau": tau, "n": n, "paths": paths, "seed_taus": taus}
 
 
 def _space(study):

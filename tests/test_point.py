@@ -84,3 +84,26 @@ def test_count_errors_name_the_field():
         complexity(Point((Stage("basic", 1, 16, padding="valid"),)))
     with pytest.raises(UserError, match=r"^attention: 'splat'"):
         complexity(resnext_cifar(29, 3, 5).replace(attention="splat"))
+
+
+@pytest.mark.parametrize("name", ["wrn_28_10", "resnext29_16x64d", "densenet_bc_100_12", "googlenet", "vgg16"])
+def test_thinned_point_keeps_the_layout_and_counts_exactly(name):
+    import torch
+
+    from dse.arch import build
+
+    full = zoo.get(name)
+    thin = full.thinned(0.125, min_width=4)
+    assert [s.depth for s in thin.stages] == [s.depth for s in full.stages]
+    assert thin.cardinality == full.cardinality and [s.kernels for s in thin.stages] == [s.kernels for s in full.stages]
+    for a, b in zip(full.stages, thin.stages):
+        assert b.width == (max(4, round(a.width / 8)) if a.width else 0)
+    assert complexity(thin).params < complexity(full).params / 5  # min_width keeps narrow layers (growth 12 -> 4)
+    module = build(thin.replace(image_size=32))
+    assert sum(p.numel() for p in module.parameters()) == complexity(thin.replace(image_size=32)).params
+    assert full.thinned(1.0) is full
+
+
+def test_thinning_factor_out_of_range_names_the_key():
+    with pytest.raises(UserError, match="model.width_scale"):
+        zoo.get("wrn_16_8").thinned(1.5)

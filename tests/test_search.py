@@ -84,7 +84,7 @@ def test_over_budget_points_are_rejected_before_training(tmp_path):
     proc = ok(search_here("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=1", "study.name=c",
                           cwd=tmp_path))
     trials = load_study(tmp_path / "runs/c", "c").trials
-    assert len(trials) == 21 and "stopping: over 20 points were over the budget" in proc.stdout  # none count
+    assert len(trials) == 21 and "stopping: over 20 proposed points were over the budget" in proc.stdout  # none count
     for t in trials:
         assert t.state.name == "PRUNED"
         assert t.user_attrs["status"] == "rejected" and t.user_attrs["reason"] == "over_budget"
@@ -116,3 +116,50 @@ def test_single_objective_with_pruner(tmp_path):
     assert len(study.directions) == 1 and study.directions[0].name == "MINIMIZE"
     assert len(trained(study.trials)) == 2 and {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
     assert read_csv(tmp_path / "runs/p/pareto.csv")  # accuracy/FLOPs front even with one objective
+
+
+def test_study_proxy_settings_apply_under_proxy_fidelity_only():
+    from dse.search import compose
+
+    cfg = compose(["study=wrn_table4"])
+    proxy = cfg["study"]["proxy"]
+    assert cfg["model"]["width_scale"] == proxy["model.width_scale"] < 1
+    assert cfg["data"]["subset"] == proxy["data.subset"]
+    typed = compose(["study=wrn_table4", "model.width_scale=0.5"])  # the command line wins
+    assert typed["model"]["width_scale"] == 0.5 and typed["data"]["subset"] == proxy["data.subset"]
+    paper = compose(["study=wrn_table4", "fidelity=paper"])  # the paper recipe trains the point as declared
+    assert paper["model"]["width_scale"] == 1.0 and paper["data"]["subset"] is None
+
+
+def test_thinned_training_records_both_counts(tmp_path):
+    from dse import complexity
+    from dse.space.point import Point
+
+    point = {"stem": {"width": 16}, "stages": [{"block": "basic", "depth": 1, "width": 32}]}
+    study = tmp_path / "thin.yaml"
+    study.write_text(yaml.safe_dump({"name": "thin", "objectives": ["accuracy", "params"],
+                                     "grid": [{"label": "w32", "point": point}]}))
+    ok(search_here(f"study={study}", "model.width_scale=0.25", cwd=tmp_path))
+    (trial,) = load_study(tmp_path / "runs/thin", "thin").trials
+    full = Point.from_dict(trial.user_attrs["point"])  # the point as declared, at the data's geometry
+    assert trial.user_attrs["params"] == complexity(full).params
+    assert trial.user_attrs["trained_params"] == complexity(full.thinned(0.25)).params < trial.user_attrs["params"]
+    row = read_csv(tmp_path / "runs/thin/trials.csv")[0]
+    assert float(row["width_scale"]) == 0.25 and int(row["trained_flops"]) == trial.user_attrs["trained_flops"]
+
+
+def test_a_point_proposed_again_is_not_retrained(tmp_path):
+    space = tmp_path / "two.yaml"  # a space of two points: the sampler must propose one of them again
+    space.write_text(yaml.safe_dump({"base": "resnet20", "params": {
+        "width": {"type": "choice", "values": [4, 8]}}, "set": {"stages[*].width": "width * 2 ** i"}}))
+    proc = ok(search_here(f"space={space}", "sampler=random", "study.n_trials=3", "study.name=d", cwd=tmp_path))
+    trials = load_study(tmp_path / "runs/d", "d").trials
+    fresh = [t for t in trials if t.user_attrs["status"] == "ok"]
+    again = [t for t in trials if t.user_attrs["status"] == "duplicate"]
+    assert len(fresh) == 2 and len({t.user_attrs["point_id"] for t in fresh}) == 2  # each point trained once
+    assert again and all(t.state.name == "COMPLETE" for t in again)
+    assert "stopping: over 60 proposed points" in proc.stdout  # 3 trials asked, only 2 exist: it stops, not spins
+    for t in again:
+        twin = next(f for f in fresh if f.user_attrs["point_id"] == t.user_attrs["point_id"])
+        assert t.values == twin.values and "train_seconds" not in t.user_attrs
+    assert len(read_csv(tmp_path / "runs/d/pareto.csv")) <= 2  # a repeated point is not a second front entry

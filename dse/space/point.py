@@ -267,6 +267,28 @@ class Point:
         """A copy with fields changed (validated again)."""
         return replace(self, **changes)
 
+    def thinned(self, factor: float, min_width: int = 4) -> "Point":
+        """The same layout with every channel count x `factor` (at least `min_width`): a CPU proxy of the point.
+
+        Scales stem, stage and inception branch widths, the per-group width d, the growth rate and the
+        head's hidden layers; depth, cardinality, kernels, strides and skips stay. Cardinality still divides
+        every grouped width (it is C x d). factor 1 returns the point itself.
+        """
+        if not 0.0 < factor <= 1.0:
+            raise UserError(f"model.width_scale: must be in (0, 1], got {factor}")
+        if factor == 1.0:
+            return self
+
+        def thin(w: int) -> int:
+            return max(min_width, round(w * factor)) if w else w
+
+        stages = tuple(replace(s, width=thin(s.width), branches=tuple(tuple(thin(w) for w in b) for b in s.branches))
+                       for s in self.stages)
+        return replace(self, stages=stages, stem=replace(self.stem, width=thin(self.stem.width)),
+                       head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden)),
+                       bottleneck_width=max(1, round(self.bottleneck_width * factor)),
+                       growth_rate=thin(self.growth_rate))
+
 
 def _no_unknown(path: str, data: dict, cls) -> None:
     known = {f.name for f in fields(cls)}
