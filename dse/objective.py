@@ -235,15 +235,15 @@ class Objective:
         """Record the outcome as user attributes; return the objectives or raise pruned/failed."""
         import optuna
 
-        trial.set_user_attr("status", status)
-        trial.set_user_attr("reason", reason or "")
-        if result is not None:
+        if result is not None:  # the numbers first: another worker may read `status` as soon as it is set
             for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("val_acc", "val_acc"),
                               ("test_acc", "test_acc")):
                 trial.set_user_attr(key, getattr(result, attr, None))
             history = getattr(result, "history", None)
             if history:
                 trial.set_user_attr("history", _plain(history))
+        trial.set_user_attr("reason", reason or "")
+        trial.set_user_attr("status", status)
         if status == "pruned":
             raise optuna.TrialPruned(reason or "pruned")
         if status != "ok":

@@ -103,7 +103,7 @@ def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in table if r["status"] == "ok"]
+    done = [r for r in table if r["status"] == "ok" and r["accuracy"] is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ax.scatter([r["flops"] / 1e6 for r in done], [100 * r["accuracy"] for r in done], s=18, c="#9aa5b1",
                label="trials")
@@ -133,7 +133,7 @@ def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> N
     """The same plot with plotly, hover showing trial, point id and params."""
     import plotly.graph_objects as go
 
-    done = [r for r in table if r["status"] == "ok"]
+    done = [r for r in table if r["status"] == "ok" and r["accuracy"] is not None]
 
     def trace(items, name, color, size, mode="markers"):
         return go.Scatter(x=[r["flops"] / 1e6 for r in items], y=[100 * r["accuracy"] for r in items], mode=mode,
@@ -240,7 +240,8 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    best = max((r for r in out["rows"] if r["status"] == "ok"), key=lambda r: r["accuracy"], default=None)
+    done = [r for r in out["rows"] if r["status"] == "ok" and r["accuracy"] is not None]
+    best = max(done, key=lambda r: r["accuracy"], default=None)
     print(f"{name}: {len(out['rows'])} trials, {len(out['front'])} on the front"
           + (f", best accuracy {100 * best['accuracy']:.2f}% ({best['flops'] / 1e6:.1f} MFLOPs)" if best else ""))
     print(f"wrote {run_dir}/trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml")

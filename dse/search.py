@@ -421,7 +421,7 @@ def _summary_line(trial) -> str:
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
     """What the run left behind."""
-    ok = [r for r in out["rows"] if r["status"] == "ok"]
+    ok = [r for r in out["rows"] if r["status"] == "ok" and r["accuracy"] is not None]
     best = max(ok, key=lambda r: r["accuracy"], default=None)
     print(f"study {name}: {len(out['rows'])} trials ({len(ok)} ok), {len(out['front'])} on the Pareto front"
           + (f"; best val accuracy {100 * best['accuracy']:.2f}% at {best['flops'] / 1e6:.2f} MFLOPs"
@@ -451,7 +451,9 @@ def main(argv=None) -> int:
         _quiet()
         job = prepare(cfg)
         job.argv = tuple(argv)
-        code = run(job)
+        from dse import ddp
+
+        code = ddp.follow(job) if ddp.is_follower() else run(job)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ key starts from a named recipe in `RECIPES`. `fit(point, data, recipe)` returns 
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -242,6 +243,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is an invalid value for the `limit_.*")
+    warnings.filterwarnings("ignore", message=r".*reported value is ignored because this `step=.*")  # DDP pruning
 
 
 def _precision(recipe: Recipe, on_gpu: bool) -> str:
@@ -285,7 +287,7 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     import lightning.pytorch as pl
     import optuna
 
-    from dse import faults
+    from dse import ddp, faults
     from dse.datasets import Batches
 
     quiet()
@@ -315,15 +317,21 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
         benchmark=on_gpu and not recipe.deterministic)
     status, reason = "ok", ""
     try:
-        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+        share = ddp.share(point, recipe.seed, pruner is not None) if not isinstance(point, nn.Module) \
+            else contextlib.nullcontext()
+        with share:  # DDP ranks that Lightning starts train this point too (dse.ddp)
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
         if pruner is not None:
             pruner.check_pruned()  # under DDP the pruning decision travels through the storage
+        if any(getattr(cb, "pruned", False) for cb in cbs):  # a DDP follower told to stop by rank 0
+            status, reason = "pruned", "pruned by rank 0"
     except optuna.TrialPruned as exc:
         status, reason = "pruned", str(exc)
     except Diverged as exc:
         status, reason = "diverged", f"diverged: {exc}"
     except BaseException as exc:  # noqa: BLE001 - only out-of-memory is ours to handle
         if not _is_oom(exc):
+            _end_process_group()
             raise
         status, reason = "oom", f"oom: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
     history = module.history
@@ -332,12 +340,19 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     if status == "ok" and recipe.eval_test:
         scores = trainer.test(module, dataloaders=test, verbose=False)
         test_acc = float(scores[0]["test/acc"]) if scores else None
+    _end_process_group()
     result = TrainResult(val_acc=val_acc, test_acc=test_acc, epochs=len(history), seconds=0.0, status=status,
                          reason=reason, batch_size=recipe.batch_size, history=history)
     del trainer, module, model
     if status == "oom":
         _free_memory()
     return result
+
+
+def _end_process_group() -> None:
+    """Close the DDP process group: the next trial's ranks are new processes and need a new group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _build(point, data) -> nn.Module:

@@ -14,7 +14,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 def trained(trials) -> list:
     """Trials (or a study's trials) that were trained: over-budget points are rejected without training."""
     trials = getattr(trials, "trials", trials)
-    return [t for t in trials if t.user_attrs.get("status") != "rejected"]
+    return [t for t in trials if t.user_attrs.get("status") not in ("rejected", "duplicate")]
 
 
 RESULTS = ("study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml", "config.yaml")
@@ -30,7 +30,7 @@ def test_smoke_synthetic_writes_every_result(tmp_path):
     for name in RESULTS:
         assert (run_dir / name).is_file(), name
     assert not (tmp_path / "outputs").exists()  # Hydra leaves no outputs/ folder
-    rows = [r for r in read_csv(run_dir / "trials.csv") if r["status"] != "rejected"]  # over budget: not trained
+    rows = [r for r in read_csv(run_dir / "trials.csv") if r["status"] not in ("rejected", "duplicate")]  # untrained
     assert len(rows) == 2
     for r in rows:
         assert r["state"] == "COMPLETE" and r["status"] == "ok", r
@@ -51,7 +51,7 @@ def test_smoke_synthetic_writes_every_result(tmp_path):
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="needs the Debian package dataset-fashion-mnist")
 def test_smoke_fashion_mnist(tmp_path):
     ok(search("space=resnext", "data=fashion_mnist", "study.n_trials=1", "study.name=f", cwd=tmp_path))
-    rows = [r for r in read_csv(tmp_path / "runs" / "f" / "trials.csv") if r["status"] != "rejected"]
+    rows = [r for r in read_csv(tmp_path / "runs" / "f" / "trials.csv") if r["status"] not in ("rejected", "duplicate")]
     assert len(rows) == 1 and rows[0]["status"] == "ok" and float(rows[0]["accuracy"]) > 0.0
 
 
@@ -63,7 +63,7 @@ def test_resume_runs_only_the_remainder(tmp_path):
     trials = load_study(tmp_path / "runs/r", "r").trials
     assert len(trained(trials)) == 3
     assert {t.number: (t.datetime_complete, t.user_attrs["point_id"]) for t in trials[:len(before)]} == first
-    new = [t for t in trials[len(before):] if t.user_attrs.get("status") != "rejected"]
+    new = trained(trials[len(before):])
     assert len(new) == 1  # only the remainder was trained
     again = ok(search_here("space=resnext", "study.n_trials=3", "study.name=r", cwd=tmp_path))
     assert len(load_study(tmp_path / "runs/r", "r").trials) == len(trials)
