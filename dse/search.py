@@ -152,15 +152,12 @@ def proxy_overrides(cfg: dict, overrides: list[str]) -> list[str]:
         if key == "fidelity":
             fidelity = value
         typed.add(key)
-    if fidelity != "proxy":
-        return []
-    out = []
-    for key, value in proxy.items():
+    for key in proxy:
         if str(key).split(".")[0] not in PROXY_GROUPS or "." not in str(key):
             raise UserError(f"study.proxy: unknown key {key!r}; valid: {', '.join(g + '.<key>' for g in PROXY_GROUPS)}")
-        if key not in typed:
-            out.append(f"{key}={json.dumps(value)}")
-    return out
+    if fidelity != "proxy":
+        return []
+    return [f"{key}={json.dumps(value)}" for key, value in proxy.items() if key not in typed]
 
 
 def _one_line(exc: Exception, overrides: list[str]) -> str:

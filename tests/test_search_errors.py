@@ -22,6 +22,9 @@ CASES = {
     "unreachable storage": (["space=resnext", "storage=postgresql://dse:s3cret@127.0.0.1:1/dse"],
                             "dse:***@127.0.0.1:1/dse"),
     "missing dataset": (["space=resnext", "data=cifar10", "data.root=/nonexistent/dse-data"], "not found"),
+    "width scale above 1": (["space=resnext", "model.width_scale=2"], "model.width_scale: must be in (0, 1]"),
+    "augment not a bool": (["space=resnext", "data.augment=maybe"], "data.augment: must be true or false"),
+    "unknown proxy key": (["space=resnext", "+study.proxy={optim.lr: 0.1}"], "study.proxy: unknown key 'optim.lr'"),
 }
 
 
