@@ -143,6 +143,8 @@ def fidelity_note(run_dir: Path) -> str | None:
              f"{trainer.get('max_epochs') or 'recipe'} epochs", f"recipe {trainer.get('recipe') or 'default'}"]
     if trainer.get("schedule"):
         parts.append(f"{trainer['schedule']} lr {trainer.get('lr')}")
+    if data.get("augment") is False:
+        parts.append("no augmentation")
     if (model.get("width_scale") or 1.0) != 1.0:
         parts.append(f"widths x{model['width_scale']} (at least {model.get('min_width', 4)} channels)")
     return "Trained as: " + ", ".join(parts) + "; error on the held-out test set."
@@ -266,7 +268,7 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     points = studies.cell_points(study, space)
     run_dir = Path(runs) / study.name
     per_seed = completed_runs(study.name, storage, run_dir)
-    errors = {label: [e for _, e in sorted(runs.items())] for label, runs in per_seed.items()}
+    errors = {label: [e for _, e in sorted(by.items())] for label, by in per_seed.items()}
     rows = build_rows(points, table, column, errors)
     header = table.get("columns", {}).get(column, column)
     title = f"{study.name}: ours vs the paper — {table.get('caption', spec['table'])}"
