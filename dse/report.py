@@ -62,6 +62,11 @@ def row(trial) -> dict:
     return out
 
 
+def scored(table: list[dict]) -> list[dict]:
+    """The rows of trained trials that have an accuracy (what plots and 'best' are made of)."""
+    return [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
+
+
 def rows(optuna_study) -> list[dict]:
     """All trials as rows, by number."""
     return [row(t) for t in sorted(optuna_study.get_trials(deepcopy=False), key=lambda t: t.number)]
@@ -103,7 +108,7 @@ def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in table if r["status"] == "ok" and r["accuracy"] is not None]
+    done = scored(table)
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ax.scatter([r["flops"] / 1e6 for r in done], [100 * r["accuracy"] for r in done], s=18, c="#9aa5b1",
                label="trials")
@@ -133,7 +138,7 @@ def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> N
     """The same plot with plotly, hover showing trial, point id and params."""
     import plotly.graph_objects as go
 
-    done = [r for r in table if r["status"] == "ok" and r["accuracy"] is not None]
+    done = scored(table)
 
     def trace(items, name, color, size, mode="markers"):
         return go.Scatter(x=[r["flops"] / 1e6 for r in items], y=[100 * r["accuracy"] for r in items], mode=mode,
@@ -183,8 +188,7 @@ def write_all(optuna_study, run_dir: Path, plots: bool = True) -> dict:
     write_csv(run_dir / "trials.csv", table)
     write_csv(run_dir / "pareto.csv", front)
     if plots:
-        trained = sum(r["status"] == "ok" for r in table)
-        title = f"{optuna_study.study_name}: {len(front)} on the front of {trained} trained trials"
+        title = f"{optuna_study.study_name}: {len(front)} on the front of {len(scored(table))} trained trials"
         plot_png(run_dir / "pareto.png", table, front, title)
         plot_html(run_dir / "pareto.html", table, front, title)
         write_best(run_dir, optuna_study, front)
@@ -240,8 +244,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    done = [r for r in out["rows"] if r["status"] == "ok" and r["accuracy"] is not None]
-    best = max(done, key=lambda r: r["accuracy"], default=None)
+    best = max(scored(out["rows"]), key=lambda r: r["accuracy"], default=None)
     print(f"{name}: {len(out['rows'])} trials, {len(out['front'])} on the front"
           + (f", best accuracy {100 * best['accuracy']:.2f}% ({best['flops'] / 1e6:.1f} MFLOPs)" if best else ""))
     print(f"wrote {run_dir}/trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml")

@@ -418,7 +418,9 @@ def _summary_line(trial) -> str:
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
     """What the run left behind."""
-    ok = [r for r in out["rows"] if r["status"] == "ok" and r["accuracy"] is not None]
+    from dse.report import scored
+
+    ok = scored(out["rows"])
     best = max(ok, key=lambda r: r["accuracy"], default=None)
     print(f"study {name}: {len(out['rows'])} trials ({len(ok)} ok), {len(out['front'])} on the Pareto front"
           + (f"; best val accuracy {100 * best['accuracy']:.2f}% at {best['flops'] / 1e6:.2f} MFLOPs"

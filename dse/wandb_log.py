@@ -84,6 +84,8 @@ def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: l
     """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
     import wandb
 
+    from dse.report import scored
+
     columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
                "epochs", "train_seconds", "reason"]
     run = init_run(cfg, run_dir, study, "summary", "summary", {"objectives": list(objectives), "study": study})
@@ -92,7 +94,7 @@ def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: l
     for r in rows:
         table.add_data(*[r.get(c) for c in columns], r["number"] in front_ids)
     run.log({"trials": table})
-    done = [r for r in rows if r.get("status") == "ok" and r.get("accuracy") is not None]
+    done = scored(rows)
     scatter = wandb.Table(columns=["mflops", "accuracy", "number"],
                           data=[[r["flops"] / 1e6, r["accuracy"], r["number"]] for r in done])
     run.log({"pareto": wandb.plot.scatter(scatter, "mflops", "accuracy", title=f"{study}: accuracy vs MFLOPs")})
