@@ -194,9 +194,12 @@ def _module_class():
         def on_validation_epoch_end(self):
             loss = self._val_loss / max(self._val_count, 1)
             self.log("val/loss", loss, sync_dist=True)
-            self.log("val/acc", self.val_acc)  # Lightning computes (synced under DDP) and resets it
+            acc = self.val_acc.compute()  # synced under DDP
+            self.log("val/acc", acc)
+            self.log("val/error", 1.0 - acc)  # what a pruner watches when the study minimizes error
+            self.val_acc.reset()
             if not self.trainer.sanity_checking:
-                self._record({"val/acc": float(self.val_acc.compute()), "val/loss": float(loss)})
+                self._record({"val/acc": float(acc), "val/loss": float(loss)})
 
         def test_step(self, batch, batch_idx):
             x, y = batch
@@ -362,12 +365,18 @@ def _build(point, data) -> nn.Module:
 
 
 def _pruner(trial):
-    """Optuna's Lightning pruning callback on val/acc, for single-objective studies only."""
+    """Optuna's Lightning pruning callback, for single-objective studies only.
+
+    It watches the study's own objective: val/acc when the study maximizes accuracy, val/error when it
+    minimizes error (fed accuracy, a minimizing pruner would stop the best trials).
+    """
     if trial is None or len(trial.study.directions) != 1:
         return None
+    from optuna.study import StudyDirection
     from optuna_integration import PyTorchLightningPruningCallback
 
-    return PyTorchLightningPruningCallback(trial, monitor="val/acc")
+    maximize = trial.study.direction == StudyDirection.MAXIMIZE
+    return PyTorchLightningPruningCallback(trial, monitor="val/acc" if maximize else "val/error")
 
 
 def _feed_callback_class():
