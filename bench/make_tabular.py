@@ -1,0 +1,297 @@
+"""Build a tabular benchmark: every point of a design space trained once, per-epoch validation accuracy kept.
+
+Each grid point of the space (all choice params crossed) at the data's geometry gets one row. Points within
+the study's budget (the study's `constraints` over the space's own bounds, exactly as `python -m dse.search`
+applies them) are trained with the real `dse.train.fit` (one-cycle SGD, the proxy recipe) on a seeded
+Fashion-MNIST subset; points over budget are recorded with their exact params/FLOPs, their relative
+violations and status over_budget, untrained. A replay of samplers and pruners can then look training up
+instead of running it, and charge the recorded seconds as its simulated cost.
+
+    python bench/make_tabular.py --out bench/data/resnext_tabular.csv \\
+        [--space resnext] [--study default] [--subset 8000] [--val-subset 3000] [--epochs 4] [--threads 1] \\
+        [--limit N] [--where depth=11,width=32]
+
+Output: a CSV, one row per point (columns in COLUMNS below, then acc_1..acc_E, val_loss_1..E, loss_1..E,
+sec_1..sec_E), written and flushed row by row, and a sidecar `<out stem>.json` with the fidelity, the
+command, the machine and the run's totals. Resumable: a rerun skips the points already in the CSV
+(rows with status `failed`, i.e. an exception, are retried) and refuses to mix fidelities in one file.
+`--limit N` keeps only the first N grid points (after `--where`), for smoke runs.
+
+Columns: point_id (dse's Point.id), the space's params, params and flops (dse.complexity at the data's
+geometry), viol_<key>_<side> (relative violation; feasible when <= 0), status (ok | over_budget | diverged
+| oom | failed), reason, epochs (completed), val_acc (last epoch), acc_k (validation accuracy after epoch
+k, 0..1), val_loss_k, loss_k (mean training loss of epoch k), sec_k (wall seconds of epoch k, training
+plus validation), train_seconds (wall seconds of the whole fit: build, Trainer set-up and all epochs),
+cpu_seconds (process CPU time over the fit), seed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RETRY = ("failed",)  # statuses a rerun trains again
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="bench/data/resnext_tabular.csv", help="CSV to write (appended to, resumable)")
+    ap.add_argument("--space", default="resnext", help="space name (spaces/NAME.yaml) or a YAML path")
+    ap.add_argument("--study", default="default", help="study whose constraints set the budget (studies/NAME.yaml)")
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--subset", type=int, default=8000, help="training samples")
+    ap.add_argument("--val-subset", type=int, default=3000, help="validation samples (from the seeded split)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs = rungs of the table")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.1, help="one-cycle peak learning rate")
+    ap.add_argument("--augment", action="store_true", help="pad-and-crop + flip (off, as in fidelity=proxy)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0, help="data split and training seed")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N grid points (smoke runs)")
+    ap.add_argument("--where", action="append", default=[],
+                    help="only points with these values, e.g. depth=29,width=64 (repeat: any of them)")
+    ap.add_argument("--quiet", action="store_true", help="no per-point lines")
+    args = ap.parse_args(argv)
+    for name in ("subset", "val_subset", "epochs", "batch_size", "threads"):
+        if getattr(args, name) <= 0:
+            ap.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def load_space(name: str, study_name: str, geometry: dict):
+    """The space at the data's geometry with the study's bounds, as dse.search.load_space builds it."""
+    from dse import study as studies
+    from dse.space.space import load, spaces_dir
+
+    path = Path(name) if name.endswith((".yaml", ".yml")) else Path(spaces_dir()) / f"{name}.yaml"
+    space = load(str(path)).with_geometry(**geometry)
+    study = studies.load(study_name)
+    if study.constraints:
+        space = space.with_constraints(**study.constraints)
+    return space, study
+
+
+def fidelity(args, data_geometry: dict) -> dict:
+    """What must be equal for two runs to share a table."""
+    return {"space": args.space, "study": args.study, "dataset": args.dataset, "subset": args.subset,
+            "val_subset": args.val_subset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "schedule": "onecycle", "recipe": "proxy", "augment": bool(args.augment), "seed": args.seed,
+            **data_geometry}
+
+
+def columns(param_names: list[str], bound_keys: list[str], epochs: int) -> list[str]:
+    per_epoch = [f"{k}_{i}" for k in ("acc", "val_loss", "loss", "sec") for i in range(1, epochs + 1)]
+    return (["point_id", *param_names, "params", "flops", *[f"viol_{k}" for k in bound_keys], "status", "reason",
+             "epochs", "val_acc", *per_epoch, "train_seconds", "cpu_seconds", "seed"])
+
+
+def read_rows(path: Path) -> tuple[list[str] | None, list[dict]]:
+    if not path.exists() or path.stat().st_size == 0:
+        return None, []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return reader.fieldnames, rows
+
+
+def machine() -> dict:
+    info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "cpus": os.cpu_count()}
+    try:
+        model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+                     None)
+        info["cpu"] = model
+    except OSError:
+        pass
+    return info
+
+
+def grid(space, where: list[dict], limit: int | None) -> list[tuple[dict, object]]:
+    from dse.errors import UserError
+
+    out = []
+    for values in space.grid_values():
+        if where and not any(all(str(values.get(k)) == v for k, v in w.items()) for w in where):
+            continue
+        try:
+            point = space.point(values)
+        except UserError:  # a check of the space fails: not a point of it
+            continue
+        out.append((values, point))
+    return out[:limit] if limit is not None else out
+
+
+def fmt(x, digits: int = 6):
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return x
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from dse import complexity
+
+    geometry = {"image_size": 28, "in_chans": 1, "num_classes": 10} if args.dataset == "fashion_mnist" else None
+    data = None
+    if geometry is None:  # other datasets: their geometry comes from the data itself
+        data = load_data(args)
+        geometry = {"image_size": int(data.image_size), "in_chans": int(data.in_chans),
+                    "num_classes": int(data.num_classes)}
+    space, study = load_space(args.space, args.study, geometry)
+    where = [dict(kv.split("=", 1) for kv in w.split(",") if kv) for w in args.where]
+    points = grid(space, where, args.limit)
+    param_names = list(space.params)
+    bound_keys = [f"{k}_{side}" for k, spec in space.specs.items() for side in ("min", "max") if spec.get(side)
+                  is not None]
+    cols = columns(param_names, bound_keys, args.epochs)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = out.with_suffix(".json")
+    fid = fidelity(args, geometry)
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    header, rows = read_rows(out)
+    if header is not None and (header != cols or meta.get("fidelity", fid) != fid):
+        changed = {k: (meta.get("fidelity", {}).get(k), v) for k, v in fid.items()
+                   if meta.get("fidelity", {}).get(k) != v}
+        print(f"error: {out} was made with another fidelity or columns ({changed or 'columns differ'}); "
+              f"use another --out", file=sys.stderr)
+        return 2
+    done = {r["point_id"]: r for r in rows if r["status"] not in RETRY}
+    if len(done) != len(rows):  # drop rows to retry: rewrite the file without them
+        rows = [r for r in rows if r["status"] not in RETRY]
+        write_all(out, cols, rows)
+    todo = [(v, p) for v, p in points if p.id not in done]
+    counts = {p.id: complexity(p) for _, p in todo}
+    viols = {p.id: space.violations(p) for _, p in todo}
+    feasible = [(v, p) for v, p in todo if all(x <= 0 for x in viols[p.id].values())]
+    print(f"{len(points)} points; {len(points) - len(todo)} already in {out}; {len(todo)} to do "
+          f"({len(feasible)} to train, {len(todo) - len(feasible)} over budget)", flush=True)
+
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(
+        sys.argv[1:] if argv is None else argv)])
+    runs = meta.get("runs", [])
+    if not todo:
+        print(f"done: nothing to do; {out}", flush=True)
+        return 0
+    runs.append({"command": command, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "machine": machine(), "to_train": len(feasible)})
+    meta.update({"fidelity": fid, "budget": space.constraints, "columns": cols, "runs": runs,
+                 "params": {n: list(space.params[n].values) for n in param_names},
+                 "study_constraints": study.constraints, "points_in_space": len(space.grid_values())})
+    write_meta(meta_path, meta)
+
+    if feasible and data is None:
+        data = load_data(args)
+    recipe = None
+    if feasible:
+        from dse import train
+
+        train.quiet()
+        recipe = train.recipe({"recipe": "proxy", "epochs": args.epochs, "batch_size": args.batch_size,
+                               "lr": args.lr, "schedule": "onecycle", "threads": args.threads, "seed": args.seed})
+        # Warm-up (not recorded): the first fit of a process pays Lightning's import and the allocator's start
+        from dataclasses import replace
+
+        train.fit(feasible[0][1], data, replace(recipe, epochs=1, limit_batches=2), progress=False)
+    new_header = header is None
+    fh = out.open("a", newline="")
+    writer = csv.DictWriter(fh, fieldnames=cols)
+    if new_header:
+        writer.writeheader()
+        fh.flush()
+    trained, t0, cpu_total = 0, time.time(), 0.0
+    try:
+        for values, point in todo:
+            c, viol = counts[point.id], viols[point.id]
+            row = {"point_id": point.id, **{n: values[n] for n in param_names}, "params": int(c.params),
+                   "flops": int(c.flops), **{f"viol_{k.replace('.', '_')}": fmt(v) for k, v in viol.items()},
+                   "seed": args.seed}
+            if any(x > 0 for x in viol.values()):
+                row.update(status="over_budget", reason="over " + ", ".join(k for k, x in viol.items() if x > 0),
+                           epochs=0)
+            else:
+                row.update(train_one(point, data, recipe, args.epochs))
+                trained += 1
+                cpu_total += float(row["cpu_seconds"] or 0)
+                if not args.quiet:
+                    accs = " ".join(f"{row.get(f'acc_{i}', '')}" for i in range(1, args.epochs + 1))
+                    print(f"[{trained}/{len(feasible)}] {point.id} {values} {row['status']} acc {accs} "
+                          f"{row['train_seconds']} s (elapsed {time.time() - t0:.0f} s)", flush=True)
+            writer.writerow(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+    finally:
+        fh.close()
+        runs[-1].update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"), trained=trained,
+                        wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(cpu_total, 1))
+        write_meta(meta_path, meta)
+    print(f"done: {trained} trained in {time.time() - t0:.0f} s wall, {cpu_total:.0f} s CPU; {out}", flush=True)
+    return 0
+
+
+def load_data(args):
+    from dse import datasets
+
+    return datasets.load(args.dataset, subset=args.subset, val_subset=args.val_subset, augment=bool(args.augment),
+                         seed=args.seed)
+
+
+def train_one(point, data, recipe, epochs: int) -> dict:
+    """Fit one point; the per-epoch columns of its row."""
+    from dse import train
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        result = train.fit(point, data, recipe, progress=False)
+        status, reason, history = result.status, result.reason, result.history
+        seconds = result.seconds
+    except Exception as exc:  # noqa: BLE001 - recorded, retried by the next run
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        status, reason, history = "failed", f"{type(exc).__name__}: {msg}"[:300], []
+        seconds = time.perf_counter() - wall0
+    row = {"status": status, "reason": reason, "epochs": len(history), "train_seconds": fmt(seconds, 5),
+           "cpu_seconds": fmt(time.process_time() - cpu0, 5)}
+    for h in history:
+        i = int(h["epoch"])
+        if i > epochs:
+            continue
+        row[f"acc_{i}"] = fmt(h.get("val/acc"))
+        row[f"val_loss_{i}"] = fmt(h.get("val/loss"))
+        row[f"loss_{i}"] = fmt(h.get("train/loss"))
+        row[f"sec_{i}"] = fmt(h.get("seconds"), 5)
+    row["val_acc"] = row.get(f"acc_{len(history)}", "") if history else ""
+    return row
+
+
+def write_all(path: Path, cols: list[str], rows: list[dict]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
