@@ -12,7 +12,7 @@ instead of running it, and charge the recorded seconds as its simulated cost.
         [--limit N] [--where depth=11,width=32]
 
 Output: a CSV, one row per point (columns in COLUMNS below, then acc_1..acc_E, val_loss_1..E, loss_1..E,
-sec_1..sec_E), written and flushed row by row, and a sidecar `<out stem>.json` with the fidelity, the
+sec_1..sec_E, cpu_1..cpu_E), written and flushed row by row, and a sidecar `<out stem>.json` with the fidelity, the
 command, the machine and the run's totals. Resumable: a rerun skips the points already in the CSV
 (rows with status `failed`, i.e. an exception, are retried) and refuses to mix fidelities in one file.
 `--limit N` keeps only the first N grid points (after `--where`), for smoke runs.
@@ -21,7 +21,8 @@ Columns: point_id (dse's Point.id), the space's params, params and flops (dse.co
 geometry), viol_<key>_<side> (relative violation; feasible when <= 0), status (ok | over_budget | diverged
 | oom | failed), reason, epochs (completed), val_acc (last epoch), acc_k (validation accuracy after epoch
 k, 0..1), val_loss_k, loss_k (mean training loss of epoch k), sec_k (wall seconds of epoch k, training
-plus validation), train_seconds (wall seconds of the whole fit: build, Trainer set-up and all epochs),
+plus validation), cpu_k (process CPU seconds of the same; steadier than wall time when other work shares
+the machine), train_seconds (wall seconds of the whole fit: build, Trainer set-up and all epochs),
 cpu_seconds (process CPU time over the fit), seed.
 """
 from __future__ import annotations
@@ -92,7 +93,7 @@ def fidelity(args, data_geometry: dict) -> dict:
 
 
 def columns(param_names: list[str], bound_keys: list[str], epochs: int) -> list[str]:
-    per_epoch = [f"{k}_{i}" for k in ("acc", "val_loss", "loss", "sec") for i in range(1, epochs + 1)]
+    per_epoch = [f"{k}_{i}" for k in ("acc", "val_loss", "loss", "sec", "cpu") for i in range(1, epochs + 1)]
     return (["point_id", *param_names, "params", "flops", *[f"viol_{k}" for k in bound_keys], "status", "reason",
              "epochs", "val_acc", *per_epoch, "train_seconds", "cpu_seconds", "seed"])
 
@@ -256,8 +257,9 @@ def train_one(point, data, recipe, epochs: int) -> dict:
     from dse import train
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    clock = _cpu_clock()
     try:
-        result = train.fit(point, data, recipe, progress=False)
+        result = train.fit(point, data, recipe, progress=False, callbacks=(clock,))
         status, reason, history = result.status, result.reason, result.history
         seconds = result.seconds
     except Exception as exc:  # noqa: BLE001 - recorded, retried by the next run
@@ -274,8 +276,33 @@ def train_one(point, data, recipe, epochs: int) -> dict:
         row[f"val_loss_{i}"] = fmt(h.get("val/loss"))
         row[f"loss_{i}"] = fmt(h.get("train/loss"))
         row[f"sec_{i}"] = fmt(h.get("seconds"), 5)
+        row[f"cpu_{i}"] = fmt(clock.cpu.get(i), 5)
     row["val_acc"] = row.get(f"acc_{len(history)}", "") if history else ""
     return row
+
+
+def _cpu_clock():
+    """A Lightning callback: process CPU seconds per epoch (training and its validation), by epoch number."""
+    import lightning.pytorch as pl
+
+    class CpuClock(pl.Callback):
+        def __init__(self):
+            self.cpu, self._start = {}, 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self._start = time.process_time()
+
+        def _lap(self, trainer):
+            if not trainer.sanity_checking:
+                self.cpu[trainer.current_epoch + 1] = time.process_time() - self._start
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self._lap(trainer)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self._lap(trainer)
+
+    return CpuClock()
 
 
 def write_all(path: Path, cols: list[str], rows: list[dict]) -> None:

@@ -59,7 +59,7 @@ def test_rows_match_complexity_and_have_epochs(table):
         assert row["epochs"] == "2"
         for i in (1, 2):
             assert 0.0 <= float(row[f"acc_{i}"]) <= 1.0
-            assert float(row[f"sec_{i}"]) > 0 and float(row[f"loss_{i}"]) > 0
+            assert float(row[f"sec_{i}"]) > 0 and float(row[f"cpu_{i}"]) > 0 and float(row[f"loss_{i}"]) > 0
         assert row["val_acc"] == row["acc_2"]
         assert float(row["train_seconds"]) >= float(row["sec_1"]) + float(row["sec_2"]) - 1e-3
         assert float(row["viol_flops_max"]) <= 0
