@@ -10,8 +10,11 @@ lives where torchvision keeps it (`<root>/FashionMNIST/raw`, `<root>/cifar-10-ba
 """
 from __future__ import annotations
 
+import functools
 import gzip
+import io
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,24 +113,102 @@ def _fashion_mnist(root: Path, image_size=None):
     return xtr[:, None], ytr, xte[:, None], yte, 10, classes
 
 
-def _cifar(root: Path, hundred: bool):
-    """CIFAR-10/100 through torchvision (files must already be in `root`; present files are not checksummed,
-    so subsets written in the same pickle format load too)."""
-    from torchvision.datasets import CIFAR10, CIFAR100
+# CIFAR on disk (torchvision's layout): folder, training files, test file, meta file, key of the class names
+CIFAR = {False: ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta",
+                 "label_names", "CIFAR10"),
+         True: ("cifar-100-python", ["train"], "test", "meta", "fine_label_names", "CIFAR100")}
 
-    base = CIFAR100 if hundred else CIFAR10
-    unchecked = type(base.__name__, (base,), {
-        "train_list": [[f, None] for f, _ in base.train_list],
-        "test_list": [[f, None] for f, _ in base.test_list],
-        "meta": {**base.meta, "md5": None}})
+
+def _latin1(text, encoding="latin1"):
+    """`_codecs.encode` as Python 3 pickles of bytes use it (protocol 2), for latin-1 only."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode is only allowed for latin1 text, got {encoding!r}")
+    return text.encode("latin1")
+
+
+@functools.cache
+def _pickle_globals() -> dict:
+    """The only globals a CIFAR pickle may name: numpy's array/dtype rebuilders and the bytes decoder."""
     try:
-        train, test = unchecked(str(root), train=True), unchecked(str(root), train=False)
-    except RuntimeError:
-        raise UserError(f"data: {base.__name__} not found in {root / base.base_folder}; download it once with "
-                        f"torchvision.datasets.{base.__name__}({str(root)!r}, download=True) or set data.root") from None
-    nchw = lambda d: np.ascontiguousarray(d.data.transpose(0, 3, 1, 2))  # noqa: E731
-    return (nchw(train), np.asarray(train.targets), nchw(test), np.asarray(test.targets), len(train.classes),
-            tuple(train.classes))
+        from numpy._core.multiarray import _reconstruct
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+        from numpy.core.numeric import _frombuffer
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds containers and numpy arrays only: any other global is refused, never imported."""
+
+    def find_class(self, module, name):
+        """Look `module.name` up in the allow-list (so nothing is imported or called from outside it)."""
+        allowed = _pickle_globals()
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR file never does")
+        return allowed[(module, name)]
+
+
+def _read_pickle(path: Path, keys: tuple[str, ...]) -> dict:
+    """Unpickle one CIFAR file safely: a dict holding `keys`, else a one-line UserError naming the file."""
+    try:  # from bytes already read, so no length in the file makes the unpickler allocate beyond its size
+        entry = _CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except Exception as exc:  # noqa: BLE001 - any failure of a hostile or broken file is the same user error
+        raise UserError(f"data: {path} is not a CIFAR pickle ({type(exc).__name__}: {_one_line(exc)})") from None
+    missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise UserError(f"data: {path} is not a CIFAR pickle: it has no {', '.join(missing)}")
+    return entry
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, at most 200 characters."""
+    return " ".join(str(exc).split())[:200]
+
+
+def _flat(value, kind: type) -> bool:
+    """Whether `value` is a plain list of `kind` (nested or shared lists could blow up when converted)."""
+    return isinstance(value, list) and all(type(v) is kind for v in value)
+
+
+def _cifar_split(folder: Path, names: list[str], label_key: str):
+    """Images (N x 3 x 32 x 32 uint8) and labels from CIFAR batch files."""
+    xs, ys = [], []
+    for name in names:
+        path = folder / name
+        entry = _read_pickle(path, ("data",))
+        x, y = entry["data"], entry["labels"] if "labels" in entry else entry.get(label_key)
+        if not (isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.size % 3072 == 0 and _flat(y, int)):
+            raise UserError(f"data: {path} is not a CIFAR pickle: it needs 'data' (a uint8 array of 3x32x32 images)"
+                            f" and '{label_key}' (a list of ints)")
+        if len(x.reshape(-1, 3072)) != len(y):
+            raise UserError(f"data: {path} has {len(x.reshape(-1, 3072))} images but {len(y)} labels")
+        xs.append(x.reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(y, dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _cifar(root: Path, hundred: bool):
+    """CIFAR-10/100 from the python-pickle files in `root` (not checksummed, so subsets in the same format load
+    too; unpickled by an allow-list that only rebuilds containers and numpy arrays, so a planted file cannot run code)."""
+    base, train_names, test_name, meta_name, class_key, tv_name = CIFAR[hundred]
+    folder = root / base
+    missing = [n for n in (*train_names, test_name, meta_name) if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"data: {tv_name} not found in {folder} (missing {', '.join(missing)}); download it once "
+                        f"with torchvision.datasets.{tv_name}({str(root)!r}, download=True) or set data.root")
+    label_key = "fine_labels" if hundred else "labels"
+    xtr, ytr = _cifar_split(folder, train_names, label_key)
+    xte, yte = _cifar_split(folder, [test_name], label_key)
+    classes = _read_pickle(folder / meta_name, (class_key,))[class_key]
+    if not _flat(classes, str):
+        raise UserError(f"data: {folder / meta_name} is not a CIFAR pickle: '{class_key}' must be a list of strings")
+    classes = tuple(classes)
+    return xtr, ytr, xte, yte, len(classes), classes
 
 
 def _cifar10(root: Path, image_size=None):

@@ -185,3 +185,56 @@ def test_batches_shard_by_rank():
     evals = [datasets.Batches(data.val, data, 64).shard(r, 2) for r in range(2)]
     parts = [torch.cat([b[1] for b in e]) for e in evals]
     assert torch.equal(torch.stack(parts, 1).flatten(), data.val.y[:len(parts[0]) * 2])  # disjoint, complete
+
+
+class _Payload:
+    """A pickle that runs a shell command when unpickled by plain `pickle.load`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_cifar_pickle_that_runs_code_is_refused_without_running(tmp_path):
+    write_cifar(tmp_path)
+    marker, planted = tmp_path / "pwned", tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    planted.write_bytes(pickle.dumps({"data": _Payload(marker), "labels": [0]}))
+    with pytest.raises(UserError) as info:
+        datasets.load("cifar10", root=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and str(planted) in message and "system" in message
+    assert not marker.exists()
+
+
+@pytest.mark.timeout(10, method="thread")
+def test_cifar_pickle_of_shared_lists_is_refused_fast(tmp_path):
+    write_cifar(tmp_path)
+    row = [0] * 1000
+    bomb = [[[row] * 1000] * 1000]  # a few kB pickled (shared references), 10**9 ints if converted
+    planted = tmp_path / "cifar-10-batches-py" / "test_batch"
+    planted.write_bytes(pickle.dumps({"data": bomb, "labels": bomb}))
+    with pytest.raises(UserError, match="test_batch is not a CIFAR pickle: it needs 'data'"):
+        datasets.load("cifar10", root=tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"not a pickle", pickle.dumps([1, 2, 3]), b"\x80\x04\x95"])
+def test_broken_cifar_file_is_one_line_naming_it(tmp_path, content):
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").write_bytes(content)
+    with pytest.raises(UserError, match="batches.meta is not a CIFAR pickle") as info:
+        datasets.load("cifar10", root=tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_pickles_of_any_protocol_load(tmp_path, protocol):
+    write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    for path in folder.iterdir():
+        path.write_bytes(pickle.dumps(pickle.loads(path.read_bytes()), protocol=protocol))
+    data = datasets.load("cifar10", root=tmp_path, val_fraction=0.2)
+    assert len(data.train) == 80 and data.classes[:2] == ("c0", "c1")
