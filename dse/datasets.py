@@ -193,8 +193,8 @@ def _cifar_split(folder: Path, names: list[str], label_key: str):
 
 
 def _cifar(root: Path, hundred: bool):
-    """CIFAR-10/100 from the python-pickle files in `root` (not checksummed, so subsets in the same format load
-    too; unpickled by an allow-list that only rebuilds containers and numpy arrays, so a planted file cannot run code)."""
+    """CIFAR-10/100 from the python-pickle files in `root` (torchvision's layout; not checksummed, so subsets in
+    the same format load too; unpickled by an allow-list of containers and numpy arrays, so no file runs code)."""
     base, train_names, test_name, meta_name, class_key, tv_name = CIFAR[hundred]
     folder = root / base
     missing = [n for n in (*train_names, test_name, meta_name) if not (folder / n).is_file()]

@@ -1,45 +1,89 @@
-"""`python -m dse.inspect NAME|point.yaml [--image-size N] [--classes N] [--in-chans N] [--json]`.
+"""`python -m dse.inspect NAME|point.yaml|best.yaml [--rank N] [--image-size N] [--classes N] [--json] ...`.
 
 Prints a point's parameters, FLOPs (multiply-adds of conv and linear layers) and a per-stage summary,
 counted analytically: no torch, answers in a fraction of a second. NAME is a dse.zoo point; a YAML or
 JSON file holds a point mapping, or the object `--json` prints (its `point` key is used), so the JSON
-output can be saved, edited and inspected again.
+output can be saved, edited and inspected again. A study's `runs/<name>/best.yaml` (dse.report) gives its
+front point number `--rank` (default 0; the ranks of best/<rank>_<id>.yaml).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from dse.errors import UserError
 
 
-def read_point(source: str):
-    """A zoo name or a point file -> Point."""
+MAX_FILE = 10_000_000  # bytes: a point file or best.yaml is a few kB
+
+
+def read_point(source: str, rank: int | None = None):
+    """A zoo name, a point file, or a study's best.yaml (its front point number `rank`) -> Point."""
     from dse.space.point import Point
 
     path = Path(source)
-    if source.endswith((".yaml", ".yml", ".json")) or path.is_file():
-        if not path.is_file():
-            raise UserError(f"point file {source!r} does not exist")
-        import yaml
+    if not (source.endswith((".yaml", ".yml", ".json")) or path.is_file()):
+        if rank is not None:
+            raise UserError(f"--rank: only a best.yaml file has ranks; {source!r} is a dse.zoo name")
+        from dse import zoo
 
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise UserError(f"{source}{line}: malformed YAML: {getattr(exc, 'problem', None) or exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("point"), dict):  # the object --json prints
-            data = data["point"]
-        try:
-            return Point.from_dict(data)
-        except UserError as exc:
-            raise UserError(f"{source}: {exc}") from None
-    from dse import zoo
+        return zoo.get(source)
+    data = _pick(_load(path, source), source, rank)
+    try:
+        return Point.from_dict(data)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
 
-    return zoo.get(source)
+
+def _load(path: Path, source: str):
+    """The data in a YAML/JSON file, or a one-line UserError saying why not."""
+    if not path.is_file():
+        raise UserError(f"point file {source!r} does not exist")
+    import yaml
+
+    try:
+        if path.stat().st_size > MAX_FILE:
+            raise UserError(f"{source}: {path.stat().st_size:,} bytes is too big for a point file (limit {MAX_FILE:,})")
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{source}: not a text file (byte {exc.start} is not UTF-8); give a point .yaml/.json, "
+                        "a best.yaml or a dse.zoo name") from None
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read it: {exc.strerror}") from None
+    except RecursionError:
+        raise UserError(f"{source}: malformed YAML: nested too deeply") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        why = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise UserError(f"{source}{line}: malformed YAML: {why}") from None
+
+
+def _pick(data, source: str, rank: int | None):
+    """The point mapping in a file's data: a best.yaml's front[rank], the `point` key of --json, or the data."""
+    if isinstance(data, dict) and isinstance(data.get("front"), list):  # best.yaml, written by dse.report
+        return _front_point(data["front"], source, 0 if rank is None else rank)
+    if rank is not None:
+        raise UserError(f"--rank: only a best.yaml file has ranks; {source} has no 'front' list")
+    if isinstance(data, dict) and isinstance(data.get("point"), dict):  # the object --json prints
+        return data["point"]
+    return data
+
+
+def _front_point(front: list, source: str, rank: int) -> dict:
+    """Front entry `rank` of a best.yaml (ranks as dse.report numbers them: best/<rank>_<id>.yaml)."""
+    if not front:
+        raise UserError(f"{source}: the front is empty (no trained trial yet); nothing to inspect")
+    if not 0 <= rank < len(front):
+        raise UserError(f"--rank: {rank} is out of range; {source} has {len(front)} point(s) on its front, "
+                        f"valid ranks 0..{len(front) - 1}")
+    entry = front[rank]
+    if not (isinstance(entry, dict) and isinstance(entry.get("point"), dict)):
+        raise UserError(f"{source}: front[{rank}] has no 'point' mapping")
+    return entry["point"]
 
 
 def stage_rows(point) -> list[dict]:
@@ -96,17 +140,41 @@ def text(info: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: returns the exit status (2 on a user error)."""
-    parser = argparse.ArgumentParser(prog="python -m dse.inspect", description=__doc__.splitlines()[0])
-    parser.add_argument("point", help="a dse.zoo name or a point .yaml/.json file")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--classes", type=int)
-    parser.add_argument("--in-chans", type=int)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one `error:` line (no usage block), exit 2."""
+
+    def error(self, message):
+        """Print one line and exit 2."""
+        message = message.removeprefix("argument ")
+        self.exit(2, f"error: {message} (see python -m dse.inspect --help)\n")
+
+
+def _integer(text: str) -> int:
+    """An argparse type: an int, or a one-line complaint naming the value."""
     try:
-        point = read_point(args.point)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = _Parser(prog="python -m dse.inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("point", help="a dse.zoo name, a point .yaml/.json file, or runs/<name>/best.yaml")
+    parser.add_argument("--rank", type=_integer, help="with a best.yaml: which front point (default 0, as in "
+                                                      "best/<rank>_<id>.yaml)")
+    parser.add_argument("--image-size", type=_integer)
+    parser.add_argument("--classes", type=_integer)
+    parser.add_argument("--in-chans", type=_integer)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit status (2 on a user error; 0, quietly, when the reader of stdout goes away)."""
+    args = _parser().parse_args(argv)
+    try:
+        point = read_point(args.point, args.rank)
         changes = {k: v for k, v in (("image_size", args.image_size), ("num_classes", args.classes),
                                      ("in_chans", args.in_chans)) if v is not None}
         if changes:
@@ -115,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(info) if args.json else text(info))
+    try:
+        print(json.dumps(info) if args.json else text(info), flush=True)
+    except BrokenPipeError:  # `| head`: stop quietly; point stdout at devnull so the exit flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
