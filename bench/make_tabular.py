@@ -266,6 +266,8 @@ def train_one(point, data, recipe, epochs: int) -> dict:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         status, reason, history = "failed", f"{type(exc).__name__}: {msg}"[:300], []
         seconds = time.perf_counter() - wall0
+    if status == "ok" and len(history) < epochs:  # stopped early (e.g. a signal): not a row of the table
+        status, reason = "failed", f"stopped after {len(history)} of {epochs} epochs"
     row = {"status": status, "reason": reason, "epochs": len(history), "train_seconds": fmt(seconds, 5),
            "cpu_seconds": fmt(time.process_time() - cpu0, 5)}
     for h in history:
