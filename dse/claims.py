@@ -1,4 +1,11 @@
-"""Exactly-once grids: every cell x seed of a grid study is enqueued once and completed once, by any number
+"""Exactly-once training: grid cells (below) and the points of sampled studies (`claim`, at the end).
+
+Sampled studies: before a trial trains a point, it claims (point id, seed) in the storage with one atomic
+write (`claim`); a trial that finds the claim held by another trial (running, trained, pruned or failed) is a
+duplicate and trains nothing. A holder that died or was interrupted hands the claim to the trial retrying it.
+The check costs one insert, never a read of the study's trials.
+
+Exactly-once grids: every cell x seed of a grid study is enqueued once and completed once, by any number
 of workers on one storage, also when workers are killed.
 
 Optuna's GridSampler does not promise this with parallel workers (optuna issues #2039, #4627). dse does:
@@ -125,3 +132,86 @@ class WaitForWork:
     def __call__(self, study, trial) -> None:
         if not has_work(study, self.poll_s):
             study.stop()
+
+
+# ----- points of sampled studies: trained at most once per (point, seed), across workers and machines -----
+
+CLAIM = "dse:claim:"
+
+
+def _backend(storage):
+    """The storage under Optuna's cache wrapper (an RDBStorage is wrapped; a JournalStorage is not)."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    return storage._backend if isinstance(storage, _CachedStorage) else storage
+
+
+def claim(study, key: str, holder: int) -> int | None:
+    """Take `key` for trial id `holder`, atomically; None when this call took it, else the id that holds it.
+
+    RDB storages (SQLite, PostgreSQL, MySQL): one row in study_system_attributes, whose unique (study, key)
+    index lets exactly one insert win. A journal: a marker study named '<study>:claim:<key>', whose name the
+    log order makes unique. In memory (one process): a study attribute.
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+
+    storage = _backend(study._storage)
+    if isinstance(storage, RDBStorage):
+        return _claim_rdb(storage, study._study_id, CLAIM + key, holder)
+    if isinstance(storage, JournalStorage):
+        return _claim_journal(storage, study.study_name, key, holder)
+    taken = storage.get_study_system_attrs(study._study_id).get(CLAIM + key)
+    if taken is None:
+        storage.set_study_system_attr(study._study_id, CLAIM + key, holder)
+    return taken
+
+
+def take_over(study, key: str, holder: int) -> None:
+    """Hand `key` to trial id `holder` (its holder died or was interrupted, and this trial retries it)."""
+    from optuna.storages import JournalStorage
+
+    storage = _backend(study._storage)
+    if isinstance(storage, JournalStorage):
+        marker = storage.get_study_id_from_name(f"{study.study_name}:claim:{key}")
+        storage.set_study_system_attr(marker, "holder", holder)
+    else:
+        storage.set_study_system_attr(study._study_id, CLAIM + key, holder)
+
+
+def _claim_rdb(storage, study_id: int, name: str, holder: int) -> int | None:
+    """Insert the claim row; a unique-key violation means another trial holds it."""
+    import json
+
+    from optuna.storages._rdb import models
+    from sqlalchemy.exc import IntegrityError
+
+    session = storage.scoped_session()
+    try:
+        session.add(models.StudySystemAttributeModel(study_id=study_id, key=name, value_json=json.dumps(holder)))
+        session.commit()
+        return None
+    except IntegrityError:
+        session.rollback()
+        row = session.query(models.StudySystemAttributeModel).filter_by(study_id=study_id, key=name).one()
+        return json.loads(row.value_json)
+    finally:
+        session.close()
+
+
+def _claim_journal(storage, study_name: str, key: str, holder: int) -> int | None:
+    """Create the marker study; the log order lets one creator win."""
+    import optuna
+
+    name = f"{study_name}:claim:{key}"
+    try:
+        marker = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name=name)
+    except optuna.exceptions.DuplicatedStudyError:
+        marker = storage.get_study_id_from_name(name)
+        for _ in range(50):  # the winner writes its holder right after creating the marker
+            taken = storage.get_study_system_attrs(marker).get("holder")
+            if taken is not None:
+                return taken
+            time.sleep(0.05)
+        return -1
+    storage.set_study_system_attr(marker, "holder", holder)
+    return None

@@ -6,12 +6,17 @@ attributes, and return the objectives. A failing trial never stops the study.
 
 Trial states and the `status` attribute:
     COMPLETE  status ok
-    COMPLETE  status duplicate: the sampler proposed a point (and seed) already trained in this study; the
-              stored result is returned without training and the trial does not count toward n_trials
-    PRUNED    status pruned (the pruner stopped it) or rejected (reason over_budget or infeasible: never
-              trained; the constraint values are set, so TPE learns the infeasible region). Rejected trials
-              do not count toward n_trials: they cost no training.
+    COMPLETE  status rejected (reason over_budget): never trained. Stored with the worst accuracy (0) and its
+              exact costs, and constraint values > 0, so every sampler sees an infeasible point (NSGA-II and
+              GP read COMPLETE trials only); reports, tables and Optuna's best_trials leave it out.
+    FAIL      status duplicate: the sampler proposed a point (and seed) that another trial holds (trained,
+              running, pruned or failed). It is not trained again and carries no values, so no sampler
+              counts a point twice. The claim is atomic in the storage (dse.claims.claim), across workers
+              and machines.
+    PRUNED    status pruned (the pruner stopped it) or rejected (reason infeasible: the sampled values break
+              a space check; no point exists to count).
     FAIL      status diverged | oom | failed, with `reason`
+Rejected and duplicate trials do not count toward n_trials: they cost no training.
 """
 from __future__ import annotations
 
@@ -32,7 +37,11 @@ class TrialFailed(Exception):
 
 
 def make_sampler(cfg: dict, seed: int, multi: bool):
-    """The Optuna sampler for a sampler config ({name: tpe|nsga2|random|grid, ...})."""
+    """The Optuna sampler for a sampler config ({name: tpe|nsga2|gp|random|grid, ...}).
+
+    Every one of them learns from over-budget points: those are COMPLETE trials with constraint values > 0
+    (set with trial.set_constraint), which TPE, NSGA-II (constrained domination) and GP read.
+    """
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -47,18 +56,25 @@ def make_sampler(cfg: dict, seed: int, multi: bool):
     def random():
         return optuna.samplers.RandomSampler(seed=seed)
 
-    return choose("sampler", cfg.get("name"), {"tpe": tpe, "nsga2": nsga2, "random": random, "grid": random})()
+    def gp():
+        return optuna.samplers.GPSampler(seed=seed, **opts)
+
+    table = {"tpe": tpe, "nsga2": nsga2, "gp": gp, "random": random, "grid": random}
+    return choose("sampler", cfg.get("name"), table)()
 
 
 def make_pruner(name: str, max_epochs: int):
-    """The Optuna pruner by name (single-objective studies only)."""
+    """The Optuna pruner by name (single-objective studies only, except dominance: see dse.dominance)."""
     import optuna
+
+    from dse.dominance import DominancePruner
 
     table = {
         "none": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 2)),
+        "dominance": DominancePruner,  # a NopPruner: dse.train's callback prunes (dse.dominance)
     }
     return choose("pruner", name, table)()
 
@@ -149,17 +165,21 @@ class Objective:
     prune: bool = False
     progress: bool = True
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
+    settings: dict | None = None  # dse.provenance.settings: recorded on every trial
 
     def __call__(self, trial):
         import optuna
 
+        from dse import owners
         from dse.space.space import Infeasible
 
+        owners.mark(trial)  # this host+process owns the trial: if it dies, the next dse process here retries it
         try:
             point, label, seed = self.suggest(trial)
         except Infeasible as exc:  # the sampled values break one of the space's checks
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reason", f"infeasible: {exc}")
+            trial.set_constraint("checks", 1.0)  # TPE reads constraints of pruned trials too
             raise optuna.TrialPruned("infeasible") from None
         point = with_geometry(point, self.data)
         trial.set_user_attr("point", point.to_dict())
@@ -175,30 +195,47 @@ class Objective:
             return self.finish(trial, "failed", f"invalid: {exc}")
         trial.set_user_attr("params", int(params))
         trial.set_user_attr("flops", int(flops))
-        if self.cells is None:  # a sampler that proposes a point it already trained gets the stored result
-            twin = _trained_twin(trial, point.id, seed)
-            if twin is not None:
-                for key in ("val_acc", "test_acc", "epochs", "width_scale", "trained_params", "trained_flops"):
-                    if key in twin.user_attrs:
-                        trial.set_user_attr(key, twin.user_attrs[key])
-                trial.set_user_attr("status", "duplicate")
-                trial.set_user_attr("reason", f"same point and seed as trial {twin.number} (not retrained)")
-                return self.values(trial.user_attrs)
+        if self.settings:
+            trial.set_user_attr("settings", self.settings)
+        if self.cells is None and self.repeated(trial, point.id, seed):
+            raise TrialFailed("duplicate")
         over = violations(self.space, point)
         for name, value in over.items():
             trial.set_constraint(name, value)
-        if any(v > 0 for v in over.values()):
+        if any(v > 0 for v in over.values()):  # COMPLETE and infeasible: every sampler sees it, no result does
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reason", "over_budget")
-            raise optuna.TrialPruned("over_budget")
+            return self.values({**trial.user_attrs, "val_acc": 0.0})
         trained = point.thinned(*self.thin)
         if trained is not point:  # a proxy: the table keeps the full point's counts, the trained net is smaller
             small = complexity(trained)
             trial.set_user_attr("width_scale", self.thin[0])
             trial.set_user_attr("trained_params", int(small.params))
             trial.set_user_attr("trained_flops", int(small.flops))
-        result = self.train(trial, trained, seed, params, flops)
+        result = self.train_seeds(trial, trained, seed, params, flops)
         return self.finish(trial, result.status, result.reason, result)
+
+    def repeated(self, trial, point_id: str, seed: int) -> bool:
+        """Claim (point, seed) for this trial; True (and the trial marked duplicate) when another trial has it.
+
+        The claim is atomic in the storage, so two workers or machines never train one point at once. A
+        holder that died or was interrupted hands the claim to this trial (a retry of the same point).
+        """
+        from dse import claims
+
+        key = f"{point_id}:{seed}"
+        holder = claims.claim(trial.study, key, trial._trial_id)
+        if holder is None:
+            return False
+        other = _trial_by_id(trial.study, holder)
+        if other is not None and other.state.name == "FAIL" and "status" not in other.user_attrs:
+            claims.take_over(trial.study, key, trial._trial_id)  # died or interrupted: retry it here
+            return False
+        what = "another trial" if other is None else f"trial {other.number} ({_outcome(other)})"
+        trial.set_user_attr("duplicate_of", None if other is None else other.number)
+        trial.set_user_attr("reason", f"same point and seed as {what}; not trained again")
+        trial.set_user_attr("status", "duplicate")
+        return True
 
     def suggest(self, trial):
         """(Point, cell label or None, training seed) for this trial."""
@@ -214,22 +251,35 @@ class Objective:
         seed = trial.suggest_int("seed", 0, self.study.seeds - 1)
         return self.cells[label], label, base + seed
 
-    def train(self, trial, point, seed, params, flops):
+    def train_seeds(self, trial, point, seed, params, flops):
+        """Fit a sampled point once per seed (study.seeds; a grid cell is one seed) and return the mean.
+
+        The pruner (and the W&B run) follow the first seed; the others run only when it finished.
+        """
+        n = self.study.seeds if self.cells is None else 1
+        first = self.train(trial, point, seed, params, flops)
+        if n == 1 or first.status != "ok":
+            return first
+        runs = [first] + [self.train(trial, point, seed + k, params, flops, first_seed=False) for k in range(1, n)]
+        return next((r for r in runs if r.status != "ok"), None) or _Seeds.of(runs)
+
+    def train(self, trial, point, seed, params, flops, first_seed: bool = True):
         """Fit the point; any exception becomes a 'failed' result."""
         from dse import train
 
         recipe = dataclasses.replace(self.recipe, seed=seed) if hasattr(self.recipe, "seed") else self.recipe
-        logger = self.loggers.trial(trial.number, point, params, flops, trial.params)
+        logger = self.loggers.trial(trial.number, point, params, flops, trial.params) if first_seed else None
         start = time.time()
         try:
-            return train.fit(point, self.data, recipe, trial=trial if self.prune else None, logger=logger,
-                             progress=self.progress)
+            return train.fit(point, self.data, recipe, trial=trial if self.prune and first_seed else None,
+                             logger=logger, progress=self.progress)
         except Exception as exc:  # the study goes on; the reason is kept
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return _Failed(status="failed", reason=f"{type(exc).__name__}: {msg}"[:300],
                            seconds=time.time() - start)
         finally:
-            self.loggers.trial_done(trial.number)
+            if first_seed:
+                self.loggers.trial_done(trial.number)
 
     def finish(self, trial, status: str, reason: str | None, result=None):
         """Record the outcome as user attributes; return the objectives or raise pruned/failed."""
@@ -239,6 +289,9 @@ class Objective:
             for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("val_acc", "val_acc"),
                               ("test_acc", "test_acc")):
                 trial.set_user_attr(key, getattr(result, attr, None))
+            for key in ("val_accs", "val_acc_std", "test_accs", "seeds"):  # several seeds: each, and the spread
+                if getattr(result, key, None) is not None:
+                    trial.set_user_attr(key, getattr(result, key))
             history = getattr(result, "history", None)
             if history:
                 trial.set_user_attr("history", _plain(history))
@@ -259,15 +312,47 @@ class Objective:
         return out[0] if len(out) == 1 else out
 
 
-def _trained_twin(trial, point_id: str, seed: int):
-    """A completed, trained trial of this study with the same point id and seed, or None."""
-    from optuna.trial import TrialState
+def _trial_by_id(optuna_study, trial_id: int):
+    """The FrozenTrial with storage id `trial_id`, or None."""
+    try:
+        return optuna_study._storage.get_trial(trial_id)
+    except (KeyError, ValueError):
+        return None
 
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if a.get("point_id") == point_id and a.get("status") == "ok" and a.get("seed") == seed:
-            return t
-    return None
+
+def _outcome(trial) -> str:
+    """'running', 'ok', 'rejected', ...: what a trial is or became."""
+    return trial.user_attrs.get("status") or trial.state.name.lower()
+
+
+@dataclass
+class _Seeds:
+    """The mean of several seeds' fits of one point (status ok)."""
+
+    val_acc: float
+    val_acc_std: float
+    val_accs: list
+    test_acc: float | None
+    test_accs: list | None
+    seconds: float
+    epochs: int
+    history: list
+    seeds: int
+    status: str = "ok"
+    reason: str = ""
+
+    @classmethod
+    def of(cls, runs) -> "_Seeds":
+        """Mean and sample standard deviation of the runs' validation (and test) accuracies."""
+        import statistics
+
+        accs = [float(r.val_acc) for r in runs]
+        tests = [r.test_acc for r in runs]
+        tests = [float(t) for t in tests] if all(t is not None for t in tests) else None
+        return cls(val_acc=statistics.fmean(accs), val_acc_std=statistics.stdev(accs), val_accs=accs,
+                   test_acc=statistics.fmean(tests) if tests else None, test_accs=tests,
+                   seconds=sum(r.seconds for r in runs), epochs=runs[0].epochs, history=runs[0].history,
+                   seeds=len(runs))
 
 
 @dataclass

@@ -53,6 +53,7 @@ def row(trial) -> dict:
            "label": a.get("label", ""), "seed": a.get("seed"), "point_id": a.get("point_id", ""),
            "name": (a.get("point") or {}).get("name", ""), "params": a.get("params"), "flops": a.get("flops"),
            "accuracy": acc, "error": None if acc is None else 1.0 - acc,
+           "val_acc_std": a.get("val_acc_std") if acc is not None else None, "seeds": a.get("seeds"),
            "test_acc": a.get("test_acc") if a.get("status") == "ok" else None, "epochs": a.get("epochs"),
            "train_seconds": a.get("train_seconds"), "reason": a.get("reason", ""),
            "width_scale": a.get("width_scale", 1.0), "trained_params": a.get("trained_params", a.get("params")),

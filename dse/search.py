@@ -193,6 +193,7 @@ class Job:
     run_dir: Path
     storage_url: str | None
     thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
+    settings: dict | None = None  # what trials are trained with (dse.provenance), recorded per trial
     argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
 
 
@@ -210,6 +211,10 @@ def prepare(cfg: dict) -> Job:
     data = load_data(cfg)
     space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
+    if sampler["name"] == "auto":
+        from dse.sampling import auto
+
+        sampler = _read_option("sampler", auto(study))
     cells = None
     if study.is_grid:
         cells = studies.cell_points(study, space)
@@ -226,8 +231,12 @@ def prepare(cfg: dict) -> Job:
     logger = dict(cfg.get("logger") or {"name": "none"})
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
+    from dse import provenance
+
+    thin = model_thinning(cfg)
+    settings = provenance.settings(cfg.get("data") or {}, recipe, thin, int(cfg.get("seed", 0)))
     return Job(cfg=cfg, study=study, space=space, cells=cells, sampler=sampler, logger=logger, data=data,
-               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"), thin=model_thinning(cfg))
+               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"), thin=thin, settings=settings)
 
 
 def model_thinning(cfg: dict) -> tuple[float, int]:
@@ -320,7 +329,7 @@ def run(job: Job) -> int:
     """Open the storage, create or resume the study, run the remaining trials, write the results; exit code."""
     import optuna
 
-    from dse import claims, pool, signals
+    from dse import claims, owners, pool, signals
     from dse import objective as obj
     from dse import report
     from dse.storage import default_url, open_storage
@@ -330,15 +339,17 @@ def run(job: Job) -> int:
     storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
     storage = open_storage(storage_url, job.run_dir)
     loggers = Loggers(job.logger, job.run_dir, study.name)
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    (job.run_dir / "config.yaml").write_text(yaml.safe_dump(masked_config(job.cfg), sort_keys=False))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial gets our own one-line summary
     done = [t for t in _trials(storage, study.name) if obj.counted(t)]
-    seed = int(job.cfg.get("seed", 0)) + len(done)  # a resumed sampler does not replay its first draws
     max_epochs = int(getattr(job.recipe, "epochs", 1))
     prune = study.pruner != "none"
-    optuna_study = obj.open_study(storage, study, obj.make_sampler(job.sampler, seed, study.multi),
+    optuna_study = obj.open_study(storage, study, make_sampler(job, len(done)),
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
+    from dse import provenance
+
+    provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
+    write_config(job)
+    owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
     finished = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
     if job.cells is not None:  # ablation grids run every cell; sampler=grid over a space stops at n_trials
         claims.enqueue_once(optuna_study, list(job.cells), study.seeds)  # once, however many workers join
@@ -358,7 +369,8 @@ def run(job: Job) -> int:
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
     bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
-                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)))
+                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)),
+                              settings=job.settings)
     objective = signals.guard(objective)
     stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
     every = max(int(job.cfg.get("report_every", 5)), 1)
@@ -379,6 +391,7 @@ def run(job: Job) -> int:
         pass
     finally:
         bar.close()
+        owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
         out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
     _final_line(study.name, job.run_dir, out)
@@ -386,6 +399,36 @@ def run(job: Job) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
     return signals.exit_code()
+
+
+def make_sampler(job: Job, done: int):
+    """The study's sampler, seeded per worker and per resume, with its start-up trials inside the budget.
+
+    Each pool worker (env DSE_WORKER) gets its own seed, so workers do not propose the same points; a
+    resumed study starts from a new seed, so it does not replay its first draws.
+    """
+    from dse import objective as obj
+    from dse.sampling import FeasibleStart, startup_count
+
+    worker = int(os.environ.get("DSE_WORKER", "0") or 0)
+    seed = int(job.cfg.get("seed", 0)) + done + 7919 * worker
+    inner = obj.make_sampler(job.sampler, seed, job.study.multi)
+    if job.cells is not None or job.space is None:
+        return inner
+    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed)
+
+
+def write_config(job: Job) -> None:
+    """The run's resolved config as config.yaml; a different earlier one is kept as config.<n>.yaml."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    path = job.run_dir / "config.yaml"
+    text = yaml.safe_dump(masked_config(job.cfg), sort_keys=False)
+    if path.is_file() and path.read_text() != text:
+        n = 1
+        while (job.run_dir / f"config.{n}.yaml").exists():
+            n += 1
+        path.rename(job.run_dir / f"config.{n}.yaml")
+    path.write_text(text)
 
 
 def _trials(storage, name: str) -> list:

@@ -6,10 +6,11 @@ Schema (every key optional except where said):
     space: resnext            # the space it is written for; `space=` on the command line may fill it
     n_trials: 20              # total trials, counted across resumes and workers
     timeout: null             # seconds per invocation
-    seeds: 1                  # training repeats per grid cell (grid studies)
+    seeds: 1                  # training repeats per grid cell, or per sampled point (mean ± std recorded)
     objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
-    sampler: tpe              # default sampler when `sampler=` is not given (tpe, nsga2, grid, random)
-    pruner: none              # single-objective only: none, median, halving, hyperband
+    sampler: tpe              # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random)
+    pruner: none              # single-objective only: none, median, halving, hyperband; or dominance
+                              # (multi-objective, needs a cost objective: dse.dominance)
     grid:                     # an ablation: fixed cells instead of sampling
       - {label: wrn_28_10, point: wrn_28_10}           # a zoo name
       - {label: custom, point: {stages: [...], ...}}   # a Point as a dict
@@ -17,6 +18,7 @@ Schema (every key optional except where said):
     paper: {...}              # the paper's numbers for the table tool (dse.table)
     match: {...}              # a complexity-matched cell generator (dse.match)
     constraints: {flops: {max: 1.0e+7}}   # tighter budget than the space's for this study (same form)
+    allow_changes: false      # resume a study with other training settings (data, recipe, thinning, seed)
     proxy:                    # overrides that apply under fidelity=proxy unless typed on the command line
       model.width_scale: 0.125              # train every point thinned to 1/8 of its channels (tables)
       data.subset: 20000
@@ -34,13 +36,14 @@ import yaml
 from dse.errors import UserError
 
 DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize"}
-SAMPLERS = ("tpe", "nsga2", "grid", "random")
-PRUNERS = ("none", "median", "halving", "hyperband")
+SAMPLERS = ("auto", "tpe", "nsga2", "gp", "grid", "random")
+PRUNERS = ("none", "median", "halving", "hyperband", "dominance")
 # Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
-            "match": None, "description": "", "constraints": None, "proxy": None}
+            "match": None, "description": "", "constraints": None, "proxy": None,
+            "allow_changes": False}
 KEYS = tuple(DEFAULTS)
 
 
@@ -100,6 +103,7 @@ class Study:
     match: dict | None = None
     description: str = ""
     constraints: dict | None = None
+    allow_changes: bool = False
 
     @property
     def directions(self) -> list[str]:
@@ -133,8 +137,11 @@ def from_dict(data: dict) -> Study:
     pruner = str(data.get("pruner", "none"))
     if pruner not in PRUNERS:
         raise UserError(f"study.pruner: unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}")
-    if pruner != "none" and len(objectives) > 1:
+    if pruner not in ("none", "dominance") and len(objectives) > 1:
         raise UserError(f"study.pruner: pruning ({pruner}) needs a single objective, got {', '.join(objectives)}")
+    if pruner == "dominance" and len(objectives) < 2:
+        raise UserError(f"study.pruner: dominance compares accuracy at no more cost; it needs a cost objective "
+                        f"(flops, params) besides {', '.join(objectives)}")
     n_trials = _count("study.n_trials", data.get("n_trials", 20))
     seeds = _count("study.seeds", data.get("seeds", 1))
     timeout = data.get("timeout")
@@ -148,7 +155,7 @@ def from_dict(data: dict) -> Study:
     return Study(name=name, space=data.get("space"), n_trials=n_trials, timeout=timeout, seeds=seeds,
                  objectives=objectives, sampler=sampler, pruner=pruner, grid=grid, paper=data.get("paper"),
                  match=data.get("match"), description=str(data.get("description", "")),
-                 constraints=_bounds(data.get("constraints")))
+                 constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)))
 
 
 def load(name_or_path: str) -> Study:
@@ -183,6 +190,12 @@ def _bounds(value) -> dict | None:
         if kept:
             out[key] = kept
     return out or None
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"study.allow_changes: must be true or false, got {value!r}")
+    return value
 
 
 def _count(key: str, value) -> int:

@@ -90,8 +90,14 @@ def like_printed(value: int | None, printed: str | None) -> str:
 
 def completed_runs(study_name: str, url: str | None, run_dir: Path) -> dict[str, dict[int, float]]:
     """{cell label: {seed: test error %}} from COMPLETE trials of the study; {} when there is no storage yet."""
+    study = stored_study(study_name, url, run_dir)
+    return by_seed(study) if study is not None else {}
+
+
+def stored_study(study_name: str, url: str | None, run_dir: Path):
+    """The study in its storage, or None when there is none yet."""
     if not url and not (run_dir / "study.db").is_file():
-        return {}
+        return None
     import optuna
 
     from dse.storage import open_storage
@@ -99,10 +105,25 @@ def completed_runs(study_name: str, url: str | None, run_dir: Path) -> dict[str,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, run_dir)
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
+        return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        return {}
-    return by_seed(study)
+        return None
+
+
+def trained_as(study, run_dir: Path) -> str | None:
+    """How the table's trials were trained: from each trial's recorded settings (config.yaml for old studies)."""
+    from dse import provenance
+
+    if study is None:
+        return None
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == "ok"]
+    found = [t.user_attrs.get("settings") for t in done]
+    if any(found):
+        line = provenance.describe([f for f in found if f])
+        missing = sum(f is None for f in found)
+        return line + (f" ({missing} older trials record no settings.)" if missing else "")
+    note = fidelity_note(run_dir)
+    return note and note + " (From config.yaml: these trials record no settings of their own.)"
 
 
 def by_seed(study) -> dict[str, dict[int, float]]:
@@ -267,7 +288,8 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     space = _space(study)
     points = studies.cell_points(study, space)
     run_dir = Path(runs) / study.name
-    per_seed = completed_runs(study.name, storage, run_dir)
+    stored = stored_study(study.name, storage, run_dir)
+    per_seed = by_seed(stored) if stored is not None else {}
     errors = {label: [e for _, e in sorted(by.items())] for label, by in per_seed.items()}
     rows = build_rows(points, table, column, errors)
     header = table.get("columns", {}).get(column, column)
@@ -279,7 +301,7 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
              "Our error: test error of completed trials in the study's storage; 'pending' = no completed trial."]
     if study.description:
         notes.insert(0, study.description.strip())
-    trained = fidelity_note(run_dir)
+    trained = trained_as(stored, run_dir)
     if trained and errors:
         notes.append(trained)
     taus = seed_taus(rows, per_seed)

@@ -85,13 +85,16 @@ def test_over_budget_points_are_rejected_before_training(tmp_path):
                           cwd=tmp_path))
     trials = load_study(tmp_path / "runs/c", "c").trials
     assert len(trials) == 21 and "stopping: over 20 proposed points were over the budget" in proc.stdout  # none count
-    for t in trials:
-        assert t.state.name == "PRUNED"
+    repeats = [t for t in trials if t.user_attrs["status"] == "duplicate"]  # an over-budget point proposed again
+    assert all(t.state.name == "FAIL" and "epochs" not in t.user_attrs for t in repeats)
+    trials = [t for t in trials if t not in repeats]
+    for t in trials:  # COMPLETE and infeasible (issue 11): NSGA-II and GP read only COMPLETE trials
+        assert t.state.name == "COMPLETE" and t.values[0] == 0.0
         assert t.user_attrs["status"] == "rejected" and t.user_attrs["reason"] == "over_budget"
         assert "epochs" not in t.user_attrs and "train_seconds" not in t.user_attrs  # never trained
         assert t.constraints.get("flops.max", 0) > 0  # the sampler sees the violation
     rows = read_csv(tmp_path / "runs/c/trials.csv")
-    assert all(r["accuracy"] == "" and r["reason"] == "over_budget" for r in rows)
+    assert all(r["accuracy"] == "" and r["reason"] == "over_budget" for r in rows if r["status"] == "rejected")
 
 
 def test_grid_study_runs_each_cell_times_seeds_once(tmp_path):
@@ -157,9 +160,9 @@ def test_a_point_proposed_again_is_not_retrained(tmp_path):
     fresh = [t for t in trials if t.user_attrs["status"] == "ok"]
     again = [t for t in trials if t.user_attrs["status"] == "duplicate"]
     assert len(fresh) == 2 and len({t.user_attrs["point_id"] for t in fresh}) == 2  # each point trained once
-    assert again and all(t.state.name == "COMPLETE" for t in again)
+    assert again and all(t.state.name == "FAIL" and t.values is None for t in again)  # no sampler counts it twice
     assert "stopping: over 60 proposed points" in proc.stdout  # 3 trials asked, only 2 exist: it stops, not spins
     for t in again:
         twin = next(f for f in fresh if f.user_attrs["point_id"] == t.user_attrs["point_id"])
-        assert t.values == twin.values and "train_seconds" not in t.user_attrs
+        assert t.user_attrs["duplicate_of"] == twin.number and "train_seconds" not in t.user_attrs
     assert len(read_csv(tmp_path / "runs/d/pareto.csv")) <= 2  # a repeated point is not a second front entry

@@ -113,3 +113,30 @@ def test_tau_per_seed_and_how_trials_were_trained(tmp_path):
     md = result["paths"]["md"].read_text()
     assert "Kendall τ per seed: seed 0 1.00, seed 1 -1.00" in md
     assert "Trained as: data fashion_mnist (20000 training samples), 4 epochs" in md and "widths x0.125" in md
+
+
+def test_trained_as_comes_from_the_trials_not_config_yaml(tmp_path):
+    """Provenance per trial (issue 11): a config.yaml rewritten by a later run cannot relabel the table."""
+    import yaml
+
+    from dse import provenance, train
+
+    runs = tmp_path / "runs"
+    settings = [provenance.settings({"name": "fashion_mnist", "subset": n}, train.recipe({"max_epochs": e}),
+                                    (0.125, 4), 0) for n, e in ((20000, 4), (8000, 2))]
+    (runs / "wrn_table4").mkdir(parents=True)
+    st = optuna.create_study(study_name="wrn_table4", storage=f"sqlite:///{runs / 'wrn_table4' / 'study.db'}",
+                             directions=["maximize", "minimize"])
+    dist = {"cell": optuna.distributions.CategoricalDistribution(["WRN-40-1", "WRN-40-2"]),
+            "seed": optuna.distributions.IntDistribution(0, 9)}
+    for label, acc, s in (("WRN-40-1", 0.9, settings[0]), ("WRN-40-2", 0.92, settings[1])):
+        st.add_trial(optuna.trial.create_trial(params={"cell": label, "seed": 0}, distributions=dist,
+                                               values=[acc, 1.0], user_attrs={"test_acc": acc, "val_acc": acc,
+                                                                              "status": "ok", "settings": s}))
+    (runs / "wrn_table4" / "config.yaml").write_text(yaml.safe_dump({
+        "data": {"name": "cifar10"}, "trainer": {"max_epochs": 200, "recipe": "wrn"}}))
+    md = make("wrn_table4", runs=str(runs))["paths"]["md"].read_text()
+    assert "cifar10" not in md and "200 epochs" not in md
+    assert "Trained under 2 different settings" in md
+    assert "(1) data fashion_mnist (20000 training samples), 4 epochs" in md
+    assert "(2) data fashion_mnist (8000 training samples), 2 epochs" in md

@@ -1,0 +1,105 @@
+"""Start-up trials inside the budget: a sampler wrapper that draws its first points from the feasible region.
+
+Samplers begin with random trials (TPE's `n_startup_trials`, GP's, NSGA-II's first generation). Drawn
+blindly from a space whose budget admits a few percent of it, most of those trials are rejected before
+training, and the model-based phase then starts with next to nothing learned. dse knows every point's cost
+before training, so `FeasibleStart` draws the first `n` trained points at random from inside the budget
+(the space's own seeded rejection sampling, analytic and cheap) and hands over to the inner sampler after
+that. With `n = None` it always draws inside the budget (random search within the budget). Each worker seeds
+its own draws, so workers spread out.
+"""
+from __future__ import annotations
+
+import random
+
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+UNTRAINED = ("rejected", "duplicate")
+
+
+class FeasibleStart(BaseSampler):
+    """The first `n` feasible points at random from inside the space's budget, then `inner`."""
+
+    def __init__(self, inner: BaseSampler, space, n: int | None, seed: int = 0):
+        self.inner, self.space, self.n = inner, space, n
+        self.rng = random.Random(seed)
+        self.drawn: dict[int, dict] = {}  # trial number -> the space's values for it
+        self.started = False  # set once `n` feasible trials exist: never counted again
+
+    def _starting(self, study) -> bool:
+        """Do fewer than `n` feasible trials (finished or running) exist?"""
+        if self.n is None:
+            return True
+        if self.started or self.n <= 0:
+            return False
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
+                                               states=(TrialState.COMPLETE, TrialState.RUNNING))
+        feasible = sum(t.user_attrs.get("status") not in UNTRAINED for t in trials)
+        self.started = feasible > self.n  # the current trial is RUNNING already
+        return not self.started
+
+    def before_trial(self, study, trial) -> None:
+        self.inner.before_trial(study, trial)
+        if trial.system_attrs.get("fixed_params") or not self._starting(study):
+            return
+        from dse.errors import UserError
+
+        try:
+            self.drawn[trial.number] = self.space.sample_with_values(self.rng, feasible=True)[1]
+        except UserError:  # no feasible point in the space's draws: leave it to the inner sampler
+            self.n, self.started = 0, True
+
+    def infer_relative_search_space(self, study, trial):
+        if trial.number in self.drawn:
+            return {}
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        if trial.number in self.drawn:
+            return {}
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        values = self.drawn.get(trial.number) or {}
+        param = self.space.params.get(param_name)
+        if param is not None and values.get(param_name) is not None:
+            value = param.label(values[param_name])
+            try:
+                if param_distribution._contains(param_distribution.to_internal_repr(value)):
+                    return value
+            except ValueError:  # not one of the distribution's choices: the inner sampler decides
+                pass
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.drawn.pop(trial.number, None)
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+        self.rng = random.Random()
+
+
+def auto(study) -> str:
+    """The sampler `sampler=auto` picks: grid for ablation grids, GP for small budgets, TPE for large ones.
+
+    Optuna's GPSampler refits its Gaussian processes on every trial (cubic in the trials), so it pays off
+    where trials are dear and few; TPE scales to thousands of trials and many workers.
+    """
+    if study.is_grid:
+        return "grid"
+    return "gp" if study.n_trials <= AUTO_GP_TRIALS else "tpe"
+
+
+AUTO_GP_TRIALS = 200
+
+
+def startup_count(sampler_cfg: dict) -> int | None:
+    """How many start-up trials a sampler config draws at random (None: all of them, random search)."""
+    name = sampler_cfg.get("name")
+    if name == "random":
+        return None
+    if name == "nsga2":
+        return int(sampler_cfg.get("population_size") or 50)
+    return int(sampler_cfg.get("n_startup_trials") or 10)

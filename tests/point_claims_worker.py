@@ -1,0 +1,25 @@
+"""A claimer for the point-claim race test, run as a subprocess: waits until START (epoch seconds), then
+claims keys k0..k{N-1} of one study through the real dse.claims.claim and prints the keys it won.
+
+usage: python tests/point_claims_worker.py URL STUDY N START HOLDER
+"""
+import sys
+import time
+
+import optuna
+
+from dse import claims
+from dse.storage import open_storage
+
+
+def main(url: str, name: str, n: str, start: str, holder: str) -> int:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name=name, storage=open_storage(url, "."))
+    time.sleep(max(0.0, float(start) - time.time()))
+    won = [f"k{i}" for i in range(int(n)) if claims.claim(study, f"k{i}", int(holder)) is None]
+    print(" ".join(won), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

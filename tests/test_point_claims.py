@@ -1,0 +1,71 @@
+"""Sampled studies train a point once (issue 11): an atomic claim per (point, seed) in the storage.
+
+Before the fix, duplicate detection read only finished trials and every pool worker had the same sampler
+seed, so two workers trained the same point at the same time.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from dse import claims
+from dse.storage import open_storage
+from search_helpers import env, load_study, ok, search
+
+HERE = Path(__file__).parent
+N_KEYS, N_PROCS = 20, 4
+
+
+def race(url: str, tmp_path: Path) -> Counter:
+    """N_PROCS processes claim the same N_KEYS keys at the same moment; how often each key was won."""
+    optuna.create_study(study_name="race", storage=open_storage(url, tmp_path))
+    start = time.time() + 6.0  # every process has imported and opened the storage by then
+    procs = [subprocess.Popen([sys.executable, str(HERE / "point_claims_worker.py"), url, "race", str(N_KEYS),
+                               str(start), str(100 + i)], stdout=subprocess.PIPE, text=True, env=env())
+             for i in range(N_PROCS)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    return Counter(k for out in outs for k in out.split())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_each_key_is_won_by_exactly_one_process(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    won = race(url, tmp_path)
+    assert sorted(won) == sorted(f"k{i}" for i in range(N_KEYS)) and set(won.values()) == {1}
+
+
+def test_each_key_is_won_by_exactly_one_process_on_postgres(tmp_path, postgres_url):
+    won = race(postgres_url, tmp_path)
+    assert sorted(won) == sorted(f"k{i}" for i in range(N_KEYS)) and set(won.values()) == {1}
+
+
+def test_the_loser_learns_the_holder(tmp_path):
+    study = optuna.create_study(study_name="h", storage=open_storage(f"sqlite:///{tmp_path / 'h.db'}", tmp_path))
+    assert claims.claim(study, "p:0", 7) is None
+    assert claims.claim(study, "p:0", 8) == 7
+    claims.take_over(study, "p:0", 8)
+    assert claims.claim(study, "p:0", 9) == 8
+
+
+def test_two_workers_on_a_sampled_study_never_train_a_point_twice(tmp_path):
+    space = tmp_path / "twelve.yaml"  # 12 points: two workers with one seed would collide at once
+    space.write_text(yaml.safe_dump({"base": "resnet20", "params": {
+        "width": {"type": "choice", "values": [4, 6, 8, 10, 12, 14]},
+        "depth": {"type": "choice", "values": [1, 2]}},
+        "set": {"stages[*].width": "width * 2 ** i", "stages[*].depth": "depth"}}))
+    ok(search(f"space={space}", "sampler=random", "study.n_trials=8", "study.name=w", "workers=2",
+              "trainer.threads=1", cwd=tmp_path, timeout=400))
+    trials = load_study(tmp_path / "runs/w", "w").trials
+    trained = Counter(t.user_attrs["point_id"] for t in trials if t.user_attrs.get("status") == "ok")
+    assert sum(trained.values()) == 8 and max(trained.values()) == 1, trained
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    repeats = [t for t in trials if t.user_attrs.get("status") == "duplicate"]
+    assert all(t.state.name == "FAIL" and t.values is None for t in repeats)  # no sampler counts them
