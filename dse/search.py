@@ -13,6 +13,7 @@ below them, typed objects.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -173,9 +174,57 @@ def _one_line(exc: Exception, overrides: list[str]) -> str:
         return f"malformed override {bad!r}: {first(exc)} (expected key=value)"
     text = first(exc).replace("Could not override", "cannot apply override")
     cause = exc.__cause__ or exc.__context__
+    missing = re.search(r"Key '([^']+)' is not in struct", f"{exc} {cause}")
+    if missing:
+        typed = next((o.lstrip("+~").partition("=")[0] for o in overrides
+                      if o.lstrip("+~").partition("=")[0].endswith(missing.group(1))), missing.group(1))
+        hint = close_key(typed)
+        return f"unknown key {typed!r}" + (f"; did you mean {hint!r}?" if hint else "; see --cfg for the keys")
     if cause is not None and first(cause) not in text:
         text += f": {first(cause)}"
     return text
+
+
+def known_keys() -> list[str]:
+    """Every dotted key of the default composed config (study.n_trials, trainer.lr, ...)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="dse"):
+        cfg = OmegaConf.to_container(hydra_compose("config", overrides=["space=resnext"]), resolve=False)
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            yield from walk(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+
+    return list(walk(cfg))
+
+
+def close_key(typed: str) -> str | None:
+    """The valid dotted key a mistyped one most likely meant (n_trials -> study.n_trials), or None."""
+    import difflib
+
+    keys = known_keys()
+    leaf = typed.split(".")[-1]
+    same_leaf = [k for k in keys if k.split(".")[-1] == leaf]
+    if same_leaf:
+        return same_leaf[0]
+    found = difflib.get_close_matches(typed, keys, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def check_root(cfg: dict) -> None:
+    """The root keys that no typed object checks: seed, workers, progress, report_every."""
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed: must be an integer >= 0, got {seed!r}")
+    every = cfg.get("report_every", 5)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UserError(f"report_every: must be an integer >= 1, got {every!r}")
+    if not isinstance(cfg.get("progress", True), bool):
+        raise UserError(f"progress: must be true or false, got {cfg.get('progress')!r}")
 
 
 @dataclass
@@ -201,6 +250,7 @@ def prepare(cfg: dict) -> Job:
     """Validate the composed config and load space, study, data and recipe; touches no storage."""
     from dse import study as studies
 
+    check_root(cfg)
     study_cfg = dict(cfg.get("study") or {})
     space_name = (cfg.get("space") or {}).get("name")
     if study_cfg.get("space") and space_name and study_cfg["space"] != space_name:
@@ -228,6 +278,12 @@ def prepare(cfg: dict) -> Job:
                         f"(valid: {', '.join(options('space'))})")
     if cells is not None and not cells:
         raise UserError(f"study {study.name!r}: the grid has no cells")
+    from dse import budget
+
+    if cells is not None:
+        budget.check_cells(space, cells)  # before the storage is touched
+    elif not os.environ.get("DSE_WORKER"):  # the pool's parent has said it already
+        budget.check_space(space)
     logger = dict(cfg.get("logger") or {"name": "none"})
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
@@ -395,10 +451,24 @@ def run(job: Job) -> int:
         out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
     _final_line(study.name, job.run_dir, out)
+    code = signals.exit_code()
+    if not code and not any(r.get("status") == "ok" for r in out["rows"]):
+        print(f"error: study {study.name}: no trial was trained ({_tally(out['rows'])}); widen the budget "
+              "(study.constraints.*) or the time (study.timeout)", file=sys.stderr)
+        return 1
     if signals.requested():
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
-    return signals.exit_code()
+    return code
+
+
+def _tally(rows: list[dict]) -> str:
+    """'12 proposed: 9 over the budget, 3 repeats' from trials.csv rows."""
+    from collections import Counter
+
+    n = Counter(r.get("status") or "unfinished" for r in rows)
+    words = {"rejected": "rejected before training", "duplicate": "repeats"}
+    return f"{len(rows)} proposed" + "".join(f", {c} {words.get(k, k)}" for k, c in n.items())
 
 
 def make_sampler(job: Job, done: int):

@@ -55,7 +55,8 @@ class Recipe:
         choose("trainer.precision", str(self.precision), dict.fromkeys(PRECISIONS))
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise UserError(f"trainer.{name}: must be a positive integer, got {getattr(self, name)!r}")
+                key = "max_epochs" if name == "epochs" else name  # the key a user types
+                raise UserError(f"trainer.{key}: must be a positive integer, got {getattr(self, name)!r}")
         if not self.lr > 0:
             raise UserError(f"trainer.lr: must be > 0, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -365,12 +366,18 @@ def _build(point, data) -> nn.Module:
 
 
 def _pruner(trial):
-    """Optuna's Lightning pruning callback, for single-objective studies only.
+    """Optuna's Lightning pruning callback for single-objective studies; dse.dominance's for `pruner: dominance`.
 
     It watches the study's own objective: val/acc when the study maximizes accuracy, val/error when it
     minimizes error (fed accuracy, a minimizing pruner would stop the best trials).
     """
-    if trial is None or len(trial.study.directions) != 1:
+    if trial is None:
+        return None
+    from dse import dominance
+
+    if len(trial.study.directions) > 1 and isinstance(trial.study.pruner, dominance.DominancePruner):
+        return dominance.callback(trial)  # multi-objective: epsilon-dominance at each rung (dse.dominance)
+    if len(trial.study.directions) != 1:
         return None
     from optuna.study import StudyDirection
     from optuna_integration import PyTorchLightningPruningCallback

@@ -80,21 +80,38 @@ def test_each_sampler(tmp_path, sampler):
         assert len({t.params["cell"] for t in trials}) == 2
 
 
-def test_over_budget_points_are_rejected_before_training(tmp_path):
-    proc = ok(search_here("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=1", "study.name=c",
-                          cwd=tmp_path))
-    trials = load_study(tmp_path / "runs/c", "c").trials
-    assert len(trials) == 21 and "stopping: over 20 proposed points were over the budget" in proc.stdout  # none count
-    repeats = [t for t in trials if t.user_attrs["status"] == "duplicate"]  # an over-budget point proposed again
-    assert all(t.state.name == "FAIL" and "epochs" not in t.user_attrs for t in repeats)
-    trials = [t for t in trials if t not in repeats]
-    for t in trials:  # COMPLETE and infeasible (issue 11): NSGA-II and GP read only COMPLETE trials
-        assert t.state.name == "COMPLETE" and t.values[0] == 0.0
-        assert t.user_attrs["status"] == "rejected" and t.user_attrs["reason"] == "over_budget"
-        assert "epochs" not in t.user_attrs and "train_seconds" not in t.user_attrs  # never trained
-        assert t.constraints.get("flops.max", 0) > 0  # the sampler sees the violation
-    rows = read_csv(tmp_path / "runs/c/trials.csv")
-    assert all(r["accuracy"] == "" and r["reason"] == "over_budget" for r in rows if r["status"] == "rejected")
+def test_a_budget_that_admits_nothing_stops_before_the_storage(tmp_path):
+    """Issue 13: before, 21 points were proposed, rejected and stored, and the run exited 0 with an empty plot."""
+    proc = search_here("space=resnext", "space.constraints.flops.max=1000", "study.n_trials=1", "study.name=c",
+                       cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "none of 256 sampled points of space 'resnext' is within" in proc.stderr
+    assert "flops <= 1e+03" in proc.stderr and "study.constraints.flops.max=" in proc.stderr
+    assert not (tmp_path / "runs/c").exists()  # nothing written
+
+
+def test_wrn_under_the_default_budget_stops_with_the_bound_and_the_override(tmp_path):
+    proc = search_here("space=wrn", "study.n_trials=1", cwd=tmp_path, fast=False)  # Fashion-MNIST, as a user
+    assert proc.returncode == 2 and "flops <= 1e+07" in proc.stderr
+    assert "study.constraints.flops.max=1.1e+07" in proc.stderr  # the smallest WRN point has 10.55 MFLOPs
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_whose_cells_all_break_the_budget_stops_before_running(tmp_path):
+    proc = search_here("study=wrn_table4", "space=resnext", cwd=tmp_path, fast=False)
+    assert proc.returncode == 2 and "all 10 grid cells are over the budget of space 'resnext'" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_that_trains_nothing_exits_non_zero(tmp_path):
+    import os
+
+    os.environ["DSE_TEST_FAULT"] = "nan"  # every fit diverges (see dse/faults.py)
+    try:
+        proc = search_here("space=resnext", "study.n_trials=2", "study.name=z", cwd=tmp_path)
+    finally:
+        del os.environ["DSE_TEST_FAULT"]
+    assert proc.returncode == 1 and "no trial was trained (2 proposed, 2 diverged)" in proc.stderr
 
 
 def test_grid_study_runs_each_cell_times_seeds_once(tmp_path):
