@@ -166,6 +166,7 @@ class Objective:
     progress: bool = True
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
     settings: dict | None = None  # dse.provenance.settings: recorded on every trial
+    deadline: float | None = None  # time.monotonic() by which the study ends: a trial that cannot finish stops
 
     def __call__(self, trial):
         import optuna
@@ -272,7 +273,7 @@ class Objective:
         start = time.time()
         try:
             return train.fit(point, self.data, recipe, trial=trial if self.prune and first_seed else None,
-                             logger=logger, progress=self.progress)
+                             logger=logger, progress=self.progress, callbacks=self.callbacks(recipe))
         except Exception as exc:  # the study goes on; the reason is kept
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return _Failed(status="failed", reason=f"{type(exc).__name__}: {msg}"[:300],
@@ -280,6 +281,15 @@ class Objective:
         finally:
             if first_seed:
                 self.loggers.trial_done(trial.number)
+
+    def callbacks(self, recipe) -> list:
+        """The deadline watch (dse.deadline), for single-process fits of a study with a timeout."""
+        one = str(getattr(recipe, "devices", 1)) in ("1", "auto") and getattr(recipe, "strategy", "auto") == "auto"
+        if self.deadline is None or not one:
+            return []
+        from dse import deadline
+
+        return [deadline.callback(self.deadline)]
 
     def finish(self, trial, status: str, reason: str | None, result=None):
         """Record the outcome as user attributes; return the objectives or raise pruned/failed."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,7 +244,8 @@ class Job:
     storage_url: str | None
     thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
     settings: dict | None = None  # what trials are trained with (dse.provenance), recorded per trial
-    argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
+    argv: tuple = ()
+    started: float = 0.0  # time.monotonic() when the command started: study.timeout counts from here  # the command's overrides (a worker pool starts its workers with them)
 
 
 def prepare(cfg: dict) -> Job:
@@ -403,6 +405,7 @@ def run(job: Job) -> int:
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
     from dse import provenance
 
+    size_trials(job, optuna_study)
     provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
     write_config(job)
     owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
@@ -423,16 +426,21 @@ def run(job: Job) -> int:
         _final_line(study.name, job.run_dir, out)
         return code
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
-    bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True))
+    from dse.screen import Screen, trial_line
+
+    screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout)
+    bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True), study.timeout)
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)),
-                              settings=job.settings)
+                              settings=job.settings, deadline=deadline(job))
     objective = signals.guard(objective)
     stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
     every = max(int(job.cfg.get("report_every", 5)), 1)
 
     def after(s, trial):
-        bar.write(_summary_line(trial))
+        screen.add(trial)
+        bar.write(trial_line(trial))
+        bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file
             bar.update(1)
             report.write_all(s, job.run_dir, plots=bar.n % every == 0)
@@ -440,7 +448,8 @@ def run(job: Job) -> int:
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
             # n_trials=None: StopAt counts trained trials (rejected points are cheap and do not count)
-            optuna_study.optimize(objective, n_trials=None, timeout=study.timeout,
+            left = None if study.timeout is None else max(deadline(job) - time.monotonic(), 1.0)
+            optuna_study.optimize(objective, n_trials=None, timeout=left,
                                   catch=(obj.TrialFailed,), callbacks=[after, *stop, signals.StopOnSignal()],
                                   gc_after_trial=True)
     except signals.TrialInterrupted:
@@ -466,9 +475,46 @@ def _tally(rows: list[dict]) -> str:
     """'12 proposed: 9 over the budget, 3 repeats' from trials.csv rows."""
     from collections import Counter
 
-    n = Counter(r.get("status") or "unfinished" for r in rows)
-    words = {"rejected": "rejected before training", "duplicate": "repeats"}
+    rows = [r for r in rows if r.get("state") != "WAITING"]  # queued again: not a proposal of its own
+    n = Counter(r.get("status") or r.get("reason") or "unfinished" for r in rows)
+    words = {"rejected": "rejected before training", "duplicate": "repeats",
+             "out of time": "stopped at the timeout and queued again"}
     return f"{len(rows)} proposed" + "".join(f", {c} {words.get(k, k)}" for k, c in n.items())
+
+
+RESERVE_S = 10.0  # of study.timeout: the final reports after the last trial
+
+
+def deadline(job: Job) -> float | None:
+    """time.monotonic() by which the last trial must end (None without a timeout)."""
+    if job.study.timeout is None:
+        return None
+    return (job.started or time.monotonic()) + job.study.timeout - RESERVE_S
+
+
+def size_trials(job: Job, optuna_study) -> None:
+    """study.trials_per_timeout: measure, then cut data.subset so ~N trials fit (a resume reuses the size)."""
+    from dse import provenance, sizing
+
+    study = job.study
+    if not (study.trials_per_timeout and study.timeout) or job.space is None or job.cells is not None:
+        return
+    if any(a.lstrip("+~").startswith("data.subset=") for a in job.argv):
+        return  # the user's own size
+    stored = optuna_study.user_attrs.get(provenance.STUDY_KEY)
+    if stored is None and optuna_study.get_trials(deepcopy=False):
+        return  # an older study: keep what it was trained with
+    if stored is not None:
+        size = (stored.get("data") or {}).get("subset")
+        why = f"sizing: {size} training samples, as this study was sized when it began"
+    else:
+        size, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
+                                  study.trials_per_timeout, int(job.cfg.get("seed", 0)))
+    if not size:
+        return
+    print(why)
+    job.data = sizing.with_subset(job.data, int(size))
+    job.settings["data"]["subset"] = int(size)
 
 
 def make_sampler(job: Job, done: int):
@@ -511,22 +557,14 @@ def _trials(storage, name: str) -> list:
         return []
 
 
-def _bar(total: int, initial: int, name: str, enabled: bool):
-    """The study's progress bar (trials)."""
+def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | None = None):
+    """The study's progress bar (trained trials). With a timeout it shows the time left, not an ETA over
+    n_trials that the timeout will cut short."""
     from tqdm.auto import tqdm
 
+    fmt = "{desc}: {n_fmt}/{total_fmt} trained [{elapsed}{postfix}]" if timeout else None
     return tqdm(total=total, initial=initial, desc=f"study {name}", unit="trial", position=0,
-                disable=not enabled, dynamic_ncols=True)
-
-
-def _summary_line(trial) -> str:
-    """One line per finished trial."""
-    a = trial.user_attrs
-    head = f"trial {trial.number} [{a.get('status', trial.state.name.lower())}]"
-    if a.get("status") == "ok":
-        return (f"{head} acc {100 * a['val_acc']:.2f}%  {a['flops'] / 1e6:.2f} MFLOPs  {a['params'] / 1e6:.3f} M "
-                f"params  {a.get('epochs')} ep  {a.get('train_seconds', 0):.0f}s  {a.get('point_id')}")
-    return f"{head} {a.get('reason', '')}  {a.get('point_id', '')}"
+                disable=not enabled, dynamic_ncols=True, bar_format=fmt)
 
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
@@ -543,6 +581,7 @@ def _final_line(name: str, run_dir: Path, out: dict) -> None:
 
 def main(argv=None) -> int:
     """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
+    started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
     from dse.storage import hide_in_env
 
@@ -562,7 +601,7 @@ def main(argv=None) -> int:
             return 0
         _quiet()
         job = prepare(cfg)
-        job.argv = tuple(argv)
+        job.argv, job.started = tuple(argv), started
         from dse import ddp
 
         code = ddp.follow(job) if ddp.is_follower() else run(job)

@@ -73,9 +73,9 @@ def guard(fn):
         _state["armed"] = True
         try:
             return fn(trial)
-        except Interrupted as exc:
+        except Interrupted as exc:  # a signal, or dse.deadline.OutOfTime
             _state["armed"] = False
-            _record(trial)
+            _record(trial, getattr(exc, "reason", REASON))
             raise TrialInterrupted(str(exc)) from None
         finally:
             _state["armed"] = False
@@ -84,12 +84,12 @@ def guard(fn):
     return run
 
 
-def _record(trial) -> None:
+def _record(trial, reason: str = REASON) -> None:
     """Mark an interrupted trial and enqueue its parameters again (the next run of the command re-runs it)."""
     import optuna
 
     trial.study.stop()
-    trial.set_user_attr("reason", REASON)
+    trial.set_user_attr("reason", reason)
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "reason")}
     fixed = trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
     if fixed or trial.params:

@@ -5,7 +5,8 @@ Schema (every key optional except where said):
     name: my_study            # run directory runs/<name>/ and the Optuna study name (required)
     space: resnext            # the space it is written for; `space=` on the command line may fill it
     n_trials: 20              # total trials, counted across resumes and workers
-    timeout: null             # seconds per invocation
+    timeout: null             # seconds per invocation (the trial in flight stops and is re-queued at the end)
+    trials_per_timeout: null  # size data.subset (measured before the first trial) so ~N trials fit the timeout
     seeds: 1                  # training repeats per grid cell, or per sampled point (mean ± std recorded)
     objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
     sampler: tpe              # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random)
@@ -43,7 +44,7 @@ PRUNERS = ("none", "median", "halving", "hyperband", "dominance")
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
             "match": None, "description": "", "constraints": None, "proxy": None,
-            "allow_changes": False}
+            "allow_changes": False, "trials_per_timeout": None}
 KEYS = tuple(DEFAULTS)
 
 
@@ -104,6 +105,7 @@ class Study:
     description: str = ""
     constraints: dict | None = None
     allow_changes: bool = False
+    trials_per_timeout: int | None = None
 
     @property
     def directions(self) -> list[str]:
@@ -155,7 +157,9 @@ def from_dict(data: dict) -> Study:
     return Study(name=name, space=data.get("space"), n_trials=n_trials, timeout=timeout, seeds=seeds,
                  objectives=objectives, sampler=sampler, pruner=pruner, grid=grid, paper=data.get("paper"),
                  match=data.get("match"), description=str(data.get("description", "")),
-                 constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)))
+                 constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)),
+                 trials_per_timeout=None if data.get("trials_per_timeout") is None
+                 else _count("study.trials_per_timeout", data["trials_per_timeout"]))
 
 
 def load(name_or_path: str) -> Study:

@@ -48,6 +48,20 @@ class Loggers:
         self.run_dir = Path(run_dir)
         self.study = study
         self.runs = {}
+        if self.name == "wandb":
+            self.announce()
+
+    def announce(self, say=print) -> None:
+        """Say once whether W&B is online, and where offline runs go and how to upload them."""
+        mode = wandb_mode(self.cfg.get("mode", "auto"))
+        if mode == "offline":
+            where = self.run_dir / "wandb"
+            say(f"W&B: offline (no WANDB_API_KEY); runs are written to {where}/offline-run-*; upload them "
+                f"later with `wandb sync {where}/offline-run-*`")
+        elif mode == "disabled":
+            say("W&B: disabled (WANDB_MODE=disabled); nothing is logged")
+        else:
+            say(f"W&B: online, project {self.cfg.get('project') or 'dse'}, group {self.study}")
 
     def trial(self, number: int, point, params: int, flops: int, trial_params: dict):
         """The Lightning logger for one trial (None for logger=none)."""

@@ -1,0 +1,69 @@
+"""What a study prints: one line per trial with the study's counts, the best so far and the time left.
+
+    trial 7 [ok] acc 86.12%  5.27 MFLOPs  0.135 M params  2 ep  41s  19a6781cd3
+        study: 5 trained, 2 rejected, 1 repeat | best 87.76% | 6:12 elapsed, 2:48 left of 9:00
+
+Counts start from what the storage already holds (a resumed study) and follow this process's trials.
+"""
+from __future__ import annotations
+
+import time
+
+UNTRAINED = {"rejected": "rejected", "duplicate": "repeat"}
+
+
+def clock(seconds: float) -> str:
+    """'1:02:03' or '2:03'."""
+    seconds = max(int(round(seconds)), 0)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Screen:
+    """The study's running tally and its per-trial lines."""
+
+    def __init__(self, trials, timeout: float | None, start: float | None = None):
+        self.timeout, self.start = timeout, time.monotonic() if start is None else start
+        self.counts = {"trained": 0, "rejected": 0, "repeat": 0, "failed": 0}
+        self.best = None
+        for t in trials:
+            self.add(t)
+
+    def add(self, trial) -> None:
+        """Count one finished trial."""
+        a = trial.user_attrs
+        status = a.get("status")
+        if status == "ok":
+            self.counts["trained"] += 1
+            acc = a.get("val_acc")
+            if acc is not None and (self.best is None or acc > self.best):
+                self.best = acc
+        elif status in UNTRAINED:
+            self.counts[UNTRAINED[status]] += 1
+        elif status:
+            self.counts["failed"] += 1
+
+    def study_line(self) -> str:
+        """'study: 5 trained, 2 rejected | best 87.76% | 6:12 elapsed, 2:48 left of 9:00'."""
+        c = self.counts
+        parts = [f"{c['trained']} trained"] + [f"{c[k]} {k}{'s' if c[k] > 1 and k == 'repeat' else ''}"
+                                                 for k in ("rejected", "repeat", "failed") if c[k]]
+        best = f"best {100 * self.best:.2f}%" if self.best is not None else "best -"
+        elapsed = time.monotonic() - self.start
+        when = f"{clock(elapsed)} elapsed"
+        if self.timeout:
+            when += f", {clock(self.timeout - elapsed)} left of {clock(self.timeout)}"
+        return f"    study: {', '.join(parts)} | {best} | {when}"
+
+
+def trial_line(trial) -> str:
+    """One line per finished trial."""
+    a = trial.user_attrs
+    head = f"trial {trial.number} [{a.get('status', trial.state.name.lower())}]"
+    if a.get("status") == "ok":
+        spread = f" ± {100 * a['val_acc_std']:.2f}" if a.get("val_acc_std") is not None else ""
+        return (f"{head} acc {100 * a['val_acc']:.2f}%{spread}  {a['flops'] / 1e6:.2f} MFLOPs  "
+                f"{a['params'] / 1e6:.3f} M params  {a.get('epochs')} ep  {a.get('train_seconds', 0):.0f}s  "
+                f"{a.get('point_id')}")
+    return f"{head} {a.get('reason', '')}  {a.get('point_id', '')}"
