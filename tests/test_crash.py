@@ -17,7 +17,7 @@ from crash_helpers import kill_and_resume, ok, search, start, trials, wait_runni
 def test_sigkill_mid_trial_then_resume_sqlite(tmp_path):
     got, victim, _ = kill_and_resume(tmp_path, None, "kill")
     dead = next(t for t in got if t.number == victim.number)
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (heartbeat)"
+    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.owners
     trained = [t for t in got if t.user_attrs.get("status") not in ("rejected", "duplicate")]  # over budget: cheap
     before = [t for t in trained if t.number < victim.number]
     assert [t.state.name for t in before] == ["COMPLETE"]  # done before the kill: kept
