@@ -5,8 +5,9 @@
                   flattened (point.*)
     pareto.csv    the non-dominated finished trials over the study's objectives (single-objective studies:
                   accuracy and FLOPs)
-    pareto.png    accuracy vs FLOPs, the front highlighted (matplotlib)
-    pareto.html   the same, interactive (plotly)
+    pareto.png    accuracy vs FLOPs, the front highlighted, seeds as error bars, rejected points and the
+                  budget faint (matplotlib); pareto.pdf and pareto.svg for papers, pareto.caption.txt
+    pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
     best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
                   `python -m dse.inspect best/0_<id>.yaml`
 
@@ -57,7 +58,8 @@ def row(trial) -> dict:
            "test_acc": a.get("test_acc") if a.get("status") == "ok" else None, "epochs": a.get("epochs"),
            "train_seconds": a.get("train_seconds"), "reason": a.get("reason", ""),
            "width_scale": a.get("width_scale", 1.0), "trained_params": a.get("trained_params", a.get("params")),
-           "trained_flops": a.get("trained_flops", a.get("flops"))}
+           "trained_flops": a.get("trained_flops", a.get("flops")),
+           "flops_violation": trial.constraints.get("flops.max")}
     out.update({f"space.{k}": v for k, v in trial.params.items() if k not in ("cell", "seed")})
     out.update(flatten(a.get("point") or {}, "point"))
     return out
@@ -103,55 +105,17 @@ def write_csv(path: Path, table: list[dict]) -> None:
 
 
 def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> None:
-    """Accuracy vs MFLOPs, every finished trial, the front as a step line."""
-    import matplotlib
+    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt beside it (dse.figures)."""
+    from dse import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = scored(table)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ax.scatter([r["flops"] / 1e6 for r in done], [100 * r["accuracy"] for r in done], s=18, c="#9aa5b1",
-               label="trials")
-    if front:
-        ax.step([r["flops"] / 1e6 for r in front], [100 * r["accuracy"] for r in front], where="post",
-                color="#d1495b", lw=1.5)
-        ax.scatter([r["flops"] / 1e6 for r in front], [100 * r["accuracy"] for r in front], s=36, c="#d1495b",
-                   label="Pareto front", zorder=3)
-    if done and min(r["flops"] for r in done) > 0:
-        from matplotlib.ticker import FuncFormatter
-
-        ax.set_xscale("log")
-        plain = FuncFormatter(lambda x, _: f"{x:g}")  # 3, 4, 6 instead of 3x10^0
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
-    ax.set_xlabel("MFLOPs (multiply-adds)")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    figures.write_static(Path(path).parent, title.split(":")[0], table, front, title)
 
 
 def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:
-    """The same plot with plotly, hover showing trial, point id and params."""
-    import plotly.graph_objects as go
+    """The same plot with plotly; the run directory shares one plotly.min.js (dse.figures)."""
+    from dse import figures
 
-    done = scored(table)
-
-    def trace(items, name, color, size, mode="markers"):
-        return go.Scatter(x=[r["flops"] / 1e6 for r in items], y=[100 * r["accuracy"] for r in items], mode=mode,
-                          name=name, marker={"color": color, "size": size},
-                          text=[f"trial {r['number']} {r['point_id']} {r['label']} params {r['params']:,}"
-                                for r in items], line={"shape": "hv"})
-
-    fig = go.Figure([trace(done, "trials", "#9aa5b1", 7), trace(front, "Pareto front", "#d1495b", 10,
-                                                                "lines+markers")])
-    fig.update_layout(title=title, xaxis_title="MFLOPs (multiply-adds)", yaxis_title="validation accuracy (%)",
-                      xaxis_type="log" if done else "linear", template="plotly_white")
-    fig.write_html(str(path), include_plotlyjs=True)
+    figures.write_html(Path(path), table, front, title)
 
 
 def write_best(run_dir: Path, optuna_study, front: list[dict]) -> None:

@@ -63,3 +63,34 @@ def test_pareto_keeps_only_non_dominated_finished_rows():
 def test_flatten_point_fields():
     flat = report.flatten({"stages": [{"depth": 2, "kernels": [3, 1, 3]}], "stem": {"width": 16}}, "point")
     assert flat == {"point.stages.0.depth": 2, "point.stages.0.kernels": "3|1|3", "point.stem.width": 16}
+
+
+def test_paper_figures_caption_and_a_shared_plotly_bundle(finished):
+    """Issue 13: PDF/SVG beside the PNG, a caption, faint rejected points and budget, a small pareto.html."""
+    run_dir = finished / "runs" / "rep"
+    for name in ("pareto.pdf", "pareto.svg", "pareto.caption.txt", "plotly.min.js"):
+        assert (run_dir / name).stat().st_size > 0, name
+    svg = (run_dir / "pareto.svg").read_text()
+    assert "multiply-adds (MFLOPs)" in svg and "validation accuracy (%)" in svg  # text kept as text
+    caption = (run_dir / "pareto.caption.txt").read_text()
+    assert "trained points of study rep" in caption and "Pareto front" in caption
+    html = (run_dir / "pareto.html").read_text()
+    assert len(html) < 100_000 and 'src="plotly.min.js"' in html  # was 4.8 MB with the bundle inlined
+
+
+def test_rejected_points_budget_and_seed_error_bars_are_drawn(tmp_path):
+    from dse import figures
+
+    rows = [dict(_row(0, 0.80, 2_000_000), point_id="a", flops_violation=-0.8),
+            dict(_row(1, 0.84, 2_000_000), point_id="a", flops_violation=-0.8),  # a second seed of point a
+            dict(_row(2, 0.90, 6_000_000), point_id="b", flops_violation=-0.4),
+            dict(_row(3, None, 30_000_000, status="rejected"), point_id="c", flops_violation=2.0)]
+    points = {p["label"]: p for p in figures.by_point([r for r in rows if r["status"] == "ok"])}
+    assert points["a"]["acc"] == pytest.approx(82.0) and points["a"]["std"] == pytest.approx(2.828, abs=1e-3)
+    assert figures.budget(rows) == pytest.approx(10.0)  # 2e6 / (1 - 0.8) = 1e7 FLOPs
+    front = report.pareto(rows, ["accuracy", "flops"])
+    figures.write_static(tmp_path, "s", rows, front, "s")
+    svg = (tmp_path / "pareto.svg").read_text()
+    assert "rejected (over budget)" in svg and "budget 10 MFLOPs" in svg
+    caption = (tmp_path / "pareto.caption.txt").read_text()
+    assert "2 trained points" in caption and "up to 2 seeds" in caption and "1 points rejected" in caption

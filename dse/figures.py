@@ -1,0 +1,131 @@
+"""The Pareto figure of a study, fit for a paper: PNG, PDF and SVG (text kept as text), a plain caption, and
+an interactive HTML page whose plotly bundle is shared by the run directory.
+
+What it shows: every trained point (accuracy against multiply-adds, log axis), seeds as error bars (a grid
+cell trained with several seeds, or a sampled point with `study.seeds`), the Pareto front as a step line, the
+points rejected over the budget as faint ticks under the axis, and the budget as a faint dashed line. The
+legend sits outside the data.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+GREY, RED, FAINT = "#7b8794", "#d1495b", "#c5cbd3"
+
+
+def by_point(done: list[dict]) -> list[dict]:
+    """One entry per point: mean accuracy (%) and its spread over seeds (trials of the same point id)."""
+    groups: dict[str, list[dict]] = {}
+    for r in done:
+        groups.setdefault(str(r.get("point_id") or r["number"]), []).append(r)
+    out = []
+    for rows in groups.values():
+        accs = [100 * float(r["accuracy"]) for r in rows]
+        std = statistics.stdev(accs) if len(accs) > 1 else 100 * float(rows[0].get("val_acc_std") or 0.0)
+        n = len(accs) if len(accs) > 1 else int(rows[0].get("seeds") or 1)
+        out.append({"flops": float(rows[0]["flops"]) / 1e6, "acc": statistics.fmean(accs), "std": std, "n": n,
+                    "label": rows[0].get("label") or rows[0].get("point_id"), "numbers": [r["number"] for r in rows]})
+    return out
+
+
+def budget(rows: list[dict]) -> float | None:
+    """The FLOPs bound (MFLOPs) the study's trials were held to, recovered from their constraint values."""
+    found = [float(r["flops"]) / (1.0 + float(r["flops_violation"])) for r in rows
+             if r.get("flops_violation") is not None and r.get("flops")]
+    return statistics.median(found) / 1e6 if found else None
+
+
+def caption(study: str, done: list[dict], front: list[dict], rejected: int, limit: float | None) -> str:
+    """A plain caption that says what the figure shows."""
+    points = by_point(done)
+    seeds = max((p["n"] for p in points), default=1)
+    text = (f"Validation accuracy against multiply-adds (MFLOPs, log scale) of the {len(points)} trained points of "
+            f"study {study}; the {len(front)} points of the Pareto front are joined by a step line.")
+    if seeds > 1:
+        text += f" Error bars: one standard deviation over up to {seeds} seeds."
+    if rejected:
+        text += f" Ticks under the axis: {rejected} points rejected before training as over the budget."
+    if limit:
+        text += f" Dashed line: the budget of {limit:.3g} MFLOPs."
+    return text
+
+
+def draw(table: list[dict], front: list[dict], title: str | None):
+    """The matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG (editable, searchable)
+    done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
+    rejected = [r for r in table if r.get("status") == "rejected" and r.get("flops")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
+    points = by_point(done)
+    if points:
+        ax.errorbar([p["flops"] for p in points], [p["acc"] for p in points],
+                    yerr=[p["std"] if p["n"] > 1 else 0.0 for p in points], fmt="o", ms=4, color=GREY,
+                    ecolor=FAINT, elinewidth=1, capsize=2, label="trained points")
+    if front:
+        mean = {n: p for p in points for n in p["numbers"]}
+        xs = [r["flops"] / 1e6 for r in front]
+        ys = [mean[r["number"]]["acc"] if r["number"] in mean else 100 * r["accuracy"] for r in front]
+        ax.step(xs, ys, where="post", color=RED, lw=1.5)
+        ax.scatter(xs, ys, s=30, c=RED, label="Pareto front", zorder=3)
+    if rejected:
+        ax.plot([r["flops"] / 1e6 for r in rejected], [0.0] * len(rejected), "|", color=FAINT, ms=10,
+                transform=ax.get_xaxis_transform(), label="rejected (over budget)", clip_on=False)
+    limit = budget(table)
+    if limit:
+        ax.axvline(limit, color=FAINT, ls="--", lw=1, label=f"budget {limit:.3g} MFLOPs")
+    xs = [p["flops"] for p in points] + [r["flops"] / 1e6 for r in rejected]
+    if xs and min(xs) > 0:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda x, _: f"{x:g}")  # 3, 4, 6 instead of 3x10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("multiply-adds (MFLOPs)")
+    ax.set_ylabel("validation accuracy (%)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if points or rejected:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig, plt, len(rejected), limit
+
+
+def write_static(run_dir: Path, study: str, table: list[dict], front: list[dict], title: str) -> None:
+    """pareto.png (with a title), pareto.pdf and pareto.svg (without: a paper has its caption), pareto.caption.txt."""
+    fig, plt, rejected, limit = draw(table, front, title)
+    fig.savefig(run_dir / "pareto.png", bbox_inches="tight")
+    fig.axes[0].set_title("")
+    for suffix in ("pdf", "svg"):
+        fig.savefig(run_dir / f"pareto.{suffix}", bbox_inches="tight")
+    plt.close(fig)
+    done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
+    (run_dir / "pareto.caption.txt").write_text(caption(study, done, front, rejected, limit) + "\n")
+
+
+def write_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:
+    """The interactive plot; its plotly.min.js is written once beside it and shared by the run directory."""
+    import plotly.graph_objects as go
+
+    done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
+    points = by_point(done)
+    trials = go.Scatter(x=[p["flops"] for p in points], y=[p["acc"] for p in points], mode="markers",
+                        name="trained points", marker={"color": GREY, "size": 7},
+                        error_y={"type": "data", "array": [p["std"] if p["n"] > 1 else 0 for p in points],
+                                 "color": FAINT},
+                        text=[f"{p['label']} (trials {', '.join(map(str, p['numbers']))})" for p in points])
+    best = go.Scatter(x=[r["flops"] / 1e6 for r in front], y=[100 * r["accuracy"] for r in front],
+                      mode="lines+markers", name="Pareto front", line={"shape": "hv", "color": RED},
+                      marker={"size": 10, "color": RED},
+                      text=[f"trial {r['number']} {r['point_id']} params {r['params']:,}" for r in front])
+    fig = go.Figure([trials, best])
+    fig.update_layout(title=title, xaxis_title="multiply-adds (MFLOPs)", yaxis_title="validation accuracy (%)",
+                      xaxis_type="log" if points else "linear", template="plotly_white")
+    fig.write_html(str(path), include_plotlyjs="directory")  # <script src="plotly.min.js">, written once
