@@ -1,0 +1,431 @@
+"""How fast each sampler finds the accuracy/FLOPs front, and how much compute the dominance pruner saves,
+replayed on a tabular benchmark (every point of a space trained once, bench/make_tabular.py).
+
+usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv] [--trials 150] [--seeds 10]
+           [--samplers random,tpe,nsga2,gp] [--pruned tpe,random] [--eps E] [--min-trials K]
+           [--warmup W] [--out FILE]
+       python bench/search_efficiency.py --make-synthetic FILE [--epochs 4]   (a fake table, same format)
+
+Each run is a real Optuna study (in-memory storage, objectives accuracy max / FLOPs min, the table's budget
+as constraints) driven by dse's own trial function (`dse.objective.Objective`) and samplers
+(`dse.objective.make_sampler` with dse/conf/sampler/<name>.yaml): only `Objective.train` is replaced, by a
+look-up of the point's row. So over-budget points are rejected without training, repeated points are not
+trained again, and under the dominance pruner every epoch runs `dse.dominance.check` on the study's
+storage, exactly as in `python -m dse.search`. The x-axes:
+- proposals: Optuna trials (every sampled point, also the rejected and repeated ones, which cost nothing);
+- simulated compute: the table's recorded training seconds of every point actually trained
+  (`train_seconds`; a pruned trial pays its set-up, train_seconds minus the sum of its epochs, plus the
+  epochs up to its pruning rung).
+Hypervolume (HV, exact in 2-D): the area dominated by the trained points' (accuracy, FLOPs) front, with
+reference point accuracy 0 and FLOPs = the budget's max, FLOPs scaled by that max, so HV is in [0, 1]
+(1: a net with 100% accuracy at zero FLOPs). The table's own best (all feasible points trained) is printed.
+
+The last line is `ratio: X`: the fraction of simulated compute that TPE with the dominance pruner saves to
+reach the final HV of TPE without it (mean curves over seeds; the pruned runs get 2x the proposals so
+they can get there). X < 0 means the pruner costs compute; `ratio: nan` that it never got there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SAMPLERS = ("random", "tpe", "nsga2", "gp")
+AT = (10, 25, 50, 100, 150)  # proposals at which HV is printed
+SHARES = (0.1, 0.25, 0.5, 1.0)  # fractions of the exhaustive compute at which HV is printed
+# A run whose sampler proposes the same already-held point this many times in a row is stuck (a duplicate is
+# a FAIL trial in dse, which GP's model ignores, so its acquisition keeps the same optimum): it ends there
+# and the rest of its proposals count as changing nothing (which is what dse would get, only slower).
+STUCK = 10
+
+
+# ----- hypervolume -----
+
+def hypervolume(points, ref_flops: float) -> float:
+    """Exact 2-D HV of (accuracy, flops) points (accuracy up, FLOPs down) w.r.t. (0, ref_flops), FLOPs / ref.
+
+    Sort by accuracy, highest first; each step down in accuracy adds a strip as wide as the cheapest FLOPs
+    seen so far allows: sum_k (a_k - a_{k+1}) * (1 - min_{j<=k} f_j / ref), with a_{K+1} = 0. Points at or
+    beyond the reference (acc <= 0 or FLOPs >= ref) add nothing.
+    """
+    pts = sorted(((float(a), float(f)) for a, f in points if a > 0 and f < ref_flops), reverse=True)
+    total, cheapest = 0.0, ref_flops
+    for k, (acc, flops) in enumerate(pts):
+        cheapest = min(cheapest, flops)
+        below = pts[k + 1][0] if k + 1 < len(pts) else 0.0
+        total += (acc - below) * (1.0 - cheapest / ref_flops)
+    return total
+
+
+# ----- the table -----
+
+def read_table(path: Path) -> tuple[dict, dict]:
+    """(rows by point_id with numbers parsed, sidecar metadata)."""
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    epochs = int(meta.get("fidelity", {}).get("epochs") or max(
+        int(k.split("_")[1]) for k in rows[0] if k.startswith("acc_")))
+    table = {}
+    for r in rows:
+        num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
+        table[r["point_id"]] = {
+            "status": r["status"], "params": int(r["params"]), "flops": int(r["flops"]),
+            "acc": [num(f"acc_{k}") for k in range(1, epochs + 1)],
+            "sec": [num(f"sec_{k}") for k in range(1, epochs + 1)],
+            "train_seconds": num("train_seconds") or 0.0, "values": r}
+    return table, {**meta, "epochs": epochs}
+
+
+def load_space(meta: dict):
+    """The table's space at its geometry with its budget (as bench/make_tabular.py and dse.search build it)."""
+    from dse import study as studies
+    from dse.space.space import load, spaces_dir
+
+    fid = meta.get("fidelity", {})
+    name = fid.get("space", "resnext")
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else Path(spaces_dir()) / f"{name}.yaml"
+    space = load(str(path)).with_geometry(image_size=int(fid.get("image_size", 28)),
+                                          in_chans=int(fid.get("in_chans", 1)),
+                                          num_classes=int(fid.get("num_classes", 10)))
+    constraints = studies.load(fid.get("study", "default")).constraints
+    return space.with_constraints(**constraints) if constraints else space
+
+
+def make_synthetic(path: Path, epochs: int = 4, seed: int = 0) -> None:
+    """A fake table in make_tabular's format over resnext at Fashion-MNIST geometry: accuracy rises with
+    log FLOPs plus noise, curves cross between epochs, seconds grow with FLOPs. Only for tests."""
+    import random
+
+    from dse import complexity
+
+    rng = random.Random(seed)
+    meta = {"fidelity": {"space": "resnext", "study": "default", "dataset": "synthetic", "epochs": epochs,
+                         "image_size": 28, "in_chans": 1, "num_classes": 10}}
+    space = load_space(meta)
+    names = list(space.params)
+    cols = (["point_id", *names, "params", "flops", "status", "epochs", "val_acc"]
+            + [f"{k}_{i}" for k in ("acc", "sec") for i in range(1, epochs + 1)] + ["train_seconds"])
+    rows = []
+    for values in space.grid_values():
+        point = space.point(values)
+        c = complexity(point)
+        row = {"point_id": point.id, **values, "params": int(c.params), "flops": int(c.flops)}
+        if any(v > 0 for v in space.violations(point).values()):
+            row.update(status="over_budget", epochs=0)
+        else:
+            final = min(0.95, 0.55 + 0.05 * math.log(c.flops / 1e5) + rng.gauss(0, 0.02))
+            accs = [final * (1 - 0.6 ** (k + 1)) + rng.gauss(0, 0.03) for k in range(epochs)]
+            secs = [1.0 + c.flops / 2e5 * rng.uniform(0.8, 1.2) for _ in range(epochs)]
+            row.update(status="ok", epochs=epochs, val_acc=f"{accs[-1]:.6g}", train_seconds=f"{sum(secs) + 3:.5g}",
+                       **{f"acc_{k + 1}": f"{a:.6g}" for k, a in enumerate(accs)},
+                       **{f"sec_{k + 1}": f"{s:.5g}" for k, s in enumerate(secs)})
+        rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(rows)
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# ----- one replayed study -----
+
+def sampler_for(name: str, seed: int):
+    """dse's sampler for dse/conf/sampler/<name>.yaml; (sampler, note) — the note says when it is not dse's."""
+    import yaml
+
+    from dse.errors import UserError
+    from dse.objective import make_sampler
+
+    conf = ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml"
+    cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else {"name": name}
+    try:
+        return make_sampler(cfg, seed, multi=True), ""
+    except UserError:
+        if name != "gp":
+            raise
+        import optuna
+
+        return optuna.samplers.GPSampler(seed=seed), "gp: optuna GPSampler built here (dse has no sampler=gp yet)"
+
+
+def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: int, pruner=None) -> dict:
+    """One study of `proposals` trials (`pruner`: a DominancePruner, or None for none); per proposal:
+    cumulative compute, HV, trained count; and the notes."""
+    import optuna
+
+    from dse import dominance, study as studies
+    from dse import objective as obj
+    from dse.train import TrainResult
+
+    epochs = meta["epochs"]
+    ref = float(space.constraints["flops"]["max"])
+    state = {"compute": 0.0, "front": [], "trained": 0, "pruned": 0, "missing": 0}
+
+    class Replay(obj.Objective):
+        """dse's trial function; training looked up in the table (and pruned by dse.dominance.check)."""
+
+        def train(self, trial, point, seed, params, flops, *args, **kwargs):
+            row = table.get(point.id)
+            if row is None:  # a table still being made: the point counts as a proposal that cost nothing
+                state["missing"] += 1
+                raise obj.TrialFailed(f"point {point.id} is not in the table yet")
+            if row["status"] == "over_budget":
+                raise RuntimeError(f"point {point.id} is feasible for dse but over budget in the table")
+            state["trained"] += 1
+            if row["status"] != "ok":
+                state["compute"] += row["train_seconds"]
+                return TrainResult(None, None, 0, row["train_seconds"], row["status"], row["status"])
+            secs = [s or 0.0 for s in row["sec"]]
+            setup = max(row["train_seconds"] - sum(secs), 0.0)
+            history = []
+            for k in range(1, epochs + 1):
+                history.append({"epoch": k, "val/acc": row["acc"][k - 1], "seconds": secs[k - 1]})
+                if self.prune:
+                    reason = dominance.check(trial, k, row["acc"][k - 1], pruner.eps, pruner.min_trials, epochs,
+                                             pruner.warmup)
+                    if reason:
+                        cost = setup + sum(secs[:k])
+                        state["compute"] += cost
+                        state["pruned"] += 1
+                        return TrainResult(row["acc"][k - 1], None, k, cost, "pruned", reason, history=history)
+            state["compute"] += row["train_seconds"]
+            state["front"].append((row["acc"][-1], row["flops"]))
+            return TrainResult(row["acc"][-1], None, epochs, row["train_seconds"], "ok", "", history=history)
+
+    prune = pruner is not None
+    smp, note = sampler_for(sampler, seed)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=smp,
+                                pruner=pruner if prune else optuna.pruners.NopPruner())
+    study.set_user_attr("objectives", ["accuracy", "flops"])
+    spec = studies.from_dict({"name": "bench", "objectives": ["accuracy", "flops"],
+                              "pruner": "dominance" if prune else "none"})
+    data = types.SimpleNamespace(image_size=space.geometry["image_size"], in_chans=space.geometry["in_chans"],
+                                 num_classes=space.geometry["num_classes"])
+    loggers = types.SimpleNamespace(trial=lambda *a, **k: None, trial_done=lambda *a, **k: None)
+    objective = Replay(study=spec, space=space, cells=None, data=data, recipe=types.SimpleNamespace(seed=0),
+                       loggers=loggers, prune=prune, progress=False)
+    curve = {"compute": [], "hv": [], "trained": []}
+    streak = {"point": None, "n": 0, "stuck_at": None}
+
+    def after(optuna_study, trial):
+        curve["compute"].append(state["compute"])
+        curve["hv"].append(hypervolume(state["front"], ref))
+        curve["trained"].append(state["trained"])
+        same = trial.user_attrs.get("status") == "duplicate" and trial.user_attrs.get("point_id") == streak["point"]
+        streak.update(point=trial.user_attrs.get("point_id"), n=streak["n"] + 1 if same else 1)
+        if streak["n"] >= STUCK and trial.user_attrs.get("status") == "duplicate":
+            streak["stuck_at"] = len(curve["hv"])
+            optuna_study.stop()
+
+    study.optimize(objective, n_trials=proposals, callbacks=[after], catch=(obj.TrialFailed,))
+    for values in curve.values():  # a stuck run: the rest of its proposals change nothing
+        values.extend([values[-1]] * (proposals - len(values)))
+    return {**curve, "pruned": state["pruned"], "missing": state["missing"], "note": note,
+            "stuck_at": streak["stuck_at"]}
+
+
+# ----- summaries -----
+
+def dominance_rungs(pruner, epochs: int) -> str:
+    """The epochs at which the pruner may stop a fit of `epochs` epochs, e.g. '2-3' (or 'none')."""
+    from dse.dominance import first_rung
+
+    lo, hi = first_rung(epochs, pruner.warmup), epochs - 1
+    return "none" if lo > hi else str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def hv_at_compute(run: dict, c: float) -> float:
+    """A run's HV once it has spent at most `c` simulated seconds (its final HV after its last trial)."""
+    import bisect
+
+    i = bisect.bisect_right(run["compute"], c)
+    return run["hv"][i - 1] if i else 0.0
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def first_reaching(xs, ys, target: float):
+    """The first x whose y reaches `target` (with a 1e-12 tolerance), or None."""
+    return next((x for x, y in zip(xs, ys) if y >= target - 1e-12), None)
+
+
+def mean_curve_vs_compute(runs: list[dict], grid: list[float]) -> list[float]:
+    return [statistics.fmean(hv_at_compute(r, c) for r in runs) for c in grid]
+
+
+def fmt_ms(m: float, s: float) -> str:
+    return f"{m:.4f}±{s:.4f}"
+
+
+def report(table: dict, meta: dict, space, results: dict, args, source: str) -> list[str]:
+    """The printed lines; the last is `ratio: X`."""
+    ref = float(space.constraints["flops"]["max"])
+    ok = [r for r in table.values() if r["status"] == "ok"]
+    feasible = [r for r in table.values() if r["status"] != "over_budget"]
+    best = hypervolume([(r["acc"][-1], r["flops"]) for r in ok], ref)
+    exhaustive = sum(r["train_seconds"] for r in feasible)
+    lines = [f"search efficiency on {source}: {len(table)} points, {len(feasible)} within budget "
+             f"(FLOPs <= {ref:.3g}), {meta['epochs']} epochs; {args.trials} proposals x {args.seeds} seeds",
+             f"HV: accuracy x (1 - FLOPs/{ref:.3g}) dominated by the trained front, reference point (accuracy 0, "
+             f"FLOPs {ref:.3g}); all {len(ok)} trained points: HV {best:.4f}",
+             f"simulated compute: the table's training seconds of the points trained; all of them: "
+             f"{exhaustive:.0f} s"]
+    pruner = results.get("_pruner")
+    if pruner:
+        lines.append(f"dominance pruner: eps {pruner.eps:g}, min_trials {pruner.min_trials}, warmup "
+                     f"{pruner.warmup:g} (prunes at epochs {dominance_rungs(pruner, meta['epochs'])}; dse.dominance's "
+                     "defaults unless --eps/--min-trials/--warmup)")
+    runs_all = [r for runs in results.values() if isinstance(runs, list) for r in runs]
+    notes = sorted({r["note"] for r in runs_all if r["note"]})
+    missing = sum(r["missing"] for r in runs_all)
+    for name, runs in results.items():
+        at = [r["stuck_at"] for r in runs if r.get("stuck_at")] if isinstance(runs, list) else []
+        if at and not name.endswith("+long"):
+            notes.append(f"{name}: {len(at)} of {len(runs)} runs got stuck proposing one already-trained point "
+                         f"{STUCK} times in a row (after {min(at)}-{max(at)} proposals; held flat from there)")
+    if missing:
+        notes.append(f"the table is incomplete: {missing} proposals (all runs) hit a point without a row and "
+                     "counted as free failures")
+    lines += [f"note: {n}" for n in notes]
+    at = [n for n in AT if n <= args.trials] or [args.trials]
+    head = f"{'sampler':<16}" + "".join(f"{f'HV@{n}':>16}" for n in at) + f"{'trained':>10}{'pruned':>8}" \
+        f"{'compute s':>12}"
+    lines += ["", "HV after N proposals (mean±std over seeds); trained, pruned, compute: per run at "
+              f"{args.trials} proposals", head]
+    configs = [k for k in results if not k.startswith("_") and not k.endswith("+long")]
+    for name in configs:
+        runs = results[name]
+        cells = "".join(f"{fmt_ms(*mean_std(r['hv'][n - 1] for r in runs)):>16}" for n in at)
+        lines.append(f"{name:<16}{cells}{statistics.fmean(r['trained'][-1] for r in runs):>10.1f}"
+                     f"{statistics.fmean(r['pruned'] for r in runs):>8.1f}"
+                     f"{statistics.fmean(r['compute'][-1] for r in runs):>12.0f}")
+    lines += ["", "HV at simulated compute, as a share of training every feasible point once (mean±std)",
+              f"{'sampler':<16}" + "".join(f"{f'{int(100 * s)}% ({s * exhaustive:.0f} s)':>22}" for s in SHARES)]
+    for name in configs:
+        runs = results[name]
+        lines.append(f"{name:<16}" + "".join(
+            f"{fmt_ms(*mean_std(hv_at_compute(r, s * exhaustive) for r in runs)):>22}" for s in SHARES))
+    base = "random" if "random" in results else configs[0]
+    k = min(100, args.trials)
+    target = statistics.fmean(r["hv"][k - 1] for r in results[base])
+    lines += ["", f"proposals to reach {base}'s {k}-proposal HV ({target:.4f}), on the mean curve over seeds:"]
+    for name in configs:
+        runs = results[name]
+        mean = [statistics.fmean(r["hv"][i] for r in runs) for i in range(args.trials)]
+        n = first_reaching(range(1, args.trials + 1), mean, target)
+        lines.append(f"  {name:<16}{n if n is not None else f'not within {args.trials}':>18}")
+    lines += ["", *ratio_lines(results, exhaustive)]
+    return lines
+
+
+def ratio_lines(results: dict, exhaustive: float) -> list[str]:
+    """The pruner's saving at equal final HV (TPE, else the first pruned sampler), ending in `ratio: X`."""
+    pairs = [(k[: -len("+dominance")], k) for k in results if k.endswith("+dominance") and
+             f"{k[: -len('+dominance')]}+long" in results]
+    if not pairs:
+        return ["ratio: nan"]
+    base, pruned = next(((b, p) for b, p in pairs if b == "tpe"), pairs[0])
+    plain, long_runs = results[base], results[f"{base}+long"]
+    target = statistics.fmean(r["hv"][-1] for r in plain)
+    top = max(max(r["compute"][-1] for r in plain), max(r["compute"][-1] for r in long_runs))
+    grid = [top * i / 2000 for i in range(2001)]
+    c_plain = first_reaching(grid, mean_curve_vs_compute(plain, grid), target)
+    c_pruned = first_reaching(grid, mean_curve_vs_compute(long_runs, grid), target)
+    n_long = len(long_runs[0]["hv"])
+    out = [f"dominance pruner on {base}: final HV without it {target:.4f} (mean of {len(plain)} seeds), reached "
+           f"by the mean curve at {c_plain:.0f} s of simulated compute;"]
+    if c_pruned is None:
+        reach = statistics.fmean(r["hv"][-1] for r in long_runs)
+        out += [f"with it ({n_long} proposals per seed) the mean curve stops at HV {reach:.4f}: never reached",
+                "ratio: nan"]
+        return out
+    saved = 1.0 - c_pruned / c_plain
+    out += [f"with it ({n_long} proposals per seed) at {c_pruned:.0f} s: {100 * saved:.1f}% less compute "
+            f"({exhaustive:.0f} s trains every feasible point once)", f"ratio: {saved:.3f}"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", default="bench/data/resnext_tabular.csv")
+    ap.add_argument("--trials", type=int, default=150, help="proposals (Optuna trials) per run")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--samplers", default=",".join(SAMPLERS))
+    ap.add_argument("--pruned", default="tpe,random", help="samplers also run with the dominance pruner")
+    ap.add_argument("--eps", type=float, default=None, help="dominance margin (default: dse.dominance.EPS)")
+    ap.add_argument("--min-trials", type=int, default=None, help="dominance: records needed at a rung")
+    ap.add_argument("--warmup", type=float, default=None, help="dominance: share of epochs never pruned")
+    ap.add_argument("--out", default=None, help="also write the printed lines to this file")
+    ap.add_argument("--make-synthetic", default=None, metavar="FILE", help="write a fake table and exit")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of --make-synthetic")
+    args = ap.parse_args(argv)
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
+    if args.make_synthetic:
+        make_synthetic(Path(args.make_synthetic), args.epochs)
+        print(f"wrote {args.make_synthetic}")
+        return 0
+    path = Path(args.table)
+    table, meta = read_table(path)
+    space = load_space(meta)
+    check_ids(table, space)
+    from dse import dominance
+
+    settings = dominance.DominancePruner(**{k: v for k, v in (("eps", args.eps), ("min_trials", args.min_trials),
+                                                               ("warmup", args.warmup)) if v is not None})
+    results: dict = {}
+    samplers = [s for s in args.samplers.split(",") if s]
+    pruned = [s for s in args.pruned.split(",") if s and s != "none"]
+    t0 = time.time()
+    for name in samplers + [f"{s}+dominance" for s in pruned]:
+        base = name.split("+")[0]
+        pruner = settings if name.endswith("+dominance") else None
+        results[name] = [replay(table, space, meta, base, seed, args.trials, pruner) for seed in range(args.seeds)]
+        print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    ratio_base = "tpe" if "tpe" in pruned and "tpe" in samplers else next((s for s in pruned if s in samplers),
+                                                                         None)
+    if ratio_base:  # the pruned runs again with twice the proposals, for the equal-HV comparison
+        results[f"{ratio_base}+long"] = [replay(table, space, meta, ratio_base, seed, 2 * args.trials, settings)
+                                         for seed in range(args.seeds)]
+        print(f"# {ratio_base}+dominance x2 proposals done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    results["_pruner"] = settings
+    lines = report(table, meta, space, results, args, str(path))
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def check_ids(table: dict, space) -> None:
+    """Every grid point of the space has a row (the table is complete), else say what is missing."""
+    ids = {space.point(v).id for v in space.grid_values()}
+    missing = ids - set(table)
+    if missing:
+        print(f"# note: {len(missing)} of the space's {len(ids)} points are not in the table yet; a sampler that "
+              "proposes one fails", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
