@@ -10,7 +10,7 @@ CASES = {
     "unknown space": (["space=nope"], "unknown space 'nope'; valid:"),
     "unknown study": (["space=resnext", "study=nope"], "unknown study 'nope'; valid:"),
     "unknown data": (["space=resnext", "data=nope"], "unknown data 'nope'; valid:"),
-    "unknown sampler": (["space=resnext", "sampler=nope"], "unknown sampler 'nope'; valid: grid, nsga2, random, tpe"),
+    "unknown sampler": (["space=resnext", "sampler=nope"], "unknown sampler 'nope'; valid: auto, gp, grid, nsga2, random, tpe"),
     "unknown logger": (["space=resnext", "logger=nope"], "unknown logger 'nope'; valid: csv, none, wandb"),
     "malformed override": (["space=resnext", "study.n_trials=[1,"], "error:"),
     "unknown key": (["space=resnext", "nokey=1"], "nokey"),
@@ -24,6 +24,11 @@ CASES = {
     "missing dataset": (["space=resnext", "data=cifar10", "data.root=/nonexistent/dse-data"], "not found"),
     "width scale above 1": (["space=resnext", "model.width_scale=2"], "model.width_scale: must be in (0, 1]"),
     "augment not a bool": (["space=resnext", "data.augment=maybe"], "data.augment: must be true or false"),
+    "seed not an integer": (["space=resnext", "seed=abc"], "seed: must be an integer >= 0, got 'abc'"),
+    "max_epochs negative": (["space=resnext", "trainer.max_epochs=-1"],
+                            "trainer.max_epochs: must be a positive integer, got -1"),
+    "key without its group": (["space=resnext", "n_trials=5"], "unknown key 'n_trials'; did you mean 'study.n_trials'?"),
+    "misspelt key": (["space=resnext", "trainer.lrr=0.1"], "did you mean 'trainer.lr'?"),
     "unknown proxy key": (["space=resnext", "+study.proxy={optim.lr: 0.1}"], "study.proxy: unknown key 'optim.lr'"),
 }
 
