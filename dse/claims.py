@@ -17,8 +17,10 @@ Optuna's GridSampler does not promise this with parallel workers (optuna issues 
    a new round only for cells that are really missing (see `missing`).
 2. Claim by popping. Workers take WAITING trials through Optuna's pop, which moves one trial WAITING ->
    RUNNING atomically; a pop that loses the race moves on to the next trial.
-3. Dead workers. A killed worker's RUNNING trial stops beating; after the grace period a live worker marks
-   it FAIL (reason 'worker died (heartbeat)', see dse.storage) and re-queues its params as WAITING.
+3. Dead workers. The next dse process on the dead worker's machine fails its RUNNING trial at once (reason
+   'worker died (process gone)', dse.owners); on other machines the trial stops beating and, after the grace
+   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage). Either way its params are
+   re-queued as WAITING.
 4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
    other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.
 
