@@ -350,7 +350,8 @@ def summary(analysis: Analysis) -> list[str]:
     for k in analysis.ks_rows:
         better = k["group_a"] if k["edf_a_minus_b"] > 0 else k["group_b"]
         lines.append(f"KS {k['group_a']} vs {k['group_b']}: {k['ks']:.3f} normalized ({k['ks_plain']:.3f} plain), "
-                     f"p ~ {k['p_value']:.3g}; {better} has more mass at low error")
+                     f"p ~ {k['p_value']:.3g}; largest gap at {100 * k['at_error']:.2f}% error, where {better}'s "
+                     f"normalized EDF is higher")
     for label, result in analysis.refined.items():
         lines.append(f"{label}: refined with w0 {result['ranges']['w0']}, wa {result['ranges']['wa']}, "
                      f"wm {result['ranges']['wm']} from the best {len(result['fits'])} models")

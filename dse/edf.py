@@ -160,5 +160,5 @@ def fit_quantized_linear(widths, depths, w0_grid=None, wa_grid=None, wm_grid=Non
                 high if high is not None else np.inf)
     err = ((np.log(widths) - np.log(w)) ** 2 * depths).sum(axis=-1) / depths.sum()
     i = np.unravel_index(int(np.argmin(err)), err.shape)
-    return {"w0": float(W0[i]), "wa": float(WA[i]), "wm": float(WM[i]), "e_fit": float(err[i]),
+    return {"w0": float(W0[i]), "wa": round(float(WA[i]), 6), "wm": round(float(WM[i]), 6), "e_fit": float(err[i]),
             "widths": [int(x) for x in w[i]]}

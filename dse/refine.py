@@ -81,7 +81,16 @@ def refine_run(run, top: float) -> dict | None:
         parse(data, f"{path.stem}_refined")
     except UserError as exc:
         raise UserError(f"refinement of {run.label}: the refined space does not load: {exc}") from None
-    return {"data": data, "fits": fits, "ranges": ranges, "parent": str(path)}
+    return {"data": data, "fits": fits, "ranges": ranges, "parent": _shown(path)}
+
+
+def _shown(path: Path) -> str:
+    """A shipped space as spaces/<name>.yaml, another file as given."""
+    from dse.space.space import spaces_dir
+
+    if path.parent.resolve() == Path(spaces_dir()).resolve():
+        return f"spaces/{path.name}"
+    return str(path)
 
 
 def parent_stages(parent: dict, path: Path) -> list:
