@@ -13,9 +13,10 @@ look-up of the point's row. So over-budget points are rejected without training,
 trained again, and under the dominance pruner every epoch runs `dse.dominance.check` on the study's
 storage, exactly as in `python -m dse.search`. The x-axes:
 - proposals: Optuna trials (every sampled point, also the rejected and repeated ones, which cost nothing);
-- simulated compute: the table's recorded training seconds of every point actually trained
-  (`train_seconds`; a pruned trial pays its set-up, train_seconds minus the sum of its epochs, plus the
-  epochs up to its pruning rung).
+- simulated compute: the table's recorded training seconds of every point actually trained: CPU seconds
+  (`cpu_seconds`, per epoch `cpu_k`) where the table has them, since wall seconds on a shared machine are
+  inflated by other load (bench/data/README.md), else wall (`train_seconds`, `sec_k`); a pruned trial pays
+  its set-up (the whole fit minus the sum of its epochs) plus the epochs up to its pruning rung.
 Hypervolume (HV, exact in 2-D): the area dominated by the trained points' (accuracy, FLOPs) front, with
 reference point accuracy 0 and FLOPs = the budget's max, FLOPs scaled by that max, so HV is in [0, 1]
 (1: a net with 100% accuracy at zero FLOPs). The table's own best (all feasible points trained) is printed.
@@ -78,15 +79,17 @@ def read_table(path: Path) -> tuple[dict, dict]:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     epochs = int(meta.get("fidelity", {}).get("epochs") or max(
         int(k.split("_")[1]) for k in rows[0] if k.startswith("acc_")))
+    cpu = "cpu_1" in rows[0] and "cpu_seconds" in rows[0]  # CPU time: not inflated by other load (see README)
+    per_epoch, whole = ("cpu", "cpu_seconds") if cpu else ("sec", "train_seconds")
     table = {}
     for r in rows:
         num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
         table[r["point_id"]] = {
             "status": r["status"], "params": int(r["params"]), "flops": int(r["flops"]),
             "acc": [num(f"acc_{k}") for k in range(1, epochs + 1)],
-            "sec": [num(f"sec_{k}") for k in range(1, epochs + 1)],
-            "train_seconds": num("train_seconds") or 0.0, "values": r}
-    return table, {**meta, "epochs": epochs}
+            "sec": [num(f"{per_epoch}_{k}") for k in range(1, epochs + 1)],
+            "train_seconds": num(whole) or 0.0, "values": r}
+    return table, {**meta, "epochs": epochs, "cost": f"{whole} ({per_epoch}_k per epoch)"}
 
 
 def load_space(meta: dict):
@@ -285,8 +288,8 @@ def report(table: dict, meta: dict, space, results: dict, args, source: str) -> 
              f"(FLOPs <= {ref:.3g}), {meta['epochs']} epochs; {args.trials} proposals x {args.seeds} seeds",
              f"HV: accuracy x (1 - FLOPs/{ref:.3g}) dominated by the trained front, reference point (accuracy 0, "
              f"FLOPs {ref:.3g}); all {len(ok)} trained points: HV {best:.4f}",
-             f"simulated compute: the table's training seconds of the points trained; all of them: "
-             f"{exhaustive:.0f} s"]
+             f"simulated compute: the table's {meta.get('cost', 'training seconds')} of the points trained "
+             f"(a pruned one: set-up + its epochs); all of them: {exhaustive:.0f} s"]
     pruner = results.get("_pruner")
     if pruner:
         lines.append(f"dominance pruner: eps {pruner.eps:g}, min_trials {pruner.min_trials}, warmup "
@@ -336,34 +339,33 @@ def report(table: dict, meta: dict, space, results: dict, args, source: str) -> 
 
 
 def ratio_lines(results: dict, exhaustive: float) -> list[str]:
-    """The pruner's saving at equal final HV (TPE, else the first pruned sampler), ending in `ratio: X`.
+    """The pruner's saving at equal final HV for every sampler run with and without it, ending in
+    `ratio: X` for TPE (else the first such sampler).
 
     Equal HV: the final HV of the runs without the pruner (mean over seeds), or the pruned runs' own final HV
-    when they end lower (pruning lost a front point): the highest level both mean curves reach.
+    when they end lower: the highest level both mean curves reach.
     """
-    pairs = [(k[: -len("+dominance")], k) for k in results if k.endswith("+dominance") and
-             f"{k[: -len('+dominance')]}+long" in results]
-    if not pairs:
+    bases = [k[: -len("+long")] for k in results if k.endswith("+long") and k[: -len("+long")] in results]
+    if not bases:
         return ["ratio: nan"]
-    base, pruned = next(((b, p) for b, p in pairs if b == "tpe"), pairs[0])
-    plain, long_runs = results[base], results[f"{base}+long"]
-    final_plain = statistics.fmean(r["hv"][-1] for r in plain)
-    final_pruned = statistics.fmean(r["hv"][-1] for r in long_runs)
-    target = min(final_plain, final_pruned)
-    top = max(max(r["compute"][-1] for r in plain), max(r["compute"][-1] for r in long_runs))
-    grid = [top * i / 4000 for i in range(4001)]
-    c_plain = first_reaching(grid, mean_curve_vs_compute(plain, grid), target)
-    c_pruned = first_reaching(grid, mean_curve_vs_compute(long_runs, grid), target)
-    n_long = len(long_runs[0]["hv"])
-    out = [f"dominance pruner on {base}: final HV without it {final_plain:.4f} ({len(plain)} seeds x "
-           f"{len(plain[0]['hv'])} proposals), with it {final_pruned:.4f} ({n_long} proposals per seed)"
-           + ("" if final_pruned >= final_plain - 1e-12 else
-              f": pruning lost {final_plain - final_pruned:.4f} of HV; compared at {target:.4f}"),
-           f"simulated compute to reach HV {target:.4f} (mean curves over seeds): {c_plain:.0f} s without the "
-           f"pruner, {c_pruned:.0f} s with it; {100 * (1 - c_pruned / c_plain):.1f}% saved "
-           f"({exhaustive:.0f} s trains every feasible point once)",
-           f"ratio: {1.0 - c_pruned / c_plain:.3f}"]
-    return out
+    out, ratios = [f"dominance pruner at equal final HV (mean curves over seeds; {exhaustive:.0f} s trains every "
+                   "feasible point once):"], {}
+    for base in bases:
+        plain, long_runs = results[base], results[f"{base}+long"]
+        final_plain = statistics.fmean(r["hv"][-1] for r in plain)
+        final_pruned = statistics.fmean(r["hv"][-1] for r in long_runs)
+        target = min(final_plain, final_pruned)
+        top = max(max(r["compute"][-1] for r in plain), max(r["compute"][-1] for r in long_runs))
+        grid = [top * i / 4000 for i in range(4001)]
+        c_plain = first_reaching(grid, mean_curve_vs_compute(plain, grid), target)
+        c_pruned = first_reaching(grid, mean_curve_vs_compute(long_runs, grid), target)
+        ratios[base] = 1.0 - c_pruned / c_plain if c_plain else math.nan
+        lost = "" if final_pruned >= final_plain - 1e-12 else f"; pruning lost {final_plain - final_pruned:.4f}"
+        out.append(f"  {base}: final HV {final_plain:.4f} without ({len(plain[0]['hv'])} proposals), "
+                   f"{final_pruned:.4f} with ({len(long_runs[0]['hv'])} proposals){lost}; to reach {target:.4f}: "
+                   f"{c_plain:.0f} s without, {c_pruned:.0f} s with: {100 * ratios[base]:.1f}% saved")
+    key = "tpe" if "tpe" in ratios else bases[0]
+    return out + [f"ratio: {ratios[key]:.3f}"]
 
 
 def main(argv=None) -> int:
@@ -408,14 +410,14 @@ def main(argv=None) -> int:
         pruner = settings if name.endswith("+dominance") else None
         results[name] = [replay(table, space, meta, base, seed, args.trials, pruner) for seed in range(args.seeds)]
         print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    ratio_base = "tpe" if "tpe" in pruned and "tpe" in samplers else next((s for s in pruned if s in samplers),
-                                                                         None)
-    if ratio_base:  # the pruned runs again with twice the proposals, for the equal-HV comparison
-        results[f"{ratio_base}+long"] = [replay(table, space, meta, ratio_base, seed, 2 * args.trials, settings)
-                                         for seed in range(args.seeds)]
-        print(f"# {ratio_base}+dominance x2 proposals done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    for base in [s for s in pruned if s in samplers]:  # pruned again with 2x the proposals: the equal-HV test
+        results[f"{base}+long"] = [replay(table, space, meta, base, seed, 2 * args.trials, settings)
+                                   for seed in range(args.seeds)]
+        print(f"# {base}+dominance x2 proposals done ({time.time() - t0:.0f} s)", file=sys.stderr)
     results["_pruner"] = settings
-    lines = report(table, meta, space, results, args, str(path))
+    command = " ".join(["python bench/search_efficiency.py", *(sys.argv[1:] if argv is None else argv)])
+    lines = [f"command: {command.strip()}  ({time.time() - t0:.0f} s)", *report(table, meta, space, results, args,
+                                                                           str(path))]
     text = "\n".join(lines)
     print(text)
     if args.out:
