@@ -65,7 +65,8 @@ def test_two_workers_on_a_sampled_study_never_train_a_point_twice(tmp_path):
               "trainer.threads=1", cwd=tmp_path, timeout=400))
     trials = load_study(tmp_path / "runs/w", "w").trials
     trained = Counter(t.user_attrs["point_id"] for t in trials if t.user_attrs.get("status") == "ok")
-    assert sum(trained.values()) == 8 and max(trained.values()) == 1, trained
+    # n_trials is shared: both workers may finish the trial they hold when the count reaches 8 (docs/cluster.md)
+    assert 8 <= sum(trained.values()) <= 9 and max(trained.values()) == 1, trained
     assert not [t for t in trials if t.state.name == "RUNNING"]
     repeats = [t for t in trials if t.user_attrs.get("status") == "duplicate"]
     assert all(t.state.name == "FAIL" and t.values is None for t in repeats)  # no sampler counts them
