@@ -86,9 +86,13 @@ def read_run(path: str, taken: set) -> Run:
     from dse.report import load_study, locate
 
     run_dir, name, storage = locate([str(path)])
-    study = load_study(run_dir, name, storage)
     label = name if name not in taken else str(run_dir)
     taken.add(label)
+    return study_run(load_study(run_dir, name, storage), run_dir, label)
+
+
+def study_run(study, run_dir: Path, label: str) -> Run:
+    """A Run of an already opened study."""
     records = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         a = t.user_attrs
@@ -99,8 +103,7 @@ def read_run(path: str, taken: set) -> Run:
                               acts=None if a.get("acts") is None else float(a["acts"]),
                               values={k: v for k, v in t.params.items() if k not in ("cell", "seed")},
                               point=a.get("point") or {}, history=list(a.get("history") or [])))
-    space_file = _saved_space_file(run_dir)
-    return Run(label, run_dir, study, study.user_attrs.get("space"), space_file, records)
+    return Run(label, Path(run_dir), study, study.user_attrs.get("space"), _saved_space_file(Path(run_dir)), records)
 
 
 def _saved_space_file(run_dir: Path) -> str | None:
@@ -278,18 +281,28 @@ def error_study(run: Run):
 
 
 def analyze(paths: list[str], by: str | None = None, measure: str = "flops", n_bins: int = 6,
-            top: float = 0.25, reps: int = 500) -> Analysis:
+            top: float = 0.25, reps: int = 500, refine: bool = True) -> Analysis:
     """Read the runs and compute every table (nothing written)."""
-    from dse import refine
+    _check(measure, n_bins, top)
+    taken: set = set()
+    return analyze_runs([read_run(p, taken) for p in paths], by, measure, n_bins, top, reps, refine)
 
+
+def _check(measure: str, n_bins: int, top: float) -> None:
     if measure not in MEASURES:
         raise UserError(f"--normalize: unknown measure {measure!r}; valid: {', '.join(MEASURES)}")
     if n_bins < 1:
         raise UserError(f"--bins: must be >= 1, got {n_bins}")
     if not 0 < top <= 1:
         raise UserError(f"--top: must be a fraction in (0, 1], got {top}")
-    taken: set = set()
-    runs = [read_run(p, taken) for p in paths]
+
+
+def analyze_runs(runs: list[Run], by: str | None = None, measure: str = "flops", n_bins: int = 6,
+                 top: float = 0.25, reps: int = 500, refine: bool = True) -> Analysis:
+    """Every table of already read runs."""
+    from dse import refine as refining
+
+    _check(measure, n_bins, top)
     for run in runs:
         if not run.records:
             raise UserError(f"{run.path}: study {run.study.study_name!r} has no trained trials (status ok) yet")
@@ -298,8 +311,10 @@ def analyze(paths: list[str], by: str | None = None, measure: str = "flops", n_b
     complexity = complexity_of(records, measure)
     edf_rows, edges, weights = edf_table(records, groups, complexity, measure, n_bins)
     curves = curves_of(records, groups, complexity, edges, weights, reps)
-    refined = {run.label: refine.refine_run(run, top) for run in runs if refine.is_anynet_run(run)}
-    refined = {k: v for k, v in refined.items() if v is not None}
+    refined = {}
+    if refine:
+        refined = {run.label: refining.refine_run(run, top) for run in runs if refining.is_anynet_run(run)}
+        refined = {k: v for k, v in refined.items() if v is not None}
     return Analysis(runs=runs, records=records, groups=groups, measure=measure, edges=edges, edf_rows=edf_rows,
                     curves=curves, ks_rows=ks_table(records, groups, weights),
                     trend_rows=trend_table(records, groups), importance_rows=importance_table(runs), refined=refined)

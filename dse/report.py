@@ -8,6 +8,8 @@
     pareto.png    accuracy vs FLOPs, the front highlighted, seeds as error bars, rejected points and the
                   budget faint (matplotlib); pareto.pdf and pareto.svg for papers, pareto.caption.txt
     pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
+    report.html   one self-contained page: Pareto front, EDF, trends, importance, ablation table, learning
+                  curves, sortable trials (dse.report_html; written by `python -m dse.report` only)
     best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
                   `python -m dse.inspect best/0_<id>.yaml`
 
@@ -205,14 +207,18 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         run_dir, name, storage = locate(argv)
-        out = write_all(load_study(run_dir, name, storage), run_dir)
+        study = load_study(run_dir, name, storage)
+        out = write_all(study, run_dir)
+        from dse import report_html
+
+        report_html.write(run_dir, study, out["rows"], out["front"])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     best = max(scored(out["rows"]), key=lambda r: r["accuracy"], default=None)
     print(f"{name}: {len(out['rows'])} trials, {len(out['front'])} on the front"
           + (f", best accuracy {100 * best['accuracy']:.2f}% ({best['flops'] / 1e6:.1f} MFLOPs)" if best else ""))
-    print(f"wrote {run_dir}/trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml")
+    print(f"wrote {run_dir}/trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml, report.html")
     return 0
 
 
