@@ -267,17 +267,51 @@ def importance_table(runs: list[Run]) -> list[dict]:
 
 
 def error_study(run: Run):
-    """An in-memory single-objective study (minimize error) of the run's trained trials."""
+    """An in-memory single-objective study (minimize error) of the run's trained trials (distributions from
+    the stored trials, or inferred from the values seen when the run has no study: see rows_run)."""
     import optuna
 
-    trials = {t.number: t for t in run.study.get_trials(deepcopy=False)}
+    trials = {t.number: t for t in run.study.get_trials(deepcopy=False)} if run.study is not None else {}
+    seen = _inferred(run.records) if run.study is None else {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize")
     for r in run.records:
-        t = trials[r.number]
-        params = {k: v for k, v in t.params.items() if k not in ("cell", "seed")}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: t.distributions[k] for k in params},
-                                                  value=r.error))
+        if run.study is not None:
+            t = trials[r.number]
+            params = {k: v for k, v in t.params.items() if k not in ("cell", "seed")}
+            dists = {k: t.distributions[k] for k in params}
+        else:
+            params = {k: v for k, v in r.values.items() if v is not None and k in seen}
+            dists = {k: seen[k] for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r.error))
     return study
+
+
+def _inferred(records: list[Record]) -> dict:
+    """Optuna distributions from the values seen: int/float ranges for numbers, categories otherwise."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for name in sorted({k for r in records for k in r.values}):
+        vals = [r.values[name] for r in records if r.values.get(name) is not None]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in vals) and min(vals) < max(vals):
+            out[name] = IntDistribution(min(vals), max(vals))
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals) and min(vals) < max(vals):
+            out[name] = FloatDistribution(float(min(vals)), float(max(vals)))
+        elif len(set(map(str, vals))) > 1 and all(isinstance(v, (str, int, float, bool)) for v in vals):
+            out[name] = CategoricalDistribution(sorted(set(vals), key=str))
+    return out
+
+
+def rows_run(rows: list[dict], label: str, run_dir: Path) -> Run:
+    """A Run from dse.report rows (trials.csv's dicts: status, number, accuracy, flops, params, space.*)."""
+    records = [Record(run=label, number=int(r["number"]), error=1.0 - float(r["accuracy"]),
+                      flops=float(r.get("flops") or 0), params=float(r.get("params") or 0),
+                      acts=None if r.get("acts") is None else float(r["acts"]),
+                      values={k[6:]: v for k, v in r.items() if k.startswith("space.") and v not in (None, "")},
+                      point={})
+               for r in rows if r.get("status") == "ok" and r.get("accuracy") is not None]
+    return Run(label, Path(run_dir), None, None, None, records)
 
 
 def analyze(paths: list[str], by: str | None = None, measure: str = "flops", n_bins: int = 6,

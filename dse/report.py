@@ -13,7 +13,7 @@
     best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
                   `python -m dse.inspect best/0_<id>.yaml`
 
-    python -m dse.report runs/<name> [storage=URL]
+    python -m dse.report runs/<name> [storage=URL] [--wandb-workspace]   (the W&B workspace needs a key)
     python -m dse.report study.name=<name> [run_dir=runs/<name>] [storage=URL]
 """
 from __future__ import annotations
@@ -205,6 +205,9 @@ def load_study(run_dir: Path, name: str, storage: str | None):
 def main(argv=None) -> int:
     """Entry point: rebuild the result files of one study."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    workspace = "--wandb-workspace" in argv  # also save the study's W&B workspace (dse.wandb_panels)
+    argv = [a for a in argv if a != "--wandb-workspace"]
+    url = None
     try:
         run_dir, name, storage = locate(argv)
         study = load_study(run_dir, name, storage)
@@ -212,6 +215,10 @@ def main(argv=None) -> int:
         from dse import report_html
 
         report_html.write(run_dir, study, out["rows"], out["front"])
+        if workspace:
+            from dse import wandb_panels
+
+            url = wandb_panels.save_workspace(run_dir, study, out["rows"])
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -219,6 +226,8 @@ def main(argv=None) -> int:
     print(f"{name}: {len(out['rows'])} trials, {len(out['front'])} on the front"
           + (f", best accuracy {100 * best['accuracy']:.2f}% ({best['flops'] / 1e6:.1f} MFLOPs)" if best else ""))
     print(f"wrote {run_dir}/trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml, report.html")
+    if url:
+        print(f"W&B workspace: {url}")
     return 0
 
 

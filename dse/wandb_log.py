@@ -1,8 +1,9 @@
 """Per-trial loggers (none, csv, wandb) and the W&B study-summary run.
 
 W&B: each trial is a run in group <study name> with config = Point + params/FLOPs, and learning curves
-through Lightning's WandbLogger; one `summary` run holds the trials table, a Pareto scatter and the
-hypervolume after each trial. Without WANDB_API_KEY (and no WANDB_MODE) everything runs offline into
+through Lightning's WandbLogger; one `summary` run holds the trials table, a Pareto scatter, the
+hypervolume after each trial and the design-space EDF, trends and importance (dse.wandb_panels).
+Without WANDB_API_KEY (and no WANDB_MODE) everything runs offline into
 <run_dir>/wandb/offline-run-*/ (`wandb sync` uploads later); W&B never blocks or fails a study.
 Storage URLs never reach W&B.
 """
@@ -117,6 +118,12 @@ def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: l
         run.log({"trial": number, "hypervolume": hv})
     hv_table = wandb.Table(columns=["trial", "hypervolume"], data=[list(p) for p in curve])
     run.log({"hypervolume_curve": wandb.plot.line(hv_table, "trial", "hypervolume", title="hypervolume")})
+    try:  # the design-space panels (dse.wandb_panels): EDF, trends, importance; never fail the summary
+        from dse import wandb_panels
+
+        wandb_panels.log_analysis(run, rows, study, run_dir)
+    except Exception as exc:  # noqa: BLE001 - W&B never fails a study
+        run.summary["analysis_error"] = f"{type(exc).__name__}: {exc}"
     run.summary.update({"n_trials": len(rows), "n_ok": len(done), "pareto_size": len(front),
                         "hypervolume": curve[-1][1] if curve else 0.0})
     path = Path(run.dir).parent
