@@ -28,7 +28,8 @@ def make_study(run_dir, n: int = 12):
         params = {k: space.params[k].label(v) for k, v in values.items()}
         dists = {k: (D.CategoricalDistribution(list(space.params[k].values)) if space.params[k].type == "choice"
                      else D.IntDistribution(int(space.params[k].low), int(space.params[k].high))) for k in params}
-        history = [{"epoch": 1, "val/acc": acc - 0.2, "train/loss": 1.5}, {"epoch": 2, "val/acc": acc, "train/loss": 0.9}]
+        history = [{"epoch": 1, "val/acc": acc - 0.2, "train/loss": 1.5},
+                   {"epoch": 2, "val/acc": acc, "train/loss": 0.9}]
         attrs = {"status": "ok", "val_acc": acc, "flops": c.flops, "params": c.params, "point": point.to_dict(),
                  "point_id": point.id, "history": history, "epochs": 2, "train_seconds": 1.0}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs,

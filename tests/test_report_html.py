@@ -60,7 +60,8 @@ def test_console_errors_are_seen(tmp_path):
     """The check itself: a page with a script error and a console.error is caught."""
     need_chromium()
     bad = tmp_path / "bad.html"
-    bad.write_text("<html><head><script>console.error('boom')</script></head><body><script>nope()</script></body></html>")
+    bad.write_text("<html><head><script>console.error('boom')</script></head>"
+                   "<body><script>nope()</script></body></html>")
     proc = browse(bad.as_uri(), "--dump-dom")
     console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln]
     assert any("boom" in ln for ln in console) and any("Uncaught ReferenceError" in ln for ln in console)
