@@ -15,8 +15,6 @@ import random
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-UNTRAINED = ("rejected", "duplicate")
-
 
 class FeasibleStart(BaseSampler):
     """The first `n` feasible points at random from inside the space's budget, then `inner`."""
@@ -35,7 +33,9 @@ class FeasibleStart(BaseSampler):
             return False
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.RUNNING))
-        feasible = sum(t.user_attrs.get("status") not in UNTRAINED for t in trials)
+        from dse.objective import rejected  # the one definition of 'not trained': rejected or duplicate
+
+        feasible = sum(not rejected(t) for t in trials)
         self.started = feasible > self.n  # the current trial is RUNNING already
         return not self.started
 
