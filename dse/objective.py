@@ -296,8 +296,8 @@ class Objective:
         import optuna
 
         if result is not None:  # the numbers first: another worker may read `status` as soon as it is set
-            for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("val_acc", "val_acc"),
-                              ("test_acc", "test_acc")):
+            for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("cpu_seconds", "cpu_seconds"),
+                              ("val_acc", "val_acc"), ("test_acc", "test_acc")):
                 trial.set_user_attr(key, getattr(result, attr, None))
             for key in ("val_accs", "val_acc_std", "test_accs", "seeds"):  # several seeds: each, and the spread
                 if getattr(result, key, None) is not None:
@@ -350,6 +350,7 @@ class _Seeds:
     seeds: int
     status: str = "ok"
     reason: str = ""
+    cpu_seconds: float = 0.0
 
     @classmethod
     def of(cls, runs) -> "_Seeds":
@@ -362,7 +363,7 @@ class _Seeds:
         return cls(val_acc=statistics.fmean(accs), val_acc_std=statistics.stdev(accs), val_accs=accs,
                    test_acc=statistics.fmean(tests) if tests else None, test_accs=tests,
                    seconds=sum(r.seconds for r in runs), epochs=runs[0].epochs, history=runs[0].history,
-                   seeds=len(runs))
+                   seeds=len(runs), cpu_seconds=sum(getattr(r, "cpu_seconds", 0.0) for r in runs))
 
 
 @dataclass

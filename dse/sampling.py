@@ -7,6 +7,11 @@ before training, so `FeasibleStart` draws the first `n` trained points at random
 (the space's own seeded rejection sampling, analytic and cheap) and hands over to the inner sampler after
 that. With `n = None` it always draws inside the budget (random search within the budget). Each worker seeds
 its own draws, so workers spread out.
+
+A repeat escapes at random. A point that another trial holds is not trained again (`dse.objective`: a FAIL
+trial with status `duplicate`), and FAIL trials teach a model-based sampler nothing, so TPE or GP, unchanged,
+proposes the same point again and again and the search stalls on it. After a duplicate the next trial of
+this worker is drawn at random inside the budget instead, which does teach the inner sampler something new.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class FeasibleStart(BaseSampler):
         self.rng = random.Random(seed)
         self.drawn: dict[int, dict] = {}  # trial number -> the space's values for it
         self.started = False  # set once `n` feasible trials exist: never counted again
+        self.escape = False  # the last trial repeated a held point: the next one is drawn inside the budget
 
     def _starting(self, study) -> bool:
         """Do fewer than `n` feasible trials (finished or running) exist?"""
@@ -41,7 +47,10 @@ class FeasibleStart(BaseSampler):
 
     def before_trial(self, study, trial) -> None:
         self.inner.before_trial(study, trial)
-        if trial.system_attrs.get("fixed_params") or not self._starting(study):
+        if trial.system_attrs.get("fixed_params"):
+            return
+        escape, self.escape = self.escape, False
+        if not (escape or self._starting(study)):
             return
         from dse.errors import UserError
 
@@ -74,6 +83,7 @@ class FeasibleStart(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self.drawn.pop(trial.number, None)
+        self.escape = state == TrialState.FAIL and trial.user_attrs.get("status") == "duplicate"
         self.inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

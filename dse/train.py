@@ -110,6 +110,7 @@ class TrainResult:
     reason: str = ""
     batch_size: int = 0
     history: list[dict] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # CPU time of this process during the fit, all threads (cost on a shared machine)
 
 
 class Diverged(RuntimeError):
@@ -269,7 +270,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def fit(point, data, recipe: Recipe, trial=None, logger=None, callbacks=(), progress: bool = True) -> TrainResult:
     """Train `point` (a Point, or an nn.Module) on `data`; status ok / pruned / diverged / oom."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = _fit_once(point, data, recipe, trial, logger, callbacks, progress)
     if result.status == "oom" and recipe.oom_retry and recipe.batch_size > 1:
         _free_memory()
@@ -277,6 +278,7 @@ def fit(point, data, recipe: Recipe, trial=None, logger=None, callbacks=(), prog
         result = _fit_once(point, data, half, trial, logger, callbacks, progress)
         result.reason = f"{result.reason or result.status} (retried at batch size {half.batch_size} after oom)"
     result.seconds = time.perf_counter() - start
+    result.cpu_seconds = time.process_time() - cpu
     return result
 
 
