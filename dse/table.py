@@ -6,8 +6,12 @@ writes <out>/table.md, table.tex and table.csv (out defaults to runs/<study>/). 
 FLOPs (analytic, of the cell's point as declared), our test error mean ± std (n) over completed trials
 in the study's storage, the paper's params and error, and the deltas. Cells without a completed trial
 show as `pending`; nothing is invented. Paper numbers come from dse/data/papers.yaml (with sources),
-selected by the study's `paper: {table: <key>}`. Kendall τ compares our error ranking with the paper's
-over the rows that have both.
+selected by the study's `paper: {table: <key>}`.
+
+Kendall τ (τ-b, scipy's) compares the ranking of our seed-mean errors with the paper's over the rows that
+have both. With several seeds the notes also give τ per seed, and every table gives a bootstrap 95%
+interval of τ that resamples seeds and rows with replacement (seeded: the same storage gives the same
+interval). table.csv repeats τ and its interval on every row.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from dse.errors import UserError, choose
 
 PAPERS = Path(__file__).resolve().parent / "data" / "papers.yaml"
 PENDING = "pending"
+RESAMPLES = 2000  # bootstrap resamples of seeds x rows
 
 
 def papers() -> dict:
@@ -46,7 +51,8 @@ class Row:
     flops: int | None = None
     errors: tuple[float, ...] = ()
     paper_params: str | None = None
-    paper_error: float | None = None
+    paper_error: float | None = None  # the reference error: the paper's (or, in dse.calibrate, another budget's)
+    seeds: tuple[int, ...] = ()  # the seed of each error, when known
 
     @property
     def mean(self) -> float | None:
@@ -140,17 +146,35 @@ def by_seed(study) -> dict[str, dict[int, float]]:
     return out
 
 
-def seed_taus(rows: list[Row], per_seed: dict[str, dict[int, float]]) -> dict[int, float]:
+def seed_taus(rows: list[Row]) -> dict[int, float]:
     """Kendall τ of each seed's errors alone (seeds that cover at least 3 rows with a paper error)."""
-    seeds = sorted({s for runs in per_seed.values() for s in runs})
     out = {}
-    for seed in seeds:
+    for seed in sorted({s for r in rows for s in _seeds_of(r)}):
         only = [Row(r.label, paper_error=r.paper_error,
-                    errors=(per_seed[r.label][seed],) if seed in per_seed.get(r.label, {}) else ()) for r in rows]
+                    errors=tuple(e for s, e in zip(_seeds_of(r), r.errors) if s == seed)) for r in rows]
         tau, n = kendall(only)
         if tau is not None and n >= 3:
             out[seed] = tau
     return out
+
+
+def seed_rows(labels, per_seed: dict[str, dict[int, float]], reference: dict[str, float]) -> list[Row]:
+    """Rows of our errors per seed against reference errors (the paper's column, or another run's means)."""
+    rows = []
+    for label in labels:
+        runs = sorted(per_seed.get(label, {}).items())
+        rows.append(Row(label, errors=tuple(e for _, e in runs), seeds=tuple(s for s, _ in runs),
+                        paper_error=reference.get(label)))
+    return rows
+
+
+def paper_column(spec) -> dict[str, float]:
+    """{row label: the paper's error} for a study's `paper: {table, column}` ({} when it names no table)."""
+    if not isinstance(spec, dict) or "table" not in spec:
+        return {}
+    table = paper_table(spec["table"])
+    column = spec.get("column", table.get("metric"))
+    return {r["label"]: float(r[column]) for r in table.get("rows", []) if r.get(column) is not None}
 
 
 def fidelity_note(run_dir: Path) -> str | None:
@@ -184,7 +208,7 @@ def params_without_norm(point) -> int:
     return sum(p.numel() for p in module.parameters() if id(p) not in skip)
 
 
-def build_rows(points: dict, table: dict, column: str, errors: dict[str, list[float]]) -> list[Row]:
+def build_rows(points: dict, table: dict, column: str, per_seed: dict[str, dict[int, float]]) -> list[Row]:
     """Rows in the paper's order, then study cells the paper lacks; paper rows the study lacks are kept."""
     from dse.count import complexity
 
@@ -192,29 +216,85 @@ def build_rows(points: dict, table: dict, column: str, errors: dict[str, list[fl
 
     by_label = {r["label"]: r for r in table.get("rows", [])}
     labels = list(by_label) + [lab for lab in points if lab not in by_label]
-    rows = []
-    for label in labels:
-        paper = by_label.get(label, {})
-        row = Row(label, paper_params=paper.get("params"), paper_error=paper.get(column),
-                  errors=tuple(errors.get(label, ())))
-        if label in points:
-            c = complexity(points[label])
+    rows = seed_rows(labels, per_seed, {lab: r.get(column) for lab, r in by_label.items()})
+    for row in rows:
+        row.paper_params = by_label.get(row.label, {}).get("params")
+        if row.label in points:
+            c = complexity(points[row.label])
             row.params, row.flops = c.params, c.flops
             if no_norm and row.paper_params:
-                row.params = params_without_norm(points[label])
-        rows.append(row)
+                row.params = params_without_norm(points[row.label])
     return rows
 
 
 def kendall(rows: list[Row]) -> tuple[float | None, int]:
-    """Kendall τ between our mean errors and the paper's errors over rows with both, and that n."""
+    """Kendall τ-b between our mean errors and the paper's errors over rows with both, and that n."""
     pairs = [(r.mean, r.paper_error) for r in rows if r.mean is not None and r.paper_error is not None]
     if len(pairs) < 2:
         return None, len(pairs)
+    return _tau_b([a for a, _ in pairs], [b for _, b in pairs]), len(pairs)
+
+
+def _tau_b(ours, theirs) -> float | None:
+    """scipy's Kendall τ-b (ties counted in both variables); None when one side is constant."""
     from scipy.stats import kendalltau
 
-    tau = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
-    return (None if math.isnan(tau) else float(tau)), len(pairs)
+    tau = kendalltau(ours, theirs).statistic
+    return None if math.isnan(tau) else float(tau)
+
+
+def bootstrap_tau(rows: list[Row], resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float] | None:
+    """Bootstrap 95% interval (2.5th, 97.5th percentile) of τ of the seed-mean errors against the reference.
+
+    Each resample draws the seeds and the rows with replacement (as many as there are) and takes τ-b of the
+    rows' means over the drawn seeds; a drawn row without a run at any drawn seed drops out, and a resample
+    left with one distinct row or constant means has no τ and is skipped. Seeded: the same rows give the
+    same interval. None when the rows themselves have no τ (fewer than 2 rows with both errors, or constant).
+    """
+    import warnings
+
+    import numpy as np
+
+    used = [r for r in rows if r.errors and r.paper_error is not None]
+    if kendall(used)[0] is None:
+        return None
+    seeds = sorted({s for r in used for s in _seeds_of(r)})
+    errors = np.full((len(used), len(seeds)), np.nan)
+    for i, row in enumerate(used):
+        for s, e in zip(_seeds_of(row), row.errors):
+            errors[i, seeds.index(s)] = e
+    reference = np.array([r.paper_error for r in used], dtype=float)
+    rng = np.random.default_rng(seed)
+    pick_rows = rng.integers(len(used), size=(resamples, len(used)))
+    pick_seeds = rng.integers(len(seeds), size=(resamples, len(seeds)))
+    drawn = errors[pick_rows[:, :, None], pick_seeds[:, None, :]]  # resample x row x seed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row with no run at the drawn seeds: NaN, dropped
+        means = np.nanmean(drawn, axis=2)
+    chunk = max(1, 2_000_000 // len(used) ** 2)  # pairwise signs of ~2M pairs at a time
+    taus = np.concatenate([tau_b_rows(means[i:i + chunk], reference[pick_rows[i:i + chunk]])
+                           for i in range(0, resamples, chunk)])
+    taus = taus[~np.isnan(taus)]
+    if not len(taus):
+        return None
+    lo, hi = np.percentile(taus, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def tau_b_rows(x, y):
+    """Kendall τ-b of each row of x against the same row of y, vectorized: (C - D) / sqrt(pairs not tied in x
+    × pairs not tied in y), scipy's formula. A NaN in x drops that entry; NaN where τ is undefined."""
+    import numpy as np
+
+    valid = ~np.isnan(x)
+    pairs = valid[:, :, None] & valid[:, None, :]
+    with np.errstate(invalid="ignore"):
+        sx = np.where(pairs, np.sign(x[:, :, None] - x[:, None, :]), 0.0)
+    sy = np.where(pairs, np.sign(y[:, :, None] - y[:, None, :]), 0.0)
+    num = (sx * sy).sum(axis=(1, 2))
+    den = np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _cells(row: Row) -> list[str]:
@@ -231,19 +311,30 @@ HEADER = ["row", "params", "FLOPs", "error % (mean ± std, n)", "paper params", 
           "Δ params (vs printed)", "Δ error"]
 
 
-def tau_line(rows: list[Row]) -> str:
-    """'Kendall τ = 0.69 (n = 10 rows)' or why there is none."""
+def _seeds_of(row: Row) -> tuple[int, ...]:
+    """The seed of each of the row's errors (0, 1, … in order when the row does not say)."""
+    return row.seeds if len(row.seeds) == len(row.errors) else tuple(range(len(row.errors)))
+
+
+def tau_line(rows: list[Row], interval: tuple[float, float] | None = None) -> str:
+    """'Kendall τ = 0.69 (n = 10 rows); bootstrap 95% interval [0.42, 0.87] …' or why there is none."""
     tau, n = kendall(rows)
     if tau is None:
         return f"Kendall τ: n/a (n = {n} rows with both our and the paper's error)"
-    return f"Kendall τ (our error ranking vs the paper's) = {tau:.2f} (n = {n} rows)"
+    seeds = len({s for r in rows if r.mean is not None and r.paper_error is not None for s in _seeds_of(r)})
+    what = "our seed-mean error ranking" if seeds > 1 else "our error ranking"
+    line = f"Kendall τ ({what} vs the paper's) = {tau:.2f} (n = {n} rows)"
+    if interval:
+        line += (f"; bootstrap 95% interval [{interval[0]:.2f}, {interval[1]:.2f}] ({RESAMPLES} resamples of "
+                 f"the {seeds} seed{'s' if seeds != 1 else ''} and the rows)")
+    return line
 
 
-def render_md(title: str, rows: list[Row], notes: list[str]) -> str:
+def render_md(title: str, rows: list[Row], notes: list[str], interval: tuple[float, float] | None = None) -> str:
     """Markdown table with notes and the τ line."""
     lines = [f"### {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    return "\n".join(lines + [""] + [f"- {n}" for n in notes + [tau_line(rows)]]) + "\n"
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes + [tau_line(rows, interval)]]) + "\n"
 
 
 def _tex(text: str) -> str:
@@ -253,30 +344,37 @@ def _tex(text: str) -> str:
     return text
 
 
-def render_tex(title: str, rows: list[Row], notes: list[str]) -> str:
+def render_tex(title: str, rows: list[Row], notes: list[str], interval: tuple[float, float] | None = None) -> str:
     """A LaTeX tabular (booktabs) with the caption holding the notes and τ."""
     body = [" & ".join(_tex(c) for c in _cells(r)) + r" \\" for r in rows]
-    caption = _tex(" ".join([title + "."] + notes + [tau_line(rows) + "."]))
+    caption = _tex(" ".join([title + "."] + notes + [tau_line(rows, interval) + "."]))
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(HEADER) - 1) + "}",
                       r"\toprule", " & ".join(_tex(h) for h in HEADER) + r" \\", r"\midrule", *body,
                       r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}", ""])
 
 
-def render_csv(rows: list[Row]) -> str:
-    """One line per row: raw numbers, empty where pending or absent."""
+def render_csv(rows: list[Row], interval: tuple[float, float] | None = None) -> str:
+    """One line per row: raw numbers, empty where pending or absent; τ, its interval and τ per seed (the
+    table's, the same on every line) at the end."""
+    tau, _ = kendall(rows)
+    lo, hi = ("", "") if interval is None else (f"{interval[0]:.4f}", f"{interval[1]:.4f}")
+    table_cols = ["" if tau is None else f"{tau:.4f}", lo, hi,
+                  " ".join(f"{s}:{t:.4f}" for s, t in seed_taus(rows).items())]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["row", "params", "flops", "error_mean", "error_std", "n", "errors", "paper_params",
-                "paper_error"])
+    w.writerow(["row", "params", "flops", "error_mean", "error_std", "n", "errors", "seeds", "paper_params",
+                "paper_error", "tau", "tau_lo", "tau_hi", "tau_by_seed"])
     for r in rows:
         w.writerow([r.label, r.params or "", r.flops or "", "" if r.mean is None else f"{r.mean:.4f}",
                     "" if r.mean is None else f"{r.std:.4f}", len(r.errors), " ".join(f"{e:.4f}" for e in r.errors),
-                    r.paper_params or "", "" if r.paper_error is None else r.paper_error])
+                    " ".join(str(s) for s in _seeds_of(r)), r.paper_params or "",
+                    "" if r.paper_error is None else r.paper_error, *table_cols])
     return buf.getvalue()
 
 
 def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: str | None = None) -> dict:
-    """Build the table of a study and write table.md/.tex/.csv; returns {'rows', 'tau', 'n', 'paths'}."""
+    """Build the table of a study and write table.md/.tex/.csv; returns {'rows', 'tau', 'n', 'interval',
+    'seed_taus', 'paths'}."""
     from dse import study as studies
 
     study = studies.load(study_ref)
@@ -290,31 +388,32 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     run_dir = Path(runs) / study.name
     stored = stored_study(study.name, storage, run_dir)
     per_seed = by_seed(stored) if stored is not None else {}
-    errors = {label: [e for _, e in sorted(by.items())] for label, by in per_seed.items()}
-    rows = build_rows(points, table, column, errors)
+    rows = build_rows(points, table, column, per_seed)
     header = table.get("columns", {}).get(column, column)
     title = f"{study.name}: ours vs the paper — {table.get('caption', spec['table'])}"
     notes = [f"Paper: {table['paper']}. Paper column: {header}. Paper numbers: {table['source'].rstrip('.')}.",
              "Our params/FLOPs: analytic count of each cell's point as declared (paper geometry)"
              + (", params without BatchNorm affine params where the paper prints a size (its convention)."
                 if table.get("params_convention") == "no_norm" else "."),
-             "Our error: test error of completed trials in the study's storage; 'pending' = no completed trial."]
+             "Our error: test error of completed trials in the study's storage, mean ± sample std over seeds (n "
+             "runs); 'pending' = no completed trial."]
     if study.description:
         notes.insert(0, study.description.strip())
     trained = trained_as(stored, run_dir)
-    if trained and errors:
+    if trained and per_seed:
         notes.append(trained)
-    taus = seed_taus(rows, per_seed)
+    taus = seed_taus(rows)
     if len(taus) > 1:
         notes.append("Kendall τ per seed: " + ", ".join(f"seed {s} {t:.2f}" for s, t in taus.items()))
     target = Path(out) if out else run_dir
     target.mkdir(parents=True, exist_ok=True)
     paths = {"md": target / "table.md", "tex": target / "table.tex", "csv": target / "table.csv"}
-    paths["md"].write_text(render_md(title, rows, notes))
-    paths["tex"].write_text(render_tex(title, rows, notes))
-    paths["csv"].write_text(render_csv(rows))
+    interval = bootstrap_tau(rows)
+    paths["md"].write_text(render_md(title, rows, notes, interval))
+    paths["tex"].write_text(render_tex(title, rows, notes, interval))
+    paths["csv"].write_text(render_csv(rows, interval))
     tau, n = kendall(rows)
-    return {"rows": rows, "tau": tau, "n": n, "paths": paths, "seed_taus": taus}
+    return {"rows": rows, "tau": tau, "n": n, "interval": interval, "paths": paths, "seed_taus": taus}
 
 
 def _space(study):

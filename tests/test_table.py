@@ -140,3 +140,87 @@ def test_trained_as_comes_from_the_trials_not_config_yaml(tmp_path):
     assert "Trained under 2 different settings" in md
     assert "(1) data fashion_mnist (20000 training samples), 4 epochs" in md
     assert "(2) data fashion_mnist (8000 training samples), 2 epochs" in md
+
+
+def test_tau_of_the_seed_means_is_scipys_kendall_tau_b(tmp_path):
+    """Three seeds of every WRN Table 4 row, errors drawn at random: the table's τ is scipy's τ-b of its means."""
+    import csv
+    import random
+    import statistics
+
+    from scipy.stats import kendalltau
+
+    runs = tmp_path / "runs"
+    rows = paper_table("wrn_table4")["rows"]
+    rng = random.Random(3)
+    accs = {r["label"]: [round(0.9 - r["cifar10"] / 100 + rng.uniform(-0.02, 0.02), 3) for _ in range(3)] for r in rows}
+    accs["WRN-16-8"] = list(accs["WRN-16-10"])  # a tie in our means
+    _record(runs / "wrn_table4", "wrn_table4", accs)
+    result = make("wrn_table4", runs=str(runs))
+    means = [statistics.fmean(100 * (1 - a) for a in accs[r["label"]]) for r in rows]
+    expect = kendalltau(means, [r["cifar10"] for r in rows]).statistic  # scipy's default is τ-b
+    assert result["tau"] == pytest.approx(expect) and result["n"] == 10
+    lo, hi = result["interval"]
+    assert lo <= expect <= hi
+    md = result["paths"]["md"].read_text()
+    assert f"seed-mean error ranking vs the paper's) = {expect:.2f} (n = 10 rows); bootstrap 95% interval " \
+           f"[{lo:.2f}, {hi:.2f}] (2000 resamples of the 3 seeds and the rows)" in md
+    assert "Kendall τ per seed: seed 0 " in md and "± " in md and "(3) |" in md
+    assert f"[{lo:.2f}, {hi:.2f}]" in result["paths"]["tex"].read_text()
+    with open(result["paths"]["csv"], newline="") as fh:
+        lines = list(csv.DictReader(fh))
+    assert {(r["tau"], r["tau_lo"], r["tau_hi"]) for r in lines} == {(f"{expect:.4f}", f"{lo:.4f}", f"{hi:.4f}")}
+    assert all(r["n"] == "3" and r["seeds"] == "0 1 2" for r in lines)
+    by_seed = dict(item.split(":") for item in lines[0]["tau_by_seed"].split())
+    for seed in range(3):
+        alone = kendalltau([100 * (1 - accs[r["label"]][seed]) for r in rows], [r["cifar10"] for r in rows]).statistic
+        assert float(by_seed[str(seed)]) == pytest.approx(alone, abs=1e-4)
+    assert make("wrn_table4", runs=str(runs))["interval"] == (lo, hi)  # seeded: the same storage, the same interval
+
+
+def _rows(errors: dict[str, list[float]], paper: dict[str, float]):
+    from dse.table import seed_rows
+
+    return seed_rows(list(errors), {k: dict(enumerate(v)) for k, v in errors.items()}, paper)
+
+
+def test_bootstrap_of_concordant_rows_without_spread_is_one():
+    from dse.table import bootstrap_tau
+
+    paper = {"a": 4.0, "b": 5.0, "c": 6.0, "d": 7.0}
+    # every seed ranks like the paper, with the same errors: any resample of seeds and rows has τ-b = 1
+    # (a row drawn twice ties with itself on both sides, which τ-b leaves out)
+    assert bootstrap_tau(_rows({k: [v * 2] * 3 for k, v in paper.items()}, paper)) == (1.0, 1.0)
+
+
+def test_bootstrap_widens_when_seeds_disagree():
+    from dse.table import bootstrap_tau, kendall
+
+    paper = {f"r{i}": float(i) for i in range(8)}
+    agree = {k: [v + d for d in (0.1, -0.1, 0.05)] for k, v in paper.items()}  # every seed in the paper's order
+    agree["r3"] = [4.2, 4.1, 4.3]  # but for one pair (r3, r4), swapped at every seed
+    disagree = {k: [v, 7.0 - v, (v * 3) % 8] for k, v in paper.items()}  # in order, reversed, shuffled
+    lo_a, hi_a = bootstrap_tau(_rows(agree, paper))
+    lo_d, hi_d = bootstrap_tau(_rows(disagree, paper))
+    for (lo, hi), errors in (((lo_a, hi_a), agree), ((lo_d, hi_d), disagree)):
+        tau, _ = kendall(_rows(errors, paper))
+        assert lo <= tau <= hi
+    # (6/8)^8 = 10% of the resamples draw neither r3 nor r4: τ = 1 there, above the 97.5th percentile
+    assert hi_a == 1.0 and lo_a > 0.5
+    # 1/27 of the resamples draw seed 1 (reversed) three times, 1/27 seed 0: τ = -1 and 1, beyond 2.5% each
+    assert (lo_d, hi_d) == (-1.0, 1.0)
+    assert hi_a - lo_a < hi_d - lo_d
+
+
+def test_vectorized_tau_b_is_scipys_with_ties_and_dropped_entries():
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from dse.table import tau_b_rows
+
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 4, size=(200, 7)).astype(float), rng.integers(0, 3, size=(200, 7)).astype(float)
+    x[::7, 2] = np.nan  # a row with no run at the drawn seeds drops out
+    expect = [kendalltau(a[~np.isnan(a)], b[~np.isnan(a)]).statistic for a, b in zip(x, y)]
+    assert np.allclose(tau_b_rows(x, y), expect, equal_nan=True, atol=1e-12)
+    assert np.isnan(tau_b_rows(np.array([[1.0, 1.0, 1.0]]), np.array([[1.0, 2.0, 3.0]])))[0]  # constant: no τ
