@@ -285,6 +285,7 @@ DATASETS = {
     "cifar100": (_cifar100, 4, True),
     "digits": (_digits, 1, False),
     "imagefolder": (_imagefolder, 4, True),
+    "imagenet": (None, 0, True),  # streamed from files by dse.imagenet: only the file list is held in memory
     "synthetic": (_synthetic, 1, False),
 }
 
@@ -301,11 +302,14 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load(name: str, root=None, subset: int | None = None, val_fraction: float = 0.1, seed: int = 0,
-         device="cpu", image_size: int | None = None, val_subset: int | None = None, augment: bool = True) -> Data:
+         device="cpu", image_size: int | None = None, val_subset: int | None = None, augment: bool = True,
+         format: str = "folder", workers: int | None = None) -> Data:
     """Load dataset `name`: seeded train/val split, `subset` training samples at most, tensors on `device`.
 
     `augment` keeps the dataset's standard augmentation (pad-and-crop, flip); short proxy budgets train
     better without it.
+    `format` and `workers` are for the streamed datasets (imagenet: dse.imagenet), which return a
+    `dse.imagenet.Streamed` instead.
     """
     loader, pad, flip = choose("dataset", name, DATASETS)
     if not isinstance(augment, bool):
@@ -317,6 +321,12 @@ def load(name: str, root=None, subset: int | None = None, val_fraction: float = 
     for key, value in (("subset", subset), ("val_subset", val_subset), ("image_size", image_size)):
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise UserError(f"data.{key}: must be a positive integer or null, got {value!r}")
+    if loader is None:
+        from dse import imagenet
+
+        where = str(root) if "://" in str(root) else _root(root)  # litdata may read an object store URL
+        return imagenet.load(where, subset, val_subset, val_fraction, seed, image_size, augment, workers,
+                             format, name)
     xtr, ytr, xte, yte, num_classes, classes = loader(_root(root), image_size)
     xtr, xte = torch.from_numpy(np.array(xtr)), torch.from_numpy(np.array(xte))
     ytr, yte = torch.from_numpy(np.array(ytr, dtype=np.int64)), torch.from_numpy(np.array(yte, dtype=np.int64))

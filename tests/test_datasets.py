@@ -134,7 +134,7 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(UserError, match="valid: cifar10, cifar100, digits, fashion_mnist, imagefolder, synthetic"):
+    with pytest.raises(UserError, match="valid: cifar10, cifar100, digits, fashion_mnist, imagefolder, imagenet, synthetic"):
         datasets.load("mnist")
 
 
