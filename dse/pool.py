@@ -10,25 +10,43 @@ Devices: with GPUs each worker gets `trainer.devices` of them (default 1) throug
 CUDA: it counts GPUs from CUDA_VISIBLE_DEVICES or `nvidia-smi -L`. On CPU the cores are split evenly
 (OMP_NUM_THREADS/MKL_NUM_THREADS per worker); `auto` on CPU is one worker per 2 cores.
 
+Several trials per GPU (single-GPU trials): a proxy-sized net uses a few percent of a large GPU.
+`workers_per_gpu=K` packs K workers on each GPU (worker i on GPU i mod #GPUs); `workers=auto` then starts
+#GPUs x K, and `workers=N` may exceed the GPUs up to #GPUs x K. With `workers_per_gpu=auto` (the
+default) and `workers=auto`, K is measured (`trials_per_gpu`): one worker per GPU starts first, and its first
+fit writes its GPU memory after a few steps (dse.train.write_memory_probe); the parent turns that into one
+trial's footprint (CUDA context + the allocator's peak) and starts the others:
+
+    K = min(8, cores per GPU, floor((free - 2 GiB) / (1.5 x footprint))), at least 1
+
+with `free` the GPU's free memory before the pool started (nvidia-smi). The 1.5 is room for later points of
+the space that are larger than the first; the 2 GiB stays free for the driver and fragmentation; 8 because
+packing gains little beyond it (bench/gpu.py --pack). On CPU nothing of this applies.
+
 Each worker writes to <run_dir>/workers/<i>/ (its log is worker.log there); the storage URL reaches the
 workers through the environment (DSE_STORAGE), never their command line.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dse.errors import UserError
 from dse.storage import mask
+from dse.train import MEMORY_PROBE_ENV
 
 # Overrides the parent sets for its workers (the user's values for these keys are dropped).
 OWN_KEYS = ("workers", "storage", "run_dir", "progress")
+GIB = 1 << 30
+PACK_CAP, PACK_MARGIN, PACK_RESERVE = 8, 1.5, 2 * GIB  # the packing rule's constants (module docstring)
+CONTEXT_GUESS = GIB  # a CUDA context and non-torch memory, when nvidia-smi cannot say free memory before the pool
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,7 @@ class Slot:
     index: int
     gpus: tuple[str, ...]
     threads: int
+    probe: str = ""  # file where this worker's first fit writes its GPU memory (workers_per_gpu=auto)
 
     def env(self) -> dict[str, str]:
         """Environment variables that pin this worker to its share."""
@@ -45,6 +64,8 @@ class Slot:
                "MKL_NUM_THREADS": str(self.threads)}
         if self.gpus:
             out["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        if self.probe:
+            out[MEMORY_PROBE_ENV] = self.probe
         return out
 
 
@@ -62,22 +83,72 @@ def visible_gpus(env=None) -> list[str]:
     return [str(i) for i in range(sum(line.startswith("GPU ") for line in out.splitlines()))]
 
 
-def plan(workers, devices: int = 1, gpus: list[str] | None = None, cores: int | None = None) -> list[Slot]:
-    """The slots for `workers` (an int or 'auto') with `devices` GPUs per trial."""
+def plan(workers, devices: int = 1, gpus: list[str] | None = None, cores: int | None = None,
+         per_gpu: int = 1) -> list[Slot]:
+    """The slots for `workers` (an int or 'auto') with `devices` GPUs per trial and `per_gpu` trials per GPU."""
     gpus = visible_gpus() if gpus is None else list(gpus)
     cores = cores or os.cpu_count() or 1
     devices = max(1, int(devices or 1))
+    if per_gpu > 1 and devices > 1:
+        raise UserError(f"workers_per_gpu={per_gpu} packs single-GPU trials; trainer.devices={devices} "
+                        "(use workers_per_gpu=1)")
+    groups = len(gpus) // devices
     if workers == "auto":
-        n = len(gpus) // devices if gpus else max(1, cores // 2)
+        n = groups * per_gpu if gpus else max(1, cores // 2)
         if gpus and n == 0:
             raise UserError(f"trainer.devices={devices}: only {len(gpus)} GPU(s) visible")
     else:
         n = _count(workers)
-    if gpus and n * devices > len(gpus):
+    if gpus and n > groups * per_gpu:
+        hint = f"; workers_per_gpu={-(-n // max(groups, 1))} packs them" if devices == 1 and groups else ""
         raise UserError(f"workers={n} with trainer.devices={devices} needs {n * devices} GPUs; "
-                        f"{len(gpus)} visible ({','.join(gpus)})")
+                        f"{len(gpus)} visible ({','.join(gpus)}){hint}")
     threads = max(1, cores // n)
-    return [Slot(i, tuple(gpus[i * devices:(i + 1) * devices]), threads) for i in range(n)]
+    return [Slot(i, tuple(gpus[(i % groups) * devices:(i % groups + 1) * devices]) if gpus else (), threads)
+            for i in range(n)]
+
+
+def per_gpu_setting(value) -> int | str:
+    """workers_per_gpu: 'auto' or a positive integer, else a UserError naming the key."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"workers_per_gpu: {value!r} is not 'auto' or a positive integer")
+    return value
+
+
+def trials_per_gpu(free: int, footprint: int, cores: int, cap: int = PACK_CAP, margin: float = PACK_MARGIN,
+                   reserve: int = PACK_RESERVE) -> int:
+    """Trials to pack on one GPU: K = min(cap, cores, floor((free - reserve) / (margin x footprint))), >= 1."""
+    fits = int(max(free - reserve, 0) // max(margin * footprint, 1))
+    return max(1, min(cap, max(cores, 1), fits))
+
+
+def footprint(probe: dict, free_before: int | None) -> tuple[int, int]:
+    """(free memory to pack into, one trial's footprint) in bytes from a probe file and nvidia-smi's free before.
+
+    footprint = the allocator's peak + what else the process holds (its CUDA context): free before the pool
+    minus free at the probe, less what the allocator held then. Without `free_before`, CONTEXT_GUESS.
+    """
+    reserved, peak = int(probe["reserved"]), int(probe["peak_reserved"])
+    if free_before is None:
+        other = CONTEXT_GUESS
+        free_before = int(probe["free"]) + reserved + other
+    else:
+        other = max(free_before - int(probe["free"]) - reserved, 0)
+    return free_before, peak + other
+
+
+def free_memory(gpu: str) -> int | None:
+    """Free memory of one GPU in bytes (nvidia-smi, no CUDA in this process), or None when it cannot say."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-i", gpu, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20).stdout.split()
+        return int(float(out[0])) << 20 if out else None  # MiB
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def _count(workers) -> int:
@@ -115,7 +186,17 @@ def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: 
     from dse import signals
     from dse.storage import open_storage
 
-    slots = plan(cfg.get("workers", 1), devices_per_trial(cfg))
+    workers, devices, gpus = cfg.get("workers", 1), devices_per_trial(cfg), visible_gpus()
+    setting = per_gpu_setting(cfg.get("workers_per_gpu", "auto"))
+    probing = setting == "auto" and workers == "auto" and bool(gpus) and devices == 1
+    slots = plan(workers, devices, gpus, per_gpu=1 if setting == "auto" or not gpus else setting)
+    free_before = {}
+    if probing:
+        free_before = {g: free_memory(g) for g in gpus}
+        slots = [replace(s, probe=str(_folder(run_dir, s.index) / "probe.json")) for s in slots]
+        for s in slots:
+            Path(s.probe).unlink(missing_ok=True)  # a resumed run's old probe says nothing about now
+        say("pool: workers_per_gpu=auto: one worker per GPU measures a trial's GPU memory, then the others start")
     say(f"pool: {len(slots)} workers on {mask(storage_url)} ({', '.join(map(_describe, slots))})")
     signals.install()
     procs = [_start(argv, storage_url, run_dir, slot) for slot in slots]
@@ -126,12 +207,41 @@ def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: 
         while any(p.poll() is None for p in procs):
             if signals.requested() and forwarded != signals.requested():
                 forwarded = _forward(procs, signals.requested())
+            if probing and not signals.requested() and all(Path(s.probe).is_file() for s in slots):
+                probing = False
+                more = _packed(slots, gpus, free_before, total, say)
+                procs += [_start(argv, storage_url, run_dir, slot) for slot in more]
+                slots += more
+            elif probing and any(p.poll() is not None for p in procs):
+                probing = False
+                say("pool: a worker ended before its probe was written; staying at one worker per GPU")
             _update(bar, storage, study_name, counted)
             time.sleep(1.0)
         _update(bar, storage, study_name, counted)
     finally:
         bar.close()
     return _exit_code(procs, slots, run_dir, signals.exit_code(), say)
+
+
+def _packed(probes: list[Slot], gpus: list[str], free_before: dict, total: int, say) -> list[Slot]:
+    """The workers to add once every GPU's first worker wrote its probe (the rule in the module docstring)."""
+    cores = os.cpu_count() or 1
+    ks = []
+    for slot in probes:
+        free, need = footprint(json.loads(Path(slot.probe).read_text()), free_before.get(slot.gpus[0]))
+        ks.append(trials_per_gpu(free, need, cores // len(gpus)))
+        say(f"pool: GPU {slot.gpus[0]}: one trial holds {need / GIB:.2f} GiB, {free / GIB:.1f} GiB free "
+            f"-> {ks[-1]} per GPU")
+    n = min(len(gpus) * min(ks), max(total, len(gpus)))
+    more = plan("auto", 1, gpus, cores, per_gpu=min(ks))[len(probes):n]
+    if more:
+        say(f"pool: +{len(more)} workers ({', '.join(map(_describe, more))})")
+    return more
+
+
+def _folder(run_dir: Path, index: int) -> Path:
+    """A worker's own folder (log, probe)."""
+    return Path(run_dir) / "workers" / str(index)
 
 
 def _describe(slot: Slot) -> str:
@@ -141,7 +251,7 @@ def _describe(slot: Slot) -> str:
 
 def _start(argv, storage_url: str, run_dir: Path, slot: Slot) -> subprocess.Popen:
     """Start one worker in its own session (so Ctrl-C reaches it once, through the parent)."""
-    folder = Path(run_dir) / "workers" / str(slot.index)
+    folder = _folder(run_dir, slot.index)
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **slot.env(), "DSE_STORAGE": storage_url, "PYTHONUNBUFFERED": "1"}
     log = open(folder / "worker.log", "ab")

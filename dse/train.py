@@ -3,13 +3,22 @@
 `recipe(cfg)` turns a mapping (the `trainer:` section of a fidelity preset) into a `Recipe`; a `recipe: <name>`
 key starts from a named recipe in `RECIPES`. `fit(point, data, recipe)` returns a `TrainResult` whose
 `status` is ok, pruned, diverged or oom; any other error propagates to the caller.
+
+On a GPU a fit is GPU-resident: the data sit on the device (dse.datasets.Batches), the step loop runs under bf16
+autocast (`precision: auto`) on channels_last tensors, the training forward is compiled (`compile: auto` =
+on CUDA only; compile time counts in the trial's seconds), and nothing in the step loop waits for the device:
+the loss sum and the validation counts stay there and are read once per epoch, and NaN/inf is watched with
+asynchronous copies (`LossWatch`). Validation and test run the same net eagerly (their batch sizes differ).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
+import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +30,9 @@ from dse.errors import UserError, choose
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
+COMPILES = ("auto", "true", "false")  # trainer.compile (Hydra gives true/false as booleans)
+WATCH_EVERY = 50  # steps between two looks at the running loss for NaN/inf (LossWatch)
+MEMORY_PROBE_ENV = "DSE_MEMORY_PROBE"  # set by dse.pool: a file where a worker's first fit writes its GPU memory
 
 
 @dataclass(frozen=True)
@@ -49,10 +61,13 @@ class Recipe:
     oom_retry: bool = False  # on out-of-memory, try once more at half the batch size
     channels_last: bool = True  # on GPU only
     deterministic: bool = False  # Lightning's deterministic algorithms (slower on GPU)
+    compile: bool | str = "auto"  # torch.compile the training forward: auto (on CUDA only), true, false
 
     def __post_init__(self):
         choose("trainer.schedule", self.schedule, dict.fromkeys(SCHEDULES))
         choose("trainer.precision", str(self.precision), dict.fromkeys(PRECISIONS))
+        if not isinstance(self.compile, bool) and self.compile not in COMPILES:
+            raise UserError(f"trainer.compile: must be auto, true or false, got {self.compile!r}")
         for name in ("epochs", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 key = "max_epochs" if name == "epochs" else name  # the key a user types
@@ -135,6 +150,37 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class LossWatch:
+    """NaN/inf detection on the epoch's running loss sum that never waits for the device.
+
+    Every `every` steps the sum is copied to host memory asynchronously (pinned, on CUDA) and an event is
+    recorded; a later look reads the copy only once its event has completed (`query`, which does not block).
+    A NaN anywhere in the epoch stays in the sum, so a divergence is seen within about 2 x `every` steps.
+    """
+
+    def __init__(self, every: int):
+        self.every, self.host, self.event, self.step_of, self.pending = every, None, None, 0, False
+
+    def look(self, loss_sum: torch.Tensor, step: int, epoch: int) -> None:
+        """At every `every`-th step: check the last copy if it has landed, then start a new one."""
+        if step % self.every:
+            return
+        if self.pending and (self.event is None or self.event.query()):
+            self.pending = False
+            value = float(self.host)  # host memory: no device sync
+            if not math.isfinite(value):
+                raise Diverged(f"loss is {value} at epoch {epoch} step {self.step_of} (seen at step {step})")
+        if self.pending:
+            return  # the device is more than `every` steps behind: look again next time
+        if self.host is None:
+            self.host = torch.empty((), dtype=loss_sum.dtype, pin_memory=loss_sum.is_cuda)
+        self.host.copy_(loss_sum, non_blocking=loss_sum.is_cuda)
+        if loss_sum.is_cuda:
+            self.event = torch.cuda.Event()
+            self.event.record()
+        self.step_of, self.pending = step, True
+
+
 # ----- learning-rate schedules (per optimizer step) -----
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
@@ -166,75 +212,121 @@ def scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
 def _module_class():
     """Build the LightningModule class lazily (importing Lightning costs seconds)."""
     import lightning.pytorch as pl
-    from torchmetrics.classification import MulticlassAccuracy
 
     class Classifier(pl.LightningModule):
-        """A network trained with SGD + cross-entropy; logs train/loss, val/loss, val/acc, test/acc, lr."""
+        """A network trained with SGD + cross-entropy; logs train/loss, val/loss, val/acc, test/acc, lr.
+
+        The step loop never waits for the device: the loss sum and the correct counts are accumulated there
+        and read once per epoch; NaN/inf is watched without a sync (LossWatch).
+        """
 
         def __init__(self, model: nn.Module, recipe: Recipe, num_classes: int, train_batches):
             super().__init__()
             self.model, self.recipe, self.train_batches = model, recipe, train_batches
             self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-            self.test_acc = MulticlassAccuracy(num_classes, average="micro")
             self.history: list[dict] = []
+            self.compiled = ()  # (torch.compile(model),) when compiling: a tuple, so no second copy is registered
             self._loss_sum = None
-            self._count = [0]
+            self._steps = [0]  # a list: no nn.Module.__setattr__ per step
+            self._epoch_loss = None
+            self._watch = LossWatch(WATCH_EVERY)
             self._epoch_start = 0.0
-            self._val_loss, self._val_count = None, 0
+            self._eval = None  # device sums of (loss x n, correct) over the validation or test set
+            self._eval_count = 0
+            self._probe = None  # where to write the GPU memory probe (dse.pool), while not yet written
+
+        def setup(self, stage):
+            on_cuda = self.trainer.strategy.root_device.type == "cuda"
+            if stage == "fit" and not self.compiled and compiles(self.recipe, on_cuda):
+                torch._dynamo.reset()  # earlier trials' graphs: each new net counts against the recompile limit
+                self.compiled = (torch.compile(self.model),)  # lazy: traced at the first step, inside the fit's time
+            self._probe = os.environ.get(MEMORY_PROBE_ENV) if stage == "fit" and on_cuda and not PROBED else None
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            if self._probe and batch_idx >= 3:  # after a few optimizer steps: weights, grads, momentum, activations
+                self._write_probe()
+
+        def _write_probe(self) -> None:
+            """Write this process's GPU memory numbers for dse.pool's packing rule, once per process."""
+            write_memory_probe(self._probe, self.trainer.strategy.root_device)
+            self._probe = None
 
         def forward(self, x):
             return self.model(x)
 
         def on_train_epoch_start(self):
             self._loss_sum = torch.zeros((), device=self.device)
-            self._count = [0]
+            self._steps = [0]
+            self._epoch_loss = None
+            self._watch = LossWatch(WATCH_EVERY)
             self._epoch_start = time.perf_counter()
 
         def training_step(self, batch, batch_idx):
             x, y = batch
-            loss = self.criterion(self.model(x), y)
+            net = self.compiled[0] if self.compiled else self.model
+            loss = self.criterion(net(x), y)
             self._loss_sum.add_(loss.detach())  # in place: no nn.Module.__setattr__ per step
-            self._count[0] += 1
-            if self._count[0] % 20 == 1 and not torch.isfinite(self._loss_sum):  # a NaN anywhere stays in the sum
-                raise Diverged(f"loss is {self._loss_sum.item()} at epoch {self.current_epoch} step {batch_idx}")
+            self._steps[0] += 1
+            self._watch.look(self._loss_sum, self._steps[0], self.current_epoch)
             return loss
 
-        def validation_step(self, batch, batch_idx):
+        def _start_eval(self):
+            self._eval = torch.zeros(2, device=self.device)
+            self._eval_count = 0
+
+        def _add_eval(self, batch):
+            """Add one batch's summed loss and correct count on the device (no sync); return nothing."""
             x, y = batch
-            logits = self.model(x)
-            self.val_acc.update(logits, y)
-            self._val_loss += self.criterion(logits, y).detach() * len(y)
-            self._val_count += len(y)
+            logits = self.model(x)  # eager: validation's other batch sizes would make compile trace again
+            self._eval.add_(torch.stack([self.criterion(logits, y).float() * len(y),
+                                         (logits.argmax(1) == y).sum().float()]))
+            self._eval_count += len(y)
+
+        def _eval_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+            """(mean loss, accuracy) over every rank's share, still on the device."""
+            sums = torch.cat([self._eval, torch.tensor([float(self._eval_count)], device=self.device)])
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")  # DDP: all ranks' sums; else as is
+            count = sums[2].clamp(min=1.0)
+            return sums[0] / count, sums[1] / count
 
         def on_validation_epoch_start(self):
-            self._val_loss = torch.zeros((), device=self.device)
-            self._val_count = 0
+            self._start_eval()
+
+        def validation_step(self, batch, batch_idx):
+            self._add_eval(batch)
 
         def on_validation_epoch_end(self):
-            loss = self._val_loss / max(self._val_count, 1)
-            self.log("val/loss", loss, sync_dist=True)
-            acc = self.val_acc.compute()  # synced under DDP
+            loss, acc = self._eval_totals()
+            self.log("val/loss", loss)
             self.log("val/acc", acc)
             self.log("val/error", 1.0 - acc)  # what a pruner watches when the study minimizes error
-            self.val_acc.reset()
             if not self.trainer.sanity_checking:
-                self._record({"val/acc": float(acc), "val/loss": float(loss)})
+                loss_value, acc_value = torch.stack([loss, acc]).tolist()  # the one read of validation
+                self._record({"val/acc": acc_value, "val/loss": loss_value})
+
+        def on_test_epoch_start(self):
+            self._start_eval()
 
         def test_step(self, batch, batch_idx):
-            x, y = batch
-            self.test_acc.update(self.model(x), y)
-            self.log("test/acc", self.test_acc, on_epoch=True)
+            self._add_eval(batch)
+
+        def on_test_epoch_end(self):
+            self.log("test/acc", self._eval_totals()[1])
 
         def on_train_epoch_end(self):
+            if self._probe:  # an epoch shorter than the probe's step
+                self._write_probe()
             self.log("train/loss", self._mean_loss(), sync_dist=True)
             self._record({})  # epochs without validation
 
         def _mean_loss(self) -> float:
-            loss = (self._loss_sum / max(self._count[0], 1)).item()
-            if not math.isfinite(loss):
-                raise Diverged(f"mean training loss is {loss} in epoch {self.current_epoch}")
-            return loss
+            """The epoch's mean training loss: read from the device once per epoch; Diverged if not finite."""
+            if self._epoch_loss is None:
+                loss = (self._loss_sum / max(self._steps[0], 1)).item()
+                if not math.isfinite(loss):
+                    raise Diverged(f"mean training loss is {loss} in epoch {self.current_epoch}")
+                self._epoch_loss = loss
+            return self._epoch_loss
 
         def _record(self, extra: dict) -> None:
             """Add (or complete) this epoch's row of the history."""
@@ -267,6 +359,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*is an invalid value for the `limit_.*")
     warnings.filterwarnings("ignore", message=r".*reported value is ignored because this `step=.*")  # DDP pruning
+    warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")  # reduced
 
 
 def _precision(recipe: Recipe, on_gpu: bool) -> str:
@@ -279,6 +372,30 @@ def _precision(recipe: Recipe, on_gpu: bool) -> str:
 
 def _on_gpu(recipe: Recipe) -> bool:
     return recipe.accelerator in ("gpu", "cuda") or (recipe.accelerator == "auto" and torch.cuda.is_available())
+
+
+def compiles(recipe: Recipe, on_cuda: bool) -> bool:
+    """Does a fit torch.compile the training forward? true/false as given; auto: on CUDA (with Triton) only."""
+    value = str(recipe.compile).lower()
+    if value == "auto":
+        return on_cuda and importlib.util.find_spec("triton") is not None
+    return value == "true"
+
+
+PROBED: list[str] = []  # memory-probe files this process has written (at most one)
+
+
+def write_memory_probe(path: str, device) -> None:
+    """Write `device`'s memory now and this process's peak (bytes) as JSON to `path`, atomically; once per process."""
+    free, total = torch.cuda.mem_get_info(device)
+    info = {"device": torch.cuda.get_device_name(device), "free": free, "total": total,
+            "reserved": torch.cuda.memory_reserved(device), "peak_reserved": torch.cuda.max_memory_reserved(device),
+            "peak_allocated": torch.cuda.max_memory_allocated(device), "pid": os.getpid(),
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    with open(f"{path}.tmp", "w") as fh:
+        json.dump(info, fh)
+    os.replace(f"{path}.tmp", path)
+    PROBED.append(path)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -3,6 +3,9 @@
 Needs the Debian `postgresql` package (initdb, pg_ctl, psql). Without it the fixture skips with the reason,
 or FAILS when env DSE_REQUIRE_POSTGRES=1 (CI sets it, and .ci/install installs the package). As root the
 server runs as the `postgres` system user (initdb refuses root).
+
+Tests marked `gpu` are skipped when torch sees no CUDA GPU ("needs a CUDA GPU: run bench/gpu_check.sh"); with
+env DSE_REQUIRE_GPU=1 (bench/gpu_check.sh sets it) the run stops instead of skipping them.
 """
 from __future__ import annotations
 
@@ -94,3 +97,19 @@ def fresh_postgres_db(postgres_url):
         cur.execute(f"CREATE DATABASE {name}")
     conn.close()
     return postgres_url.rsplit("/", 1)[0] + "/" + name
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip `gpu`-marked tests without CUDA, with the reason; DSE_REQUIRE_GPU=1 (bench/gpu_check.sh) fails them."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch  # only when gpu tests were collected
+
+    if torch.cuda.is_available():
+        return
+    if os.environ.get("DSE_REQUIRE_GPU") == "1":
+        raise pytest.UsageError("DSE_REQUIRE_GPU=1 but torch sees no CUDA GPU")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run bench/gpu_check.sh")
+    for item in marked:
+        item.add_marker(skip)
