@@ -125,7 +125,8 @@ def test_cosine_and_onecycle_end_low():
 def test_recipe_rejects_unknown_keys_and_names():
     with pytest.raises(UserError, match="unknown key 'epochz'; valid: .*batch_size"):
         train.recipe({"epochz": 3})
-    with pytest.raises(UserError, match="valid: proxy, resnet, resnext, wrn"):
+    with pytest.raises(UserError, match="valid: proxy, resnet, resnet_imagenet, resnext, resnext_imagenet, wrn, "
+                                        "wrn_imagenet"):
         train.recipe({"recipe": "vgg"})
     with pytest.raises(UserError, match="schedule"):
         train.recipe({"schedule": "poly"})
