@@ -315,8 +315,8 @@ def report(results: list[dict], target: float, dearest, paper: bool) -> list[str
             f" [{r['tau_lo']:.2f}, {r['tau_hi']:.2f}]" if r["tau_lo"] is not None else "")
         lines.append(f"{r['budget']:<44} {r['cpu_minutes']:>8.1f} {r['seeds']:>3}/{r['seeds_asked']:<2} "
                      f"{r['rows']:>5}  {shown:<24} {_fmt(r['tau_vs_dearest'], 2) or '—'}"
-                     + ("" if r["cpu_source"].startswith("cpu_seconds") and ";" not in r["cpu_source"]
-                        else f"  (time: {r['cpu_source']})"))
+                     + (f"  (time: {r['cpu_source']})" if "seconds (wall)" in r["cpu_source"]
+                        or "no time" in r["cpu_source"] else ""))
     chosen, best = pick(results, target, dearest, paper)
     if chosen:
         partial = "" if chosen["seeds"] >= chosen["seeds_asked"] else \

@@ -34,8 +34,15 @@ def plot(results: list[dict], path: Path, title: str, target: float) -> Path:
             color="gray")
     ax.plot([], [], "o", color="C0", label="τ (dots) and its bootstrap 95% interval (bars)")
     ax.plot([], [], "s", mfc="none", color="C1", label="τ vs the dearest budget's ranking")
-    if shown:
+    if shown:  # log x, plain numbers, with room for the labels
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        xs = sorted({r["cpu_minutes"] for r in shown})
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.set_xscale("log")
+        ax.set_xlim(xs[0] / 1.5, xs[-1] * 2.5)
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain if xs[-1] / xs[0] < 10 else NullFormatter())  # < a decade: 2, 3, …
     ax.set_xlabel("CPU-minutes (measured, all seeds of the budget; log scale)")
     ax.set_ylabel("Kendall τ")
     ys = [v for r in shown for v in (r["tau"], r["tau_lo"], r["tau_vs_dearest"]) if v is not None]

@@ -217,3 +217,18 @@ def test_the_printed_preset_is_the_studys_proxy_with_the_budget_in_it():
     assert text == ("proxy:\n  model.width_scale: 0.125\n  data.subset: 5000\n  trainer.lr: 0.05\n"
                     "  trainer.max_epochs: 2\n")
     assert yaml.safe_load(text)["proxy"]["data.subset"] == 5000
+
+
+def test_cost_falls_back_to_train_seconds_and_says_so():
+    dist = {"cell": optuna.distributions.CategoricalDistribution(["a", "b"]),
+            "seed": optuna.distributions.IntDistribution(0, 1)}
+    st = optuna.create_study(directions=["maximize", "minimize"])
+    for cell, attrs in (("a", {"cpu_seconds": 90.0, "train_seconds": 50.0}), ("b", {"train_seconds": 30.0})):
+        st.add_trial(optuna.trial.create_trial(params={"cell": cell, "seed": 0}, distributions=dist, values=[0.5, 1.0],
+                                               user_attrs={"status": "ok", **attrs}))
+    seconds, source = calibrate.cost(st)
+    assert seconds == 120.0  # 90 CPU seconds of one trial + 30 wall seconds of the other
+    assert source == "cpu_seconds of 1 trials; train_seconds (wall) of 1 trials without cpu_seconds"
+    result = {"budget": "data.subset=5", "cpu_minutes": 2.0, "cpu_source": source, "seeds": 1, "seeds_asked": 1,
+              "rows": 2, "tau": None, "tau_lo": None, "tau_hi": None, "tau_vs_dearest": None}
+    assert f"(time: {source})" in calibrate.report([result], 0.75, None, paper=True)[1]
