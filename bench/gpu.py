@@ -22,7 +22,7 @@ Without CUDA (or with --smoke) everything runs at tiny sizes in fp32 without com
 a measurement.
 
     python bench/gpu.py [--nets resnet20,wrn_16_4,resnet18_cifar] [--batch-size 512] [--steps 100] [--warmup 15]
-    python bench/gpu.py --pack [--pack-ks 1,2,4,8] [--pack-trials 2] [--pack-images 20000] [--pack-epochs 2]
+    python bench/gpu.py --pack [--pack-ks 1,2,4,8] [--pack-trials 1] [--pack-images 20000] [--pack-epochs 2]
 """
 from __future__ import annotations
 
@@ -319,7 +319,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the default without CUDA)")
     parser.add_argument("--pack", action="store_true", help="trials/hour with K trials at once on one GPU")
     parser.add_argument("--pack-ks", default=None, help="default 1,2,4,8 (smoke: 1,2)")
-    parser.add_argument("--pack-trials", type=int, default=None, help="trials per worker per round (2; smoke 1)")
+    parser.add_argument("--pack-trials", type=int, default=None, help="trials per worker per round (default 1)")
     parser.add_argument("--pack-images", type=int, default=None, help="training images of a trial (20000; smoke 32)")
     parser.add_argument("--pack-epochs", type=int, default=None, help="epochs of a trial (2; smoke 1)")
     parser.add_argument("--pack-worker", action="store_true", help=argparse.SUPPRESS)
@@ -327,7 +327,7 @@ def main() -> None:
     cuda = torch.cuda.is_available() and not args.smoke
     args.smoke = not cuda
     for key, full, tiny in (("batch_size", 512, 8), ("steps", 100, 2), ("warmup", 15, 1), ("pack_ks", "1,2,4,8", "1,2"),
-                            ("pack_trials", 2, 1), ("pack_images", 20000, 32), ("pack_epochs", 2, 1)):
+                            ("pack_trials", 1, 1), ("pack_images", 20000, 32), ("pack_epochs", 2, 1)):
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.smoke else full)
     if args.threads is None and args.smoke:

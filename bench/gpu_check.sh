@@ -6,7 +6,8 @@
 #      GPU, and a DDP trial when there are >= 2 GPUs;
 #   2. python bench/gpu.py         (dse's trial loop vs a hand-tuned loop: img/s, TFLOP/s, `ratio:`);
 #   3. python bench/gpu.py --pack  (trials/hour at K = 1, 2, 4, 8 trials on one GPU).
-# Summary: bench/data/gpu_check.txt (GPU, driver, versions, each step's exit code, time and output).
+# Summary: bench/data/gpu_check.txt, or $DSE_GPU_CHECK_OUT (GPU, driver, versions, each step's exit code, time
+# and output).
 #
 #   bash bench/gpu_check.sh                  # on the GPU machine, from anywhere
 #   bash bench/gpu_check.sh --fetch-wheels   # on a machine WITH internet: save the wheels a bare GPU image lacks
@@ -18,7 +19,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SITE=/tmp/dse-gpu-check-site
-OUTFILE="$ROOT/bench/data/gpu_check.txt"
+OUTFILE="${DSE_GPU_CHECK_OUT:-$ROOT/bench/data/gpu_check.txt}"  # env DSE_GPU_CHECK_OUT: elsewhere
 # versions as in the project's own environment; antlr4 4.9.3 has no wheel on PyPI, so one is built here
 WHEELS="optuna==5.1.0 optuna-integration==5.0.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0
 hydra-core==1.3.8 omegaconf==2.3.1 plotly==7.1.0"
@@ -79,18 +80,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log exit code, 
   local rc=${PIPESTATUS[0]} took=$(( $(date +%s) - t0 ))
   [[ $rc == 124 || $rc == 137 ]] && echo "== $name: TIMED OUT after ${limit} s"
   { echo; echo "## $name: exit $rc in ${took} s"; echo "\$ $*"; cat "$log"; } >> "$OUTFILE"
+  RESULTS+=("$name: exit $rc in ${took} s; last line: $(tail -n 1 "$log")")
   rm -f "$log"
-  RESULTS+=("$name: exit $rc in ${took} s")
 }
 RESULTS=()
-step "gpu tests" 170 "$PY" -m pytest -p no:cacheprovider -m gpu -rA --timeout 150 tests/test_gpu.py
-step "bench/gpu.py" 190 "$PY" bench/gpu.py
-step "bench/gpu.py --pack" 110 "$PY" bench/gpu.py --pack
-KEY=$(grep -E "^ratio:|^K=|^=+ .*(passed|failed|error)" "$OUTFILE")
+step "gpu tests" 160 "$PY" -m pytest -p no:cacheprovider -m gpu -rA --timeout 150 tests/test_gpu.py
+step "bench/gpu.py" 200 "$PY" bench/gpu.py
+step "bench/gpu.py --pack" 100 "$PY" bench/gpu.py --pack
 {
   echo; echo "## summary ($(( $(date +%s) - START )) s in all)"
   printf '%s\n' "${RESULTS[@]}"
-  echo "$KEY"
 } >> "$OUTFILE"
 echo "summary: $OUTFILE"
 tail -n 12 "$OUTFILE"

@@ -181,6 +181,45 @@ def test_probe_files_decide_how_many_workers_join(tmp_path, monkeypatch):
     assert len(pool._packed(probes, ["0", "1"], free_before, total=5, say=said.append)) == 3  # 5 trials: 5 workers
 
 
+class FakeWorker:
+    """Stands in for a worker process: the probe worker writes its probe at its first poll; each ends after 3."""
+
+    def __init__(self, slot):
+        self.slot, self.polls, self.pid = slot, 0, 1000 + slot.index
+
+    def poll(self):
+        if self.slot.probe and not Path(self.slot.probe).exists():
+            Path(self.slot.probe).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.slot.probe).write_text(json.dumps({"free": 79 * GIB, "reserved": GIB // 2,
+                                                         "peak_reserved": GIB}))
+        self.polls += 1
+        return None if self.polls < 3 else 0
+
+    def wait(self):
+        return 0
+
+
+def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, monkeypatch):
+    from dse import signals, storage
+
+    started = []
+    monkeypatch.setattr(pool, "_start", lambda argv, url, run_dir, slot: started.append(slot) or FakeWorker(slot))
+    monkeypatch.setattr(pool, "visible_gpus", lambda env=None: ["0"])
+    monkeypatch.setattr(pool, "free_memory", lambda gpu: 80 * GIB)
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pool.time, "sleep", lambda s: None)
+    monkeypatch.setattr(pool, "_update", lambda *a: None)
+    monkeypatch.setattr(signals, "install", lambda: None)
+    monkeypatch.setattr(storage, "open_storage", lambda url, run_dir: None)
+    said = []
+    cfg = {"workers": "auto", "workers_per_gpu": "auto", "progress": False}
+    code = pool.run([], cfg, "sqlite:///x.db", "s", tmp_path, total=20, counted=None, say=said.append)
+    assert code == 0
+    assert [s.index for s in started] == list(range(8)) and {s.gpus for s in started} == {("0",)}
+    assert started[0].probe and not any(s.probe for s in started[1:])  # only the first worker measures
+    assert any("one trial holds 1.50 GiB, 80.0 GiB free -> 8 per GPU" in line for line in said), said
+
+
 def test_probe_env_reaches_the_worker():
     slot = pool.Slot(0, ("0",), 4, probe="/tmp/p.json")
     assert slot.env()[train.MEMORY_PROBE_ENV] == "/tmp/p.json"
