@@ -257,7 +257,7 @@ def pack(args, cuda: bool) -> None:
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(ks))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-           "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore", "TORCHINDUCTOR_COMPILE_THREADS": str(threads)}
     gpus = pool.visible_gpus()
     if cuda and gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[0]  # every worker on the same GPU

@@ -64,6 +64,7 @@ class Slot:
                "MKL_NUM_THREADS": str(self.threads)}
         if self.gpus:
             out["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+            out["TORCHINDUCTOR_COMPILE_THREADS"] = str(self.threads)  # torch.compile's helper processes: its share
         if self.probe:
             out[MEMORY_PROBE_ENV] = self.probe
         return out
