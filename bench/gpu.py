@@ -98,6 +98,7 @@ def reference(net: torch.nn.Module, data, recipe, steps: int, warmup: int, cuda:
     net = net.to(device)
     if cuda:
         net = net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # as Lightning's Trainer(benchmark=True) does for dse
     fast = torch.compile(net) if cuda else net
     decay = [p for p in net.parameters() if p.ndim > 1]
     no_decay = [p for p in net.parameters() if p.ndim <= 1]

@@ -158,8 +158,9 @@ class LossWatch:
     A NaN anywhere in the epoch stays in the sum, so a divergence is seen within about 2 x `every` steps.
     """
 
-    def __init__(self, every: int):
-        self.every, self.host, self.event, self.step_of, self.pending = every, None, None, 0, False
+    def __init__(self, every: int, like: torch.Tensor):
+        self.every, self.event, self.step_of, self.pending = every, None, 0, False
+        self.host = torch.empty((), dtype=like.dtype, pin_memory=like.is_cuda)  # allocated before the steps
 
     def look(self, loss_sum: torch.Tensor, step: int, epoch: int) -> None:
         """At every `every`-th step: check the last copy if it has landed, then start a new one."""
@@ -172,8 +173,6 @@ class LossWatch:
                 raise Diverged(f"loss is {value} at epoch {epoch} step {self.step_of} (seen at step {step})")
         if self.pending:
             return  # the device is more than `every` steps behind: look again next time
-        if self.host is None:
-            self.host = torch.empty((), dtype=loss_sum.dtype, pin_memory=loss_sum.is_cuda)
         self.host.copy_(loss_sum, non_blocking=loss_sum.is_cuda)
         if loss_sum.is_cuda:
             self.event = torch.cuda.Event()
@@ -229,7 +228,7 @@ def _module_class():
             self._loss_sum = None
             self._steps = [0]  # a list: no nn.Module.__setattr__ per step
             self._epoch_loss = None
-            self._watch = LossWatch(WATCH_EVERY)
+            self._watch = None  # a LossWatch per epoch
             self._epoch_start = 0.0
             self._eval = None  # device sums of (loss x n, correct) over the validation or test set
             self._eval_count = 0
@@ -258,7 +257,7 @@ def _module_class():
             self._loss_sum = torch.zeros((), device=self.device)
             self._steps = [0]
             self._epoch_loss = None
-            self._watch = LossWatch(WATCH_EVERY)
+            self._watch = LossWatch(WATCH_EVERY, self._loss_sum)
             self._epoch_start = time.perf_counter()
 
         def training_step(self, batch, batch_idx):

@@ -117,8 +117,8 @@ def test_loss_watch_stops_a_nan_run_mid_epoch(data, monkeypatch):
 
 
 def test_loss_watch_reads_only_landed_copies():
-    watch = train.LossWatch(every=2)
     total = torch.zeros(())
+    watch = train.LossWatch(every=2, like=total)
     for step in range(1, 7):
         total += 1.0
         watch.look(total, step, 0)  # finite: never raises
