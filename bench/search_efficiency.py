@@ -8,8 +8,10 @@ usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv
 
 Each run is a real Optuna study (in-memory storage, objectives accuracy max / FLOPs min, the table's budget
 as constraints) driven by dse's own trial function (`dse.objective.Objective`) and samplers
-(`dse.objective.make_sampler` with dse/conf/sampler/<name>.yaml): only `Objective.train` is replaced, by a
-look-up of the point's row. So over-budget points are rejected without training, repeated points are not
+(`dse.objective.make_sampler` with dse/conf/sampler/<name>.yaml, wrapped in `dse.sampling.FeasibleStart` as
+`python -m dse.search` wraps it: start-up trials drawn inside the budget, `random` is random search inside
+the budget, and a repeated proposal is followed by a random feasible point): only `Objective.train` is
+replaced, by a look-up of the point's row. So over-budget points are rejected without training, repeated points are not
 trained again, and under the dominance pruner every epoch runs `dse.dominance.check` on the study's
 storage, exactly as in `python -m dse.search`. The x-axes:
 - proposals: Optuna trials (every sampled point, also the rejected and repeated ones, which cost nothing);
@@ -46,8 +48,9 @@ SAMPLERS = ("random", "tpe", "nsga2", "gp")
 AT = (10, 25, 50, 100, 150)  # proposals at which HV is printed
 SHARES = (0.1, 0.25, 0.5, 1.0)  # fractions of the exhaustive compute at which HV is printed
 # A run whose sampler proposes the same already-held point this many times in a row is stuck (a duplicate is
-# a FAIL trial in dse, which GP's model ignores, so its acquisition keeps the same optimum): it ends there
-# and the rest of its proposals count as changing nothing (which is what dse would get, only slower).
+# a FAIL trial in dse, which a model-based sampler ignores; dse.sampling answers each repeat with a random
+# feasible point, so this guard should no longer fire): it ends there and the rest of its proposals count
+# as changing nothing (which is what dse would get, only slower).
 STUCK = 10
 
 
@@ -146,23 +149,17 @@ def make_synthetic(path: Path, epochs: int = 4, seed: int = 0) -> None:
 
 # ----- one replayed study -----
 
-def sampler_for(name: str, seed: int):
-    """dse's sampler for dse/conf/sampler/<name>.yaml; (sampler, note) — the note says when it is not dse's."""
+def sampler_for(name: str, seed: int, space):
+    """dse's sampler for dse/conf/sampler/<name>.yaml, wrapped as `python -m dse.search` wraps it
+    (dse.sampling.FeasibleStart: start-up trials inside the budget, a random feasible point after a repeat)."""
     import yaml
 
-    from dse.errors import UserError
     from dse.objective import make_sampler
+    from dse.sampling import FeasibleStart, startup_count
 
     conf = ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml"
     cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else {"name": name}
-    try:
-        return make_sampler(cfg, seed, multi=True), ""
-    except UserError:
-        if name != "gp":
-            raise
-        import optuna
-
-        return optuna.samplers.GPSampler(seed=seed), "gp: optuna GPSampler built here (dse has no sampler=gp yet)"
+    return FeasibleStart(make_sampler(cfg, seed, multi=True), space, startup_count(cfg), seed), ""
 
 
 def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: int, pruner=None) -> dict:
@@ -210,7 +207,7 @@ def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: i
             return TrainResult(row["acc"][-1], None, epochs, row["train_seconds"], "ok", "", history=history)
 
     prune = pruner is not None
-    smp, note = sampler_for(sampler, seed)
+    smp, note = sampler_for(sampler, seed, space)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=smp,
                                 pruner=pruner if prune else optuna.pruners.NopPruner())
     study.set_user_attr("objectives", ["accuracy", "flops"])

@@ -59,13 +59,14 @@ def present(trial, max_retry: int) -> bool:
 
 
 def missing(study, labels, seeds: int, max_retry: int = 2) -> list[tuple[str, int]]:
-    """The cells x seeds no trial stands for, in grid order."""
+    """The cells x seeds no trial stands for, seed by seed in grid order: a multi-seed table run partly holds
+    whole seeds (every cell at seed 0 first), so its table and τ are complete at each seed."""
     have = set()
     for trial in study.get_trials(deepcopy=False):
         cell = cell_of(trial)
         if cell is not None and present(trial, max_retry):
             have.add(cell)
-    return [(label, seed) for label in labels for seed in range(seeds) if (label, seed) not in have]
+    return [(label, seed) for seed in range(seeds) for label in labels if (label, seed) not in have]
 
 
 def enqueue_once(study, labels, seeds: int, max_retry: int = 2, wait_s: float = 600, poll_s: float = 0.2) -> int:

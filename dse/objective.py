@@ -274,6 +274,8 @@ class Objective:
         try:
             return train.fit(point, self.data, recipe, trial=trial if self.prune and first_seed else None,
                              logger=logger, progress=self.progress, callbacks=self.callbacks(recipe))
+        except UserError:  # bad input (a corrupt image, a bad setting): every trial would fail alike; stop here
+            raise
         except Exception as exc:  # the study goes on; the reason is kept
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             return _Failed(status="failed", reason=f"{type(exc).__name__}: {msg}"[:300],

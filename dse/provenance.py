@@ -16,7 +16,7 @@ from dse.errors import UserError
 
 STUDY_KEY = "dse:settings"
 DATA_KEYS = ("name", "subset", "val_subset", "val_fraction", "image_size", "augment")
-NOT_TRAINING = ("accelerator", "devices", "strategy", "threads", "oom_retry", "eval_test", "seed")
+NOT_TRAINING = ("accelerator", "devices", "strategy", "threads", "oom_retry", "eval_test", "seed", "compile")
 
 
 def settings(data_cfg: dict, recipe, thin: tuple, seed: int) -> dict:

@@ -17,6 +17,7 @@ import re
 import sys
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -428,7 +429,7 @@ def run(job: Job) -> int:
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
     from dse.screen import Screen, trial_line
 
-    screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout)
+    screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
     bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True), study.timeout)
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)),
@@ -452,8 +453,9 @@ def run(job: Job) -> int:
             optuna_study.optimize(objective, n_trials=None, timeout=left,
                                   catch=(obj.TrialFailed,), callbacks=[after, *stop, signals.StopOnSignal()],
                                   gc_after_trial=True)
-    except signals.TrialInterrupted:
-        pass
+    except signals.TrialInterrupted as stopped:  # the trial in flight: its line, then the study's
+        bar.write(str(stopped))
+        bar.write(screen.study_line())
     finally:
         bar.close()
         owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
@@ -504,17 +506,29 @@ def size_trials(job: Job, optuna_study) -> None:
     stored = optuna_study.user_attrs.get(provenance.STUDY_KEY)
     if stored is None and optuna_study.get_trials(deepcopy=False):
         return  # an older study: keep what it was trained with
+    batch = val = None
     if stored is not None:
-        size = (stored.get("data") or {}).get("subset")
+        size, val = ((stored.get("data") or {}).get(k) for k in ("subset", "val_subset"))
+        batch = (stored.get("trainer") or {}).get("batch_size")
         why = f"sizing: {size} training samples, as this study was sized when it began"
     else:
-        size, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
-                                  study.trials_per_timeout, int(job.cfg.get("seed", 0)))
+        def typed(key):
+            return any(a.lstrip("+~").startswith(key + "=") for a in job.argv)
+
+        size, val, batch, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
+                                              study.trials_per_timeout, int(job.cfg.get("seed", 0)),
+                                              keep_batch=typed("trainer.batch_size"), keep_val=typed("data.val_subset"))
     if not size:
         return
     print(why)
-    job.data = sizing.with_subset(job.data, int(size))
+    full_val = len(job.data.val)
+    job.data = sizing.with_subset(job.data, int(size), int(val) if val else None)
     job.settings["data"]["subset"] = int(size)
+    if val and int(val) < full_val:
+        job.settings["data"]["val_subset"] = int(val)
+    if batch and int(batch) != job.recipe.batch_size:
+        job.recipe = dataclasses.replace(job.recipe, batch_size=int(batch))
+        job.settings["trainer"]["batch_size"] = int(batch)
 
 
 def make_sampler(job: Job, done: int):

@@ -69,14 +69,17 @@ def guard(fn):
         if _state["signum"] is not None:
             trial.study.stop()
             _record(trial)
-            raise TrialInterrupted("stop requested before the trial started")
+            raise TrialInterrupted(f"trial {trial.number} [{REASON}] stop requested before the trial started; "
+                                   "queued again")
         _state["armed"] = True
         try:
             return fn(trial)
         except Interrupted as exc:  # a signal, or dse.deadline.OutOfTime
             _state["armed"] = False
-            _record(trial, getattr(exc, "reason", REASON))
-            raise TrialInterrupted(str(exc)) from None
+            reason = getattr(exc, "reason", REASON)
+            _record(trial, reason)
+            raise TrialInterrupted(f"trial {trial.number} [{reason}] {exc}; queued again: the next run of the "
+                                   "command trains it first") from None
         finally:
             _state["armed"] = False
 

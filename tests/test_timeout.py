@@ -28,6 +28,7 @@ def test_the_trial_in_flight_stops_at_the_timeout_and_runs_on_resume(tmp_path):
     stopped = [t for t in trials if t.state.name == "FAIL"]
     queued = [t for t in trials if t.state.name == "WAITING"]
     assert len(stopped) == 1 and stopped[0].user_attrs["reason"] == "out of time"
+    assert f"trial {stopped[0].number} [out of time] needs ~" in proc.stdout, proc.stdout[-2000:]  # on screen too
     assert len(queued) == 1 and queued[0].params == stopped[0].params  # the same point, queued again
     assert not [t for t in trials if t.state.name == "RUNNING"]
     ok(search_here("space=resnext", "trainer.max_epochs=3000", "trainer.limit_batches=4", "study.n_trials=1",
@@ -44,6 +45,42 @@ def test_subset_for_a_hand_computed_budget():
     assert sizing.subset_for(0.5, 60.0, 2, 1000, 20000) == 1000  # a floor, however slow the machine
 
 
+def test_validation_time_is_measured_not_guessed():
+    # Before, validation was guessed at a third of a training sample's time: on a busy 2-core machine
+    # (9.5 ms per training sample, 6,000 validation samples, 65.6 s per trial) that guess left 65.6 - 4 - 38 s
+    # for training and cut the set to 1,500 images, while validation really took ~1 s per epoch.
+    # Measured at 1 ms per validation sample: 65.6 - 4 - 2 * 6000 * 0.001 = 49.6 s -> 49.6 / (2 * 0.0095) = 2610
+    assert sizing.subset_for(0.0095, 65.6, 2, 6000, 20000, eval_per_sample=0.001) == 2500
+    assert sizing.subset_for(0.0095, 65.6, 2, 6000, 20000) == 1000  # the old guess: 23.6 s -> 1242 -> floor
+
+
+def test_validation_shrinks_with_a_small_training_set():
+    assert sizing.val_for(8500, 6000) == 6000  # a quiet machine keeps the whole validation split
+    assert sizing.val_for(1500, 6000) == 2000  # never below the floor
+    assert sizing.val_for(3000, 6000) == 3000 and sizing.val_for(1500, 1200) == 1200
+
+
+def test_small_trials_keep_enough_optimizer_steps():
+    # 8,500 images x 2 epochs at batch 128 = 132 steps: enough, the recipe's batch stays
+    assert sizing.batch_for(8500, 2, 128) == 128
+    # 1,500 x 2 = 3,000 samples: 23 steps at 128; 3,000 / 100 steps = 30 per batch -> the power of two below, 16
+    assert sizing.batch_for(1500, 2, 128) == 16
+    assert sizing.batch_for(1000, 1, 128) == 16  # 10 per batch would be needed: never below 16
+    assert sizing.batch_for(100, 1, 8) == 8  # nor above the recipe's own batch
+    assert sizing.batch_for(5000, 2, 64) == 64  # 156 steps
+
+
+def test_one_validation_sample_costs_less_than_one_training_sample():
+    from dse.datasets import load
+    from dse.space import load as load_space
+    from dse.train import Recipe
+
+    data = load("synthetic")
+    point = sizing.typical_point(load_space("resnext").with_constraints(flops={"max": 1e7}))
+    train, val = sizing.seconds_per_sample(point.thinned(0.25, 4), data, Recipe(batch_size=32, threads=1))
+    assert 0 < val < train  # forward only, no gradients, against forward + backward + step
+
+
 def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
     args = ["space=resnext", "study.n_trials=1", "study.timeout=100", "study.trials_per_timeout=4",
             "study.name=z"]
@@ -53,6 +90,13 @@ def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
     size = study.user_attrs["dse:settings"]["data"]["subset"]
     assert 1000 <= size <= 20000
     assert study.trials[0].user_attrs["settings"]["data"]["subset"] == size
+    batch = study.user_attrs["dse:settings"]["trainer"]["batch_size"]
+    assert f"at batch {batch} (" in first.stdout and study.trials[0].user_attrs["settings"]["trainer"]["batch_size"] == batch
+    assert size * 2 // batch >= sizing.MIN_STEPS or batch == sizing.MIN_BATCH
+    val = study.user_attrs["dse:settings"]["data"]["val_subset"]  # 100 s for 4 trials: a small set, cut
+    assert sizing.VAL_FLOOR <= val <= max(size, sizing.VAL_FLOOR) and val < 6000
+    assert f"{val} validation samples" in first.stdout
+    assert study.trials[0].user_attrs["settings"]["data"]["val_subset"] == val
     again = ok(search_here(*args[:1], "study.n_trials=2", *args[2:], cwd=tmp_path, fast=False))
     assert f"sizing: {size} training samples, as this study was sized when it began" in again.stdout
     assert "measured" not in again.stdout
