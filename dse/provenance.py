@@ -41,8 +41,10 @@ def flat(value: dict, prefix: str = "") -> dict:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for every setting that differs."""
-    a, b = flat(old), flat(new)
+    """'key: old -> new' for every setting that differs (keys that do not change training, e.g. a setting an
+    older dse recorded before it moved to NOT_TRAINING, are ignored)."""
+    skip = {f"trainer.{k}" for k in NOT_TRAINING}
+    a, b = ({k: v for k, v in flat(x).items() if k not in skip} for x in (old, new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
