@@ -72,6 +72,8 @@ def describe(found: list[dict]) -> str | None:
     """The 'Trained as' line of a table from its trials' settings (None when no trial has any)."""
     unique = []
     for item in found:
+        if item:  # settings that do not change training (an older dse recorded some) do not split the line
+            item = {**item, "trainer": {k: v for k, v in (item.get("trainer") or {}).items() if k not in NOT_TRAINING}}
         if item and item not in unique:
             unique.append(item)
     if not unique:
