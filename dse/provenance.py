@@ -40,11 +40,16 @@ def flat(value: dict, prefix: str = "") -> dict:
     return out
 
 
+def training(value: dict) -> dict:
+    """Settings without the trainer keys that do not change training (an older dse recorded some of them,
+    e.g. trainer.compile, before they moved to NOT_TRAINING)."""
+    trainer = {k: v for k, v in (value.get("trainer") or {}).items() if k not in NOT_TRAINING}
+    return {**value, "trainer": trainer} if "trainer" in value else value
+
+
 def differences(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for every setting that differs (keys that do not change training, e.g. a setting an
-    older dse recorded before it moved to NOT_TRAINING, are ignored)."""
-    skip = {f"trainer.{k}" for k in NOT_TRAINING}
-    a, b = ({k: v for k, v in flat(x).items() if k not in skip} for x in (old, new))
+    """'key: old -> new' for every setting that changes training."""
+    a, b = flat(training(old)), flat(training(new))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
@@ -72,8 +77,7 @@ def describe(found: list[dict]) -> str | None:
     """The 'Trained as' line of a table from its trials' settings (None when no trial has any)."""
     unique = []
     for item in found:
-        if item:  # settings that do not change training (an older dse recorded some) do not split the line
-            item = {**item, "trainer": {k: v for k, v in (item.get("trainer") or {}).items() if k not in NOT_TRAINING}}
+        item = training(item) if item else item
         if item and item not in unique:
             unique.append(item)
     if not unique:

@@ -16,8 +16,8 @@ import os
 import re
 import sys
 import time
-import warnings
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -501,7 +501,11 @@ def size_trials(job: Job, optuna_study) -> None:
     study = job.study
     if not (study.trials_per_timeout and study.timeout) or job.space is None or job.cells is not None:
         return
-    if any(a.lstrip("+~").startswith("data.subset=") for a in job.argv):
+
+    def typed(key):
+        return any(a.lstrip("+~").startswith(key + "=") for a in job.argv)
+
+    if typed("data.subset"):
         return  # the user's own size
     stored = optuna_study.user_attrs.get(provenance.STUDY_KEY)
     if stored is None and optuna_study.get_trials(deepcopy=False):
@@ -512,9 +516,6 @@ def size_trials(job: Job, optuna_study) -> None:
         batch = (stored.get("trainer") or {}).get("batch_size")
         why = f"sizing: {size} training samples, as this study was sized when it began"
     else:
-        def typed(key):
-            return any(a.lstrip("+~").startswith(key + "=") for a in job.argv)
-
         size, val, batch, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
                                               study.trials_per_timeout, int(job.cfg.get("seed", 0)),
                                               keep_batch=typed("trainer.batch_size"), keep_val=typed("data.val_subset"))
