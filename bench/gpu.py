@@ -48,7 +48,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def point(name: str, size: int):
     """A named dse point at `size` px; resnet18_cifar is the ImageNet ResNet-18 with a 3x3 stem, 10 classes."""
     from dse import zoo
-    from dse.space.point import Stem
+    from dse.point import Stem
 
     if name == "resnet18_cifar":
         base = zoo.get("resnet18").replace(stem=Stem("conv", 64, 3), num_classes=10, name=name)

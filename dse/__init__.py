@@ -18,7 +18,7 @@ def __getattr__(name):
 
         return complexity
     if name == "Point":
-        from dse.space.point import Point
+        from dse.point import Point
 
         return Point
     raise AttributeError(name)

@@ -48,7 +48,7 @@ def follow(job) -> int:
     import json
 
     from dse import train
-    from dse.space.point import Point
+    from dse.point import Point
 
     point = Point.from_dict(json.loads(os.environ[POINT]))
     recipe = dataclasses.replace(job.recipe, seed=int(os.environ.get(SEED, "0")))

@@ -22,7 +22,7 @@ MAX_FILE = 10_000_000  # bytes: a point file or best.yaml is a few kB
 
 def read_point(source: str, rank: int | None = None):
     """A zoo name, a point file, or a study's best.yaml (its front point number `rank`) -> Point."""
-    from dse.space.point import Point
+    from dse.point import Point
 
     path = Path(source)
     if not (source.endswith((".yaml", ".yml", ".json")) or path.is_file()):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from dse.count import complexity
 from dse.errors import UserError, choose
-from dse.space.point import GROUPED, Point
+from dse.point import GROUPED, Point
 
 MAX_WIDTH = 1 << 14  # search ceiling for a free width
 

@@ -223,7 +223,7 @@ def _cell(i: int, data) -> Cell:
 
 def cell_points(study: Study, space) -> dict:
     """Expand the grid (and a `match:` generator) into {label: Point}, in file order."""
-    from dse.space.point import Point
+    from dse.point import Point
 
     out = {}
     for cell in study.grid:

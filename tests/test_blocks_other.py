@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dse.arch import build
 from dse.count import complexity
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 from dse.zoo import dense, inception, mobile
 
 torch.set_num_threads(2)

@@ -16,7 +16,7 @@ import torch
 
 from dse import datasets, pool, train
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1 << 30

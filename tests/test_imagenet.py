@@ -9,7 +9,7 @@ from PIL import Image
 
 from dse import datasets, imagenet, train
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 from search_helpers import env
 

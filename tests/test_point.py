@@ -11,7 +11,7 @@ import yaml
 import dse.zoo as zoo
 from dse.count import complexity
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar, wrn
 
 NAMES = zoo.names()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dse import datasets, train
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 torch.set_num_threads(1)
 POINT = Point(stages=(Stage("basic", 1, 8), Stage("basic", 1, 16, stride=2)), stem=Stem(width=8),

@@ -34,7 +34,7 @@ def test_report_rebuilds_from_storage(finished, how):
     assert front and {r["number"] for r in front} <= {r["number"] for r in before}
     best = yaml.safe_load((run_dir / "best.yaml").read_text())
     assert [e["trial"] for e in best["front"]] == [int(r["number"]) for r in front]
-    from dse.space.point import Point
+    from dse.point import Point
 
     for entry in best["front"]:  # each front point loads back as a Point with the same id
         point = Point.from_dict(yaml.safe_load((run_dir / entry["file"]).read_text()))

@@ -153,7 +153,7 @@ def test_study_proxy_settings_apply_under_proxy_fidelity_only():
 
 def test_thinned_training_records_both_counts(tmp_path):
     from dse import complexity
-    from dse.space.point import Point
+    from dse.point import Point
 
     point = {"stem": {"width": 16}, "stages": [{"block": "basic", "depth": 1, "width": 32}]}
     study = tmp_path / "thin.yaml"

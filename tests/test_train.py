@@ -4,7 +4,7 @@ import torch
 
 from dse import datasets, train
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,7 @@ import dse.zoo as zoo
 from dse.arch import build
 from dse.count import complexity, stem
 from dse.count.blocks import BLOCKS
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar
 
 NAMES = zoo.names()

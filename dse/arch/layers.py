@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from timm.layers import get_act_layer
 
-from dse.space.point import PREACT, Point
+from dse.point import PREACT, Point
 
 POOLS = {
     "none": lambda: nn.Identity(),

@@ -9,7 +9,7 @@ from dse.arch.blocks import BLOCKS
 from dse.count import stem as count_stem
 from dse.count.blocks import BLOCKS as COUNTS
 from dse.errors import choose
-from dse.space.point import Point
+from dse.point import Point
 
 
 class Net(nn.Module):

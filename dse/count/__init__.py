@@ -10,7 +10,7 @@ from typing import NamedTuple
 from dse.count import blocks
 from dse.count.layers import Count, conv, linear, norm, pool
 from dse.errors import choose
-from dse.space.point import PREACT, Point
+from dse.point import PREACT, Point
 
 
 class Complexity(NamedTuple):

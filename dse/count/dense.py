@@ -12,7 +12,7 @@ import math
 from dse.count.layers import Count, pool
 from dse.count.plain import Op, count_ops
 from dse.errors import UserError
-from dse.space.point import Point
+from dse.point import Point
 
 
 def check(point: Point, index: int, family: str) -> None:

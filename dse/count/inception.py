@@ -11,7 +11,7 @@ from __future__ import annotations
 from dse.count.dense import check
 from dse.count.layers import Count, pool
 from dse.count.plain import Op, conv_norm_act, count_ops
-from dse.space.point import Point
+from dse.point import Point
 
 
 def branch_ops(point: Point, index: int, module: int, cin: int) -> list[list[Op]]:

@@ -50,7 +50,7 @@ POOL_GEOMETRY = {"none": None, "max2": (2, 2, 0), "max3": (3, 2, 1), "max3_valid
 
 
 def pool(name: str, c: int, h: int, w: int) -> Count:
-    """A named pooling layer (dse.space.point.POOLS): no params, no MACs, new size."""
+    """A named pooling layer (dse.point.POOLS): no params, no MACs, new size."""
     geo = POOL_GEOMETRY[name]
     if geo is None:
         return Count(0, 0, c, h, w)

@@ -19,7 +19,7 @@ from dse.count.layers import Count, pool
 from dse.count.plain import Op, conv_norm_act
 from dse.count.residual import Block, count_block
 from dse.errors import UserError
-from dse.space.point import Point
+from dse.point import Point
 
 ATTENTIONS = ("none", "se", "eca", "cbam")
 

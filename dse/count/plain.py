@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from dse.count import attention
 from dse.count.layers import Count, conv, norm, pool
-from dse.space.point import Point
+from dse.point import Point
 
 
 class Op(NamedTuple):

@@ -11,7 +11,7 @@ from dse.count import attention
 from dse.count.layers import Count, pool
 from dse.count.plain import Op, conv_norm_act, count_ops
 from dse.errors import UserError
-from dse.space.point import Point
+from dse.point import Point
 
 
 class Block(NamedTuple):

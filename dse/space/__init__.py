@@ -1,5 +1,5 @@
 """Design spaces: the Point (one architecture) and the Space (a YAML file of parameters over Points)."""
-from dse.space.point import Head, Point, Stage, Stem
+from dse.point import Head, Point, Stage, Stem
 
 __all__ = ["Head", "Point", "Stage", "Stem", "load", "Space", "names", "spaces_dir", "Param", "Infeasible", "parse"]
 

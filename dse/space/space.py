@@ -42,7 +42,7 @@ import yaml
 
 from dse.errors import UserError
 from dse.space.expr import FUNCTIONS, Expr
-from dse.space.point import Head, Point, Stage, Stem
+from dse.point import Head, Point, Stage, Stem
 
 KEYS = ("description", "base", "geometry", "params", "derived", "checks", "set", "constraints", "grid")
 PARAM_KEYS = {

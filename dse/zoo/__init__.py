@@ -6,7 +6,7 @@ points 224 px / 1000 classes); `names()` lists them. Unknown names list the vali
 from __future__ import annotations
 
 from dse.errors import UserError
-from dse.space.point import Point
+from dse.point import Point
 
 
 def _tables() -> dict[str, Point]:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 CIFAR = dict(image_size=32, in_chans=3, num_classes=10)
 IMAGENET = dict(image_size=224, in_chans=3, num_classes=1000)

@@ -5,7 +5,7 @@ Branch widths per module are (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj).
 """
 from __future__ import annotations
 
-from dse.space.point import Head, Point, Stage, Stem
+from dse.point import Head, Point, Stage, Stem
 
 IMAGENET = dict(image_size=224, in_chans=3, num_classes=1000)
 CIFAR = dict(image_size=32, in_chans=3, num_classes=10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dse.count.attention import make_divisible
 from dse.errors import UserError
-from dse.space.point import Head, Point, Stage, Stem
+from dse.point import Head, Point, Stage, Stem
 
 CIFAR = dict(image_size=32, in_chans=3, num_classes=10)
 # MobileNet-v1 body: (blocks, width, stride) per stage after the 32-wide stem

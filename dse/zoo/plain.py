@@ -1,7 +1,7 @@
 """Named plain points: LeNet-5, AlexNet, VGG-16/19 (torchvision layouts) and NIN for CIFAR."""
 from __future__ import annotations
 
-from dse.space.point import Head, Point, Stage, Stem
+from dse.point import Head, Point, Stage, Stem
 
 IMAGENET = dict(image_size=224, in_chans=3, num_classes=1000)
 VGG_DEPTHS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}

@@ -8,7 +8,7 @@ paper's 10.2M (which matches the count without them), and why its paper check al
 from __future__ import annotations
 
 from dse.errors import UserError
-from dse.space.point import Point, Stage, Stem
+from dse.point import Point, Stage, Stem
 
 CIFAR = dict(image_size=32, in_chans=3, num_classes=10)
 IMAGENET = dict(image_size=224, in_chans=3, num_classes=1000)
