@@ -11,7 +11,7 @@ import argparse
 import random
 import time
 
-from dse.count import complexity
+from dse.cost import complexity
 from dse.space import load, names
 
 
@@ -41,7 +41,7 @@ def measured_seconds(points: list) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dse.arch import build
+    from dse.network import build
 
     torch.set_num_threads(1)
     start = time.perf_counter()

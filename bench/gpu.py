@@ -7,9 +7,9 @@ side in one run, on the same synthetic CIFAR-shaped data (uint8 3x32x32, 10 clas
   hlb-cifar10): data on the GPU, flip and pad-crop on the GPU, bf16 autocast, channels_last,
   torch.compile(model), SGD Nesterov with a one-cycle lr, and no host work per step beyond launching it
   (the loss sum is read once, at the end).
-Both build the net with dse.arch.build from the same seed and run the same batch size, steps and recipe. The
+Both build the net with dse.network.build from the same seed and run the same batch size, steps and recipe. The
 first --warmup steps (compilation included) are not timed; the clock syncs only at the start and the end.
-FLOPs are analytic: 2 x the multiply-adds of conv and linear layers (dse.count), x 3 for forward + backward,
+FLOPs are analytic: 2 x the multiply-adds of conv and linear layers (dse.cost), x 3 for forward + backward,
 per image; TFLOP/s = img/s x that. The last line is `ratio: X` = the geometric mean over the nets of
 dse img/s / reference img/s.
 
@@ -187,8 +187,8 @@ def matmul_tflops(cuda: bool) -> float:
 def compare(args, cuda: bool) -> None:
     """The side-by-side table and the ratio line."""
     from dse import train
-    from dse.arch import build
-    from dse.count import complexity
+    from dse.network import build
+    from dse.cost import complexity
 
     size = 16 if args.smoke else 32
     device = torch.device("cuda" if cuda else "cpu")
@@ -200,7 +200,7 @@ def compare(args, cuda: bool) -> None:
           f"synthetic {size}x{size}x3, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
           f"warm-up; dse: precision {train._precision(recipe, cuda)}, compile {train.compiles(recipe, cuda)}")
     print(f"dense {'bf16' if cuda else 'fp32'} matmul on this device: {matmul_tflops(cuda):.3g} TFLOP/s")
-    print("FLOPs = 2 x multiply-adds of conv + linear layers (dse.count), x 3 for forward + backward")
+    print("FLOPs = 2 x multiply-adds of conv + linear layers (dse.cost), x 3 for forward + backward")
     print(f"{'net':<16}{'GFLOP/img':>10}{'ref img/s':>12}{'TFLOP/s':>9}{'1st step s':>11}"
           f"{'dse img/s':>12}{'TFLOP/s':>9}{'fit s':>8}{'ratio':>7}")
     ratios = []

@@ -83,7 +83,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from dse import datasets, train, zoo
-    from dse.arch import build
+    from dse.network import build
 
     name = "fashion_mnist" if datasets._idx_folder(datasets.DEBIAN_FASHION_MNIST) else "synthetic"
     total = args.warmup + args.steps

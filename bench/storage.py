@@ -681,7 +681,7 @@ def training_imports() -> float:
     import lightning.pytorch  # noqa: F401
     import timm  # noqa: F401
 
-    import dse.arch  # noqa: F401
+    import dse.network  # noqa: F401
     import dse.train  # noqa: F401
     return time.perf_counter() - t
 

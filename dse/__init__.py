@@ -10,11 +10,11 @@ __all__ = ["build", "complexity", "Point"]
 
 def __getattr__(name):
     if name == "build":
-        from dse.arch import build
+        from dse.network import build
 
         return build
     if name == "complexity":
-        from dse.count import complexity
+        from dse.cost import complexity
 
         return complexity
     if name == "Point":

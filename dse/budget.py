@@ -31,7 +31,7 @@ class Survey:
 
 def survey(space, n: int = SAMPLES, seed: int = 0) -> Survey:
     """Sample `n` points of the space (values that break its checks are skipped) and test them against the budget."""
-    from dse.count import complexity
+    from dse.cost import complexity
     from dse.space.space import Infeasible
 
     rng = random.Random(seed)
@@ -114,7 +114,7 @@ def check_cells(space, cells: dict, say=print) -> None:
     if not over:
         return
     if len(over) == len(cells):
-        from dse.count import complexity
+        from dse.cost import complexity
 
         label = min(cells, key=lambda lb: complexity(_at(space, cells[lb])).flops)
         flops = complexity(_at(space, cells[label])).flops

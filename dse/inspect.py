@@ -87,36 +87,29 @@ def _front_point(front: list, source: str, rank: int) -> dict:
 
 
 def stage_rows(point) -> list[dict]:
-    """One row per part (stem, each stage, head): block, depth, width, output shape, params, MACs."""
-    from dse.count import head, stem
-    from dse.count.blocks import BLOCKS
-    from dse.errors import choose
+    """One row per part (stem, each stage, head): block, depth, width, output shape, params, MACs, activations."""
+    from dse.families import net
+    from dse.graph.count import parts
 
-    size = point.image_size
-    total = stem(point, point.in_chans, size, size)
+    stem, *stages, head = parts(net(point))
     rows = [dict(part="stem", block=point.stem.type, depth=1 if point.stem.type != "none" else 0,
-                 width=total.c, out=[total.c, total.h, total.w], params=total.params, flops=total.macs)]
-    first = 0
-    for i, stage in enumerate(point.stages):
-        count = choose("block", stage.block, BLOCKS)(point, i, total.c, total.h, total.w, first)
+                 width=stem.c, out=[stem.c, stem.h, stem.w], params=stem.params, flops=stem.macs, acts=stem.acts)]
+    for i, (stage, count) in enumerate(zip(point.stages, stages)):
         rows.append(dict(part=str(i), block=stage.block, depth=stage.depth, width=count.c,
-                         out=[count.c, count.h, count.w], params=count.params, flops=count.macs))
-        total = total.then(count)
-        first += stage.depth
-    out = head(point, total.c, total.h, total.w, point.num_classes)
-    rows.append(dict(part="head", block=point.head.type, depth=len(point.head.hidden) + 1, width=out.c,
-                     out=[out.c], params=out.params, flops=out.macs))
+                         out=[count.c, count.h, count.w], params=count.params, flops=count.macs, acts=count.acts))
+    rows.append(dict(part="head", block=point.head.type, depth=len(point.head.hidden) + 1, width=head.c,
+                     out=[head.c], params=head.params, flops=head.macs, acts=head.acts))
     return rows
 
 
 def summary(point) -> dict:
-    """The JSON object: name, params, flops, geometry, per-stage rows and the point itself."""
-    from dse.count import complexity
+    """The JSON object: name, params, flops, activations, receptive field, geometry, per-stage rows, the point."""
+    from dse.cost import measures
 
-    params, flops = complexity(point)
-    return dict(name=point.name, id=point.id, params=params, flops=flops, image_size=point.image_size,
-                num_classes=point.num_classes, in_chans=point.in_chans, stages=stage_rows(point),
-                point=point.to_dict())
+    m = measures(point)
+    return dict(name=point.name, id=point.id, params=m.params, flops=m.flops, acts=m.acts, rf=m.rf,
+                rf_stride=m.rf_stride, image_size=point.image_size, num_classes=point.num_classes,
+                in_chans=point.in_chans, stages=stage_rows(point), point=point.to_dict())
 
 
 def _si(x: float) -> str:
@@ -131,12 +124,14 @@ def text(info: dict) -> str:
     lines = [f"{info['name'] or '(unnamed point)'}  [{info['id']}]  {info['image_size']} px, {info['in_chans']} "
              f"channel(s), {info['num_classes']} classes",
              f"params {info['params']:,} ({_si(info['params'])})   FLOPs {info['flops']:,} ({_si(info['flops'])} "
-             "multiply-adds)", "",
-             f"{'part':<6}{'block':<19}{'depth':>6}{'width':>7}  {'output':<14}{'params':>13}{'MACs':>14}"]
+             "multiply-adds)",
+             f"activations {info['acts']:,} ({_si(info['acts'])})   receptive field {info['rf']} px at stride "
+             f"{info['rf_stride']}", "",
+             f"{'part':<6}{'block':<19}{'depth':>6}{'width':>7}  {'output':<14}{'params':>13}{'MACs':>14}{'acts':>14}"]
     for r in info["stages"]:
         out = "x".join(map(str, r["out"]))
         lines.append(f"{r['part']:<6}{r['block']:<19}{r['depth']:>6}{r['width']:>7}  {out:<14}{r['params']:>13,}"
-                     f"{_si(r['flops']):>14}")
+                     f"{_si(r['flops']):>14}{_si(r['acts']):>14}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ import argparse
 import sys
 from dataclasses import dataclass, replace
 
-from dse.count import complexity
+from dse.cost import complexity
 from dse.errors import UserError, choose
 from dse.point import GROUPED, Point
 

@@ -1,6 +1,7 @@
 """Point: one CNN architecture as a frozen, hashable tree of dataclasses.
 
-A Point is pure data. `dse.complexity` counts it, `dse.arch` builds it, and it round-trips through
+A Point is pure data. Its family (dse.families) turns it into a graph that `dse.cost` counts and
+`dse.network` builds, and it round-trips through
 dict / YAML / JSON. Every design choice is a name from a small table below; unknown names raise a
 `UserError` that lists the valid ones. Validation happens on construction, so a Point that exists is
 a Point that can be built.
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from dse.errors import UserError
 
-# Block types. Each is a key in dse.arch.BLOCKS and dse.complexity.BLOCKS.
+# Block types. Each is a key in dse.families.STAGES.
 #   plain             conv-norm-act per kernel in `kernels` (VGG, AlexNet, LeNet, NIN mlpconv)
 #   basic             post-activation residual block, one conv per kernel (ResNet-18/34, WRN block types)
 #   bottleneck        1x1 reduce, k x k grouped (cardinality), 1x1 expand (ResNet-50, ResNeXt, WRN-50-2)
@@ -23,8 +24,14 @@ from dse.errors import UserError
 #   inception         GoogLeNet module: 1x1 | 1x1-3x3 | 1x1-3x3(5x5) | pool-1x1, widths from `branches`
 #   dwsep             depthwise-separable convs (MobileNet-v1; with a projection skip, Xception-like)
 #   inverted          inverted residual: 1x1 expand, k x k depthwise, 1x1 project (MobileNet-v2)
+#   regnet            RegNet X/Y bottleneck: 1x1 to width x bottleneck_ratio, 3x3 in groups of group_width,
+#                     [SE from the block's input width], 1x1; projection where the shape changes
+#   mbconv            EfficientNet MBConv: [1x1 expand by the stage's expansion], k x k depthwise, SE, 1x1
+#   shuffle           ShuffleNet V2 unit: channel split (stride 1) or two branches (stride 2), concat, shuffle
+#   convnext          ConvNeXt block: 7x7 depthwise, norm, 1x1 expand, act, 1x1 project, layer scale; a stage
+#                     with stride 2 starts with norm + 2x2/2 conv
 BLOCK_TYPES = ("plain", "basic", "bottleneck", "preact_basic", "preact_bottleneck", "dense", "inception",
-               "dwsep", "inverted")
+               "dwsep", "inverted", "regnet", "mbconv", "shuffle", "convnext")
 GROUPED = ("bottleneck", "preact_bottleneck")  # blocks whose k x k conv uses cardinality x bottleneck_width
 PREACT = ("preact_basic", "preact_bottleneck", "dense")  # nets that end in a final norm-act before pooling
 RESIDUAL = ("basic", "bottleneck", "preact_basic", "preact_bottleneck", "dwsep", "inverted")
@@ -35,12 +42,13 @@ SKIPS = ("none", "identity", "projection", "dense")
 # Attention: se/eca/cbam are applied to a block's output before the add; sk and splat replace the
 # block's spatial k x k conv (timm SelectiveKernel / SplitAttn).
 ATTENTIONS = ("none", "se", "eca", "cbam", "sk", "splat")
-STEM_TYPES = ("none", "conv", "conv_bare")  # conv_bare: conv only (pre-activation nets)
+STEM_TYPES = ("none", "conv", "conv_bare", "patch")  # conv_bare: conv only (pre-activation nets); patch:
+# a biased k x k / k conv and a norm (ConvNeXt)
 POOLS = ("none", "max2", "max3", "max3_valid", "avg2")  # 2x2/2; 3x3/2 pad 1; 3x3/2 no pad; 2x2/2 avg
 HEAD_POOLS = ("avg", "max", "adaptive", "flatten")  # adaptive: adaptive avg to pool_size x pool_size
 HEAD_TYPES = ("linear", "conv")  # conv: NIN-style 1x1 conv to classes, then global average
 ACTS = ("relu", "relu6", "silu", "gelu", "tanh", "leaky_relu", "hard_swish", "sigmoid")
-NORMS = ("bn", "none")
+NORMS = ("bn", "ln", "none")  # ln: LayerNorm over channels (ConvNeXt)
 PADDINGS = ("same", "valid")
 
 
@@ -95,6 +103,7 @@ class Stage:
     pool: str = "none"
     padding: str = "same"
     branches: tuple[tuple[int, ...], ...] = ()
+    expansion: float = 0.0  # mbconv/convnext: this stage's expansion ratio (0: the point's `expansion`)
 
     def check(self, path: str) -> None:
         """Raise UserError on a bad field."""
@@ -129,6 +138,8 @@ class Head:
     hidden: tuple[int, ...] = ()
     dropout: float = 0.0
     type: str = "linear"
+    conv: int = 0  # > 0: a 1x1 conv-norm-act to this width before pooling (EfficientNet 1280, ShuffleNet 1024)
+    norm: bool = False  # a norm after pooling (ConvNeXt)
 
     def check(self, path: str = "head") -> None:
         """Raise UserError on a bad field."""
@@ -141,6 +152,7 @@ class Head:
             raise UserError(f"{path}.dropout: must be in [0, 1), got {self.dropout}")
         if self.type == "conv" and self.hidden:
             raise UserError(f"{path}.hidden: a conv head takes no hidden layers")
+        _positive(f"{path}.conv", self.conv, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,9 @@ class Point:
     compression: float = 1.0  # dense transitions: out = floor(compression * in)
     dense_bottleneck: int = 0  # dense layer 1x1 width = dense_bottleneck * growth_rate (4 for -BC); 0 = none
     expansion: float = 6.0  # inverted residual expansion ratio
+    group_width: int = 0  # regnet: channels per group of the 3x3 conv
+    bottleneck_ratio: float = 1.0  # regnet: the 3x3 conv's width = width x bottleneck_ratio
+    layer_scale: float = 0.0  # convnext: initial value of the branch's per-channel scale (0: none)
     attention: str = "none"
     attn_ratio: float = 0.0625  # reduction of se/cbam/sk/splat (timm rd_ratio)
     drop_path: float = 0.0  # stochastic depth: last block's rate, linear decay from 0
@@ -203,6 +218,12 @@ class Point:
                 raise UserError(f"compression: must be in (0, 1], got {self.compression}")
         if "inverted" in blocks:
             _positive("expansion", self.expansion)
+        if "regnet" in blocks:
+            _positive("group_width", self.group_width)
+            _positive("bottleneck_ratio", self.bottleneck_ratio)
+        for i, stage in enumerate(self.stages):
+            _positive(f"stages[{i}].expansion", stage.expansion, allow_zero=True)
+        _positive("layer_scale", self.layer_scale, allow_zero=True)
         if not 0.0 < self.attn_ratio <= 1.0:
             raise UserError(f"attn_ratio: must be in (0, 1], got {self.attn_ratio}")
         for name in ("drop_path", "dropout"):
@@ -257,8 +278,11 @@ class Point:
 
     @property
     def id(self) -> str:
-        """Stable 10-hex id of the architecture (the name is not part of it)."""
-        data = self.to_dict()
+        """Stable 10-hex id of the architecture (the name is not part of it).
+
+        Fields added after ids were first stored leave the id unchanged while they hold their defaults.
+        """
+        data = _without_late_defaults(self.to_dict())
         data.pop("name")
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode()).hexdigest()[:10]
@@ -285,9 +309,26 @@ class Point:
         stages = tuple(replace(s, width=thin(s.width), branches=tuple(tuple(thin(w) for w in b) for b in s.branches))
                        for s in self.stages)
         return replace(self, stages=stages, stem=replace(self.stem, width=thin(self.stem.width)),
-                       head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden)),
+                       head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden), conv=thin(self.head.conv)),
                        bottleneck_width=max(1, round(self.bottleneck_width * factor)),
                        growth_rate=thin(self.growth_rate))
+
+
+LATE_DEFAULTS = {"group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0}
+LATE_STAGE_DEFAULTS = {"expansion": 0.0}
+LATE_HEAD_DEFAULTS = {"conv": 0, "norm": False}
+
+
+def _drop(data: dict, defaults: dict) -> dict:
+    return {k: v for k, v in data.items() if not (k in defaults and v == defaults[k])}
+
+
+def _without_late_defaults(data: dict) -> dict:
+    """The dict without fields that were added later and still hold their defaults (ids stay stable)."""
+    data = _drop(data, LATE_DEFAULTS)
+    data["stages"] = [_drop(s, LATE_STAGE_DEFAULTS) for s in data["stages"]]
+    data["head"] = _drop(data["head"], LATE_HEAD_DEFAULTS)
+    return data
 
 
 def _no_unknown(path: str, data: dict, cls) -> None:

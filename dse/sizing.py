@@ -24,7 +24,7 @@ MIN_STEPS, MIN_BATCH = 100, 16  # optimizer steps a trial needs to learn anythin
 
 def typical_point(space, seed: int = 0, n: int = 25):
     """The median-FLOPs point of `n` seeded draws inside the budget."""
-    from dse.count import complexity
+    from dse.cost import complexity
 
     rng = random.Random(seed)
     points = [space.sample_with_values(rng, feasible=True)[0] for _ in range(n)]
@@ -36,7 +36,7 @@ def seconds_per_sample(point, data, recipe) -> tuple[float, float]:
     validation: forward only, in eval mode without gradients)."""
     import torch
 
-    from dse.arch import build
+    from dse.network import build
 
     if recipe.threads:
         torch.set_num_threads(recipe.threads)

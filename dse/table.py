@@ -199,7 +199,7 @@ def params_without_norm(point) -> int:
     """Params of the built module without BatchNorm's affine params (some papers print sizes that way)."""
     import torch
 
-    from dse.arch import build
+    from dse.network import build
 
     with torch.device("meta"):  # shapes only: no memory, no init cost
         module = build(point)
@@ -210,7 +210,7 @@ def params_without_norm(point) -> int:
 
 def build_rows(points: dict, table: dict, column: str, per_seed: dict[str, dict[int, float]]) -> list[Row]:
     """Rows in the paper's order, then study cells the paper lacks; paper rows the study lacks are kept."""
-    from dse.count import complexity
+    from dse.cost import complexity
 
     no_norm = choose("params_convention", table.get("params_convention", "all"), {"all": False, "no_norm": True})
 

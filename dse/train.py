@@ -497,7 +497,7 @@ def _end_process_group() -> None:
 
 
 def _build(point, data) -> nn.Module:
-    from dse.arch import build
+    from dse.network import build
 
     return build(point, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size)
 

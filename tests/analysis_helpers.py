@@ -11,7 +11,7 @@ D = optuna.distributions
 
 def make_study(run_dir, n: int = 12):
     """A stored study of `n` trained trials of the nds_resnet space with histories (no training)."""
-    from dse.count import complexity
+    from dse.cost import complexity
     from dse.space.space import load
 
     run_dir.mkdir(parents=True)

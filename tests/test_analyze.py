@@ -160,7 +160,7 @@ def test_ped_anova_ranks_for_low_error(tmp_path):
 
 def anynet_trials(n: int) -> list[dict]:
     """`n` feasible AnyNet points (Fashion-MNIST geometry) with made-up accuracies."""
-    from dse.count import complexity
+    from dse.cost import complexity
     from dse.space.space import load
 
     space = load("anynet").with_geometry(image_size=28, in_chans=1, num_classes=10)

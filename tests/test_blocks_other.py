@@ -15,8 +15,9 @@ import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dse.arch import build
-from dse.count import complexity
+from dse.graph.build import Sum
+from dse.network import build
+from dse.cost import complexity
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 from dse.zoo import dense, inception, mobile
@@ -164,9 +165,10 @@ def test_variants_count_and_train(name, size):
 def test_dense_layers_concatenate_and_transitions_compress():
     point = _dense(dense_bottleneck=4, compression=0.5)
     model = build(point)
-    feats = model.stages[0][0](torch.randn(1, 8, 8, 8))
+    stage = model.features[1]  # features: the stem, then the stages
+    feats = stage[0](torch.randn(1, 8, 8, 8))
     assert feats.shape[1] == 8 + 4
-    assert model.stages(torch.randn(1, 8, 8, 8)).shape[1] == (8 + 2 * 4) // 2 + 2 * 4
+    assert model.features[1:](torch.randn(1, 8, 8, 8)).shape[1] == (8 + 2 * 4) // 2 + 2 * 4  # all stages
 
 
 def test_shortcuts_follow_skip():
@@ -174,7 +176,8 @@ def test_shortcuts_follow_skip():
     kinds = {}
     for skip in ("none", "identity", "projection"):
         model = build(_mobile("inverted", skip))
-        kinds[skip] = [type(b.shortcut).__name__ for s in model.stages for b in s if hasattr(b, "shortcut")]
+        kinds[skip] = [type(b.branches[1]).__name__ if isinstance(b, Sum) else "NoneType"  # no add: no shortcut
+                       for s in model.features[1:] for b in s]
     assert kinds["none"] == ["NoneType"] * 5
     assert kinds["identity"] == ["NoneType", "Identity", "NoneType", "Identity", "Identity"]  # 4 -> 8 channels
     assert kinds["projection"] == ["Sequential", "Identity", "Sequential", "Identity", "Identity"]
@@ -182,8 +185,11 @@ def test_shortcuts_follow_skip():
 
 def test_dwsep_without_skip_ends_in_act_and_with_skip_is_linear():
     plain, linear = build(_mobile("dwsep", "none")), build(_mobile("dwsep", "identity"))
-    assert isinstance(plain.stages[0][0].branch[-1], nn.ReLU)
-    assert isinstance(linear.stages[0][0].branch[-1], nn.BatchNorm2d)
+    def branch(block):
+        return block.branches[0] if isinstance(block, Sum) else block
+
+    assert isinstance(branch(plain.features[1][0])[-1], nn.ReLU)
+    assert isinstance(branch(linear.features[1][0])[-1], nn.BatchNorm2d)
 
 
 # ----- user mistakes -----

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dse.arch import build
-from dse.count import complexity
+from dse.network import build
+from dse.cost import complexity
 from dse.space import load, names
 
 SPACES = names()

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from dse import report, zoo
-from dse.count import complexity
+from dse.cost import complexity
 from test_inspect import ROOT, inspect
 
 ZOO = ("resnet20", "resnet56", "wrn_16_4")  # FLOPs grow, and so does accuracy below: all three on the front

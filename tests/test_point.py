@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import dse.zoo as zoo
-from dse.count import complexity
+from dse.cost import complexity
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar, wrn
@@ -90,7 +90,7 @@ def test_count_errors_name_the_field():
 def test_thinned_point_keeps_the_layout_and_counts_exactly(name):
     import torch
 
-    from dse.arch import build
+    from dse.network import build
 
     full = zoo.get(name)
     thin = full.thinned(0.125, min_width=4)

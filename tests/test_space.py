@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from dse.count import complexity
+from dse.cost import complexity
 from dse.errors import UserError
 from dse.space import load, names
 from dse.space.expr import Expr

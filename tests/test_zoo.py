@@ -16,9 +16,10 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 import dse.zoo as zoo
-from dse.arch import build
-from dse.count import complexity, stem
-from dse.count.blocks import BLOCKS
+from dse.network import build
+from dse.cost import complexity
+from dse.families import net
+from dse.graph.count import parts
 from dse.point import Point, Stage, Stem
 from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar
 
@@ -61,13 +62,7 @@ def tiny_size(point) -> int:
     (At 1 x 1 with a batch of 2, training-mode BatchNorm divides by a near-zero variance and deep nets
     overflow to NaN gradients.)"""
     for size in (16, 32, 64, 128, 224):
-        shape = stem(point, point.in_chans, size, size)
-        ok, first = shape.h >= 2, 0
-        for i, stage in enumerate(point.stages):
-            shape = shape.then(BLOCKS[stage.block](point, i, shape.c, shape.h, shape.w, first))
-            first += stage.depth
-            ok = ok and shape.h >= 2 and shape.w >= 2
-        if ok:
+        if all(s.h >= 2 and s.w >= 2 for s in parts(net(point, image_size=size))[:-1]):
             return min(size, point.image_size)
     return point.image_size
 
@@ -200,7 +195,7 @@ def test_block_variants(name):
 
 
 def test_counting_never_imports_torch():
-    code = ("import sys, dse.zoo as z; from dse.count import complexity; "
+    code = ("import sys, dse.zoo as z; from dse.cost import complexity; "
             "[complexity(z.get(n)) for n in z.names()]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -203,7 +203,7 @@ class Space:
         """Relative violation per bound ('flops.max': (flops - max) / max, ...): feasible when all <= 0."""
         if not self.specs:
             return {}
-        from dse.count import complexity
+        from dse.cost import complexity
 
         counts = complexity(point)._asdict()
         out = {}
@@ -218,7 +218,7 @@ class Space:
         """The violated constraints of `point`, as readable lines (empty when feasible)."""
         if not self.specs:
             return []
-        from dse.count import complexity
+        from dse.cost import complexity
 
         counts = complexity(point)._asdict()
         out = []

@@ -1,0 +1,41 @@
+"""Families turn a Point into its graph (dse.graph.nodes); they never count or build.
+
+Each block type names the family function that makes a stage: fn(point, index, cin, drop_path_rates) ->
+(Seq, cout). `net(point)` adds the shared stem and head. Interpreters (dse.graph.count, dse.graph.build)
+read the result.
+"""
+from __future__ import annotations
+
+from dse.errors import choose
+from dse.families import common, dense, inception, mobile, plain, residual
+from dse.graph.count import features as _features
+from dse.graph.nodes import Net, Seq
+from dse.point import Point
+
+STAGES = {
+    "plain": plain.stage,
+    "basic": residual.stage,
+    "bottleneck": residual.stage,
+    "preact_basic": residual.stage,
+    "preact_bottleneck": residual.stage,
+    "dense": dense.stage,
+    "inception": inception.stage,
+    "dwsep": mobile.stage,
+    "inverted": mobile.stage,
+}
+
+
+def net(point: Point, image_size: int | None = None, in_chans: int | None = None,
+        num_classes: int | None = None) -> Net:
+    """The graph of `point` at the given geometry (default: the point's own)."""
+    size, chans = image_size or point.image_size, in_chans or point.in_chans
+    stem, c = common.stem(point, chans)
+    parts, first, rates = [stem], 0, point.drop_path_rates()
+    for i, stage in enumerate(point.stages):
+        make = choose("block", stage.block, STAGES)
+        part, c = make(point, i, c, rates[first:first + stage.depth])
+        parts.append(part)
+        first += stage.depth
+    features = Seq(tuple(parts))
+    shape = _features(Net(chans, size, features, Seq()))
+    return Net(chans, size, features, common.head(point, c, shape.h, shape.w, num_classes or point.num_classes))

@@ -1,0 +1,63 @@
+"""Dense stages (DenseNet): each layer's output is concatenated to its input; a transition ends a stage.
+
+A layer is [norm-act-1x1 conv to `dense_bottleneck` x growth] then norm-act-k x k conv to `growth_rate` per
+kernel of the stage, with dropout after each conv. A stage with a pool ends in a transition: norm-act-1x1
+conv to floor(compression x c) (+ dropout), then the pool.
+"""
+from __future__ import annotations
+
+import math
+
+from dse.errors import UserError
+from dse.families.common import conv, norm_act, pool
+from dse.graph.nodes import Concat, Dropout, Seq, seq
+from dse.point import Point
+
+
+def check(point: Point, index: int, family: str) -> None:
+    """Raise UserError when stage `index` asks for what concatenating blocks cannot do (stride, valid, attention)."""
+    stage = point.stages[index]
+    if stage.stride != 1:
+        raise UserError(f"stages[{index}].stride: {family} stages keep their resolution (downsample with the "
+                        f"stage pool); got {stage.stride}")
+    if stage.padding != "same":
+        raise UserError(f"stages[{index}].padding: {family} stages need 'same' padding, got {stage.padding!r}")
+    if point.attention != "none":
+        raise UserError(f"attention: attention {point.attention!r} is not supported for block {stage.block!r}; "
+                        f"supported: none")
+
+
+def _pre_conv(point: Point, cin: int, cout: int, kernel: int) -> list:
+    """norm -> act -> conv (-> dropout)."""
+    return norm_act(point, cin) + [conv(point, cin, cout, kernel)] + \
+        ([Dropout(point.dropout)] if point.dropout > 0 else [])
+
+
+def layer(point: Point, index: int, cin: int) -> list:
+    """One dense layer fed with `cin` channels (it adds `growth_rate` channels)."""
+    nodes, c = [], cin
+    if point.dense_bottleneck:
+        c = point.dense_bottleneck * point.growth_rate
+        nodes = _pre_conv(point, cin, c, 1)
+    for k in point.stages[index].kernels:
+        nodes += _pre_conv(point, c, point.growth_rate, k)
+        c = point.growth_rate
+    return nodes
+
+
+def transition_width(point: Point, c: int) -> int:
+    """Channels after a transition: floor(compression x c), at least 1."""
+    return max(1, math.floor(point.compression * c))
+
+
+def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
+    """Dense stage `index`: its layers, then the transition and pool when the stage has a pool."""
+    check(point, index, "dense")
+    nodes, c = [], cin
+    for _ in range(point.stages[index].depth):
+        nodes.append(Concat((Seq(), seq(layer(point, index, c)))))
+        c += point.growth_rate
+    if point.stages[index].pool != "none":
+        nodes.append(seq(_pre_conv(point, c, transition_width(point, c), 1)))
+        c = transition_width(point, c)
+    return Seq(tuple(nodes + pool(point.stages[index].pool))), c
