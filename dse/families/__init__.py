@@ -7,7 +7,7 @@ read the result.
 from __future__ import annotations
 
 from dse.errors import choose
-from dse.families import common, dense, inception, mobile, plain, residual
+from dse.families import common, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 from dse.graph.count import features as _features
 from dse.graph.nodes import Net, Seq
 from dse.point import Point
@@ -22,6 +22,9 @@ STAGES = {
     "inception": inception.stage,
     "dwsep": mobile.stage,
     "inverted": mobile.stage,
+    "regnet": regnet.stage,
+    "mbconv": efficientnet.stage,
+    "shuffle": shufflenet.stage,
 }
 
 

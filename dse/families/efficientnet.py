@@ -1,0 +1,9 @@
+"""efficientnet stages (block 'mbconv'): being written."""
+from __future__ import annotations
+
+from dse.errors import UserError
+
+
+def stage(point, index, cin, rates):
+    """Not built yet."""
+    raise UserError(f"block: 'mbconv' is not available yet")

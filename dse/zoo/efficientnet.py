@@ -1,0 +1,5 @@
+"""Named efficientnet points: being written."""
+from __future__ import annotations
+
+POINTS: dict = {}
+REFERENCES: dict = {}

@@ -1,0 +1,5 @@
+"""Named shufflenet points: being written."""
+from __future__ import annotations
+
+POINTS: dict = {}
+REFERENCES: dict = {}
