@@ -88,6 +88,23 @@ class Scale(nn.Module):
         return x * self.gamma.view(1, -1, 1, 1)
 
 
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm over channels of a feature map (N, C, H, W) or of pooled features (N, C)."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 4):
+            raise ValueError(f"expected a 2-D or 4-D input, got {x.dim()}-D")
+
+
+class LayerNorm(LayerNorm2d):
+    """LayerNorm over channels of a feature map (N, C, H, W) or of pooled features (N, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 class Network(nn.Module):
     """A built graph: `features` up to the last feature map, then `head`."""
 
@@ -115,7 +132,7 @@ def _(node: Conv):
 
 @module.register
 def _(node: Norm):
-    return {"bn": lambda: nn.BatchNorm2d(node.c), "ln": lambda: LayerNorm2d(node.c, eps=1e-6),
+    return {"bn": lambda: BatchNorm(node.c), "ln": lambda: LayerNorm(node.c, eps=1e-6),
             "none": nn.Identity}[node.kind]()
 
 
