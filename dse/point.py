@@ -28,8 +28,10 @@ from dse.errors import UserError
 #                     [SE from the block's input width], 1x1; projection where the shape changes
 #   mbconv            EfficientNet MBConv: [1x1 expand by the stage's expansion], k x k depthwise, SE, 1x1
 #   shuffle           ShuffleNet V2 unit: channel split (stride 1) or two branches (stride 2), concat, shuffle
+#   convnext          ConvNeXt block: k x k depthwise, norm, 1x1 expand, act, 1x1 project, layer scale; a stage
+#                     that downsamples starts with norm + an s x s / s conv
 BLOCK_TYPES = ("plain", "basic", "bottleneck", "preact_basic", "preact_bottleneck", "dense", "inception",
-               "dwsep", "inverted", "regnet", "mbconv", "shuffle")
+               "dwsep", "inverted", "regnet", "mbconv", "shuffle", "convnext")
 GROUPED = ("bottleneck", "preact_bottleneck")  # blocks whose k x k conv uses cardinality x bottleneck_width
 PREACT = ("preact_basic", "preact_bottleneck", "dense")  # nets that end in a final norm-act before pooling
 RESIDUAL = ("basic", "bottleneck", "preact_basic", "preact_bottleneck", "dwsep", "inverted")

@@ -7,7 +7,7 @@ read the result.
 from __future__ import annotations
 
 from dse.errors import choose
-from dse.families import common, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
+from dse.families import common, convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 from dse.graph.count import features as _features
 from dse.graph.nodes import Net, Seq
 from dse.point import Point
@@ -25,6 +25,7 @@ STAGES = {
     "regnet": regnet.stage,
     "mbconv": efficientnet.stage,
     "shuffle": shufflenet.stage,
+    "convnext": convnext.stage,
 }
 
 

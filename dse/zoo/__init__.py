@@ -10,11 +10,11 @@ from dse.point import Point
 
 
 def _tables() -> dict[str, Point]:
-    from dse.zoo import dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
+    from dse.zoo import convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 
     merged: dict[str, Point] = {}
     for table in (plain.POINTS, residual.POINTS, dense.POINTS, inception.POINTS, mobile.POINTS, regnet.POINTS,
-                  efficientnet.POINTS, shufflenet.POINTS):
+                  efficientnet.POINTS, shufflenet.POINTS, convnext.POINTS):
         for name, point in table.items():
             merged[name] = point.replace(name=name)
     return merged
@@ -46,9 +46,9 @@ def get(name: str) -> Point:
 
 def reference(name: str) -> str | None:
     """'torchvision:<fn>' or 'timm:<name>' for points that must equal a library model, else None."""
-    from dse.zoo import dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
+    from dse.zoo import convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 
-    for table in (plain, residual, dense, inception, mobile, regnet, efficientnet, shufflenet):
+    for table in (plain, residual, dense, inception, mobile, regnet, efficientnet, shufflenet, convnext):
         if name in getattr(table, "REFERENCES", {}):
             return table.REFERENCES[name]
     return None

@@ -1,0 +1,46 @@
+"""ConvNeXt stages (Liu et al., CVPR 2022): a patchify stem, then blocks of 7x7 depthwise conv, norm, 1x1 expand,
+act, 1x1 project, layer scale and drop-path, around an identity shortcut.
+
+A stage with stride s > 1 starts with norm + an s x s / s conv to its width (ConvNeXt's downsampling layer).
+Every conv carries a bias, as in the paper (its 1x1 convs are linear layers over channels). The expansion is
+the stage's (`Stage.expansion`) or the point's; the depthwise kernel is the stage's `kernels[0]`.
+"""
+from __future__ import annotations
+
+from dse.errors import UserError
+from dse.families.common import norm
+from dse.graph.nodes import Act, Add, Conv, DropPath, LayerScale, Seq, seq
+from dse.point import Point
+
+
+def check(point: Point, index: int) -> None:
+    """Raise UserError for what a ConvNeXt stage cannot do."""
+    stage = point.stages[index]
+    if stage.padding != "same":
+        raise UserError(f"stages[{index}].padding: convnext blocks need 'same' padding, got {stage.padding!r}")
+    if len(stage.kernels) != 1:
+        raise UserError(f"stages[{index}].kernels: a convnext block has one depthwise kernel, got {stage.kernels}")
+    if point.attention != "none":
+        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'convnext'; "
+                        "supported: none")
+
+
+def block(point: Point, index: int, c: int, drop_path: float) -> Add:
+    """One block on c channels: x + drop_path(scale(pw2(act(pw1(norm(dw(x)))))))."""
+    stage = point.stages[index]
+    k, mid = stage.kernels[0], int(round(c * (stage.expansion or point.expansion)))
+    branch = seq(Conv(c, c, k, groups=c, bias=True), norm(point, c), Conv(c, mid, 1, bias=True), Act(point.act),
+                 Conv(mid, c, 1, bias=True), LayerScale(c, point.layer_scale) if point.layer_scale > 0 else None,
+                 DropPath(drop_path) if drop_path > 0 else None)
+    return Add((branch, Seq()), f"stages[{index}] block")
+
+
+def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
+    """ConvNeXt stage `index`: [norm + s x s / s conv when it downsamples or widens], then its blocks."""
+    check(point, index)
+    spec = point.stages[index]
+    nodes: list = []
+    if spec.stride > 1 or cin != spec.width:
+        nodes += norm(point, cin) + [Conv(cin, spec.width, spec.stride, spec.stride, 0, bias=True)]
+    nodes += [block(point, index, spec.width, rates[b]) for b in range(spec.depth)]
+    return Seq(tuple(nodes)), spec.width
