@@ -1,9 +1,11 @@
-"""Analytic counting speed: points/s of dse.complexity over seeded random points from every space, and
-its speedup over building each point and counting one forward with FlopCounterMode (a subset).
+"""Analytic counting speed: points/s of dse.cost.measures (the family's graph, then params, FLOPs, activations
+and receptive field from it) over seeded random points from every space, against building each point and
+measuring one forward pass with FlopCounterMode and activation hooks (a subset).
 
     .venv/bin/python bench/complexity.py [--points 2000] [--measured 3]
 
-Not a test: it prints a few lines ending with `speedup: X` and `points/s: N`.
+Not a test: it prints a few lines; `points/s: N` is the analytic rate (the issue asks for >= 1,000) and the last
+line is `ratio: X`, the measured seconds per point over the analytic ones on the same subset.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import argparse
 import random
 import time
 
-from dse.cost import complexity
+from dse.cost import measures
 from dse.space import load, names
 
 
@@ -26,30 +28,45 @@ def sample_points(per_space: int, seed: int = 0) -> list:
 
 
 def analytic_rate(points: list, repeats: int = 3) -> float:
-    """Best points/s of complexity() over the points."""
+    """Best points/s of measures() over the points."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         for p in points:
-            complexity(p)
+            measures(p)
         best = min(best, time.perf_counter() - start)
     return len(points) / best
 
 
-def measured_seconds(points: list) -> float:
-    """Seconds per point to build it and count one forward pass with FlopCounterMode."""
+def measured(points: list) -> tuple[float, int]:
+    """Seconds per point to build it and measure one forward pass (FlopCounterMode, activation hooks as in
+    tests/test_measures.py), and how many points' measured params, FLOPs and activations equal measures()."""
     import torch
+    from torch import nn
     from torch.utils.flop_counter import FlopCounterMode
 
     from dse.network import build
 
+    counted = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d)
+    adaptive = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    agree, start = 0, time.perf_counter()
     for p in points:
-        model = build(p).eval()
-        with FlopCounterMode(display=False), torch.no_grad():
+        model, acts = build(p).eval(), [0]
+
+        def hook(module, inputs, output):
+            if not isinstance(module, adaptive) or output.shape[-1] * output.shape[-2] > 1:
+                acts[0] += output.numel()
+
+        for m in model.modules():
+            if isinstance(m, counted + adaptive):
+                m.register_forward_hook(hook)
+        with FlopCounterMode(display=False) as flops, torch.no_grad():
             model(torch.randn(1, p.in_chans, p.image_size, p.image_size))
-    return (time.perf_counter() - start) / len(points)
+        m = measures(p)
+        params = sum(t.numel() for t in model.parameters())
+        agree += (m.params, m.flops, m.acts) == (params, flops.get_total_flops() // 2, acts[0])
+    return (time.perf_counter() - start) / len(points), agree
 
 
 def main() -> None:
@@ -64,13 +81,18 @@ def main() -> None:
     sample_points(max(1, args.points // len(spaces)), seed=1)
     sample_rate = len(points) / (time.perf_counter() - start)
     subset = sample_points(args.measured, seed=2)
-    built = measured_seconds(subset)
+    built, agree = measured(subset)
     analytic = 1 / analytic_rate(subset)
+    fields = [measures(p) for p in points]
     print(f"spaces: {len(spaces)} ({', '.join(spaces)})")
-    print(f"analytic: {len(points)} points, {1e6 / rate:.0f} us/point; sample + validate: {sample_rate:.0f} points/s")
-    print(f"build + FlopCounterMode (1 thread, own geometry): {len(subset)} points, {built * 1e3:.0f} ms/point")
-    print(f"speedup: {built / analytic:.0f}")
+    print(f"analytic (params, FLOPs, activations, receptive field): {len(points)} points, {1e6 / rate:.0f} us/point;"
+          f" sample + validate: {sample_rate:.0f} points/s")
+    print(f"activations {min(m.acts for m in fields):,}-{max(m.acts for m in fields):,}; receptive field "
+          f"{min(m.rf for m in fields)}-{max(m.rf for m in fields)} px")
+    print(f"build + FlopCounterMode + activation hooks (1 thread, own geometry): {len(subset)} points, "
+          f"{built * 1e3:.0f} ms/point; params, FLOPs and activations equal measures() on {agree}/{len(subset)}")
     print(f"points/s: {rate:.0f}")
+    print(f"ratio: {built / analytic:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,332 @@
+"""Activations and receptive field from dse.cost.measures, held equal to measurements on the built module.
+
+Activations (pycls's convention): forward hooks sum the output elements of every Conv1d, Conv2d and Linear and
+every non-global pool (MaxPool2d, AvgPool2d; adaptive pools only when their output is larger than 1 x 1), once
+per call, so a module called twice (CBAM's channel MLP) counts twice. Large points run on the meta device
+(hooks see meta tensors' shapes, so a full-size ImageNet net costs milliseconds); small ones (under 3M params
+and 300M multiply-adds) build and run faster on the CPU.
+
+Receptive field: the support of the input gradient of one central unit of the last feature map
+(`model.features`), summed over that unit's channels (so a net whose channels see different regions, a
+concatenation or a channel split, is measured by its widest channel, as the analytic union rule counts it).
+To make the gradient nonzero exactly where the unit can see, the module is made linear and positive: float64,
+eval mode (dropout and drop-path off), conv weights 1/fan-in, biases 0, activations replaced by the identity
+(pointwise, so they never change a field, and a saturated relu6 or sigmoid would zero the gradient), max-pools
+replaced by average pools of the same geometry, and every norm (BatchNorm2d, LayerNorm2d) replaced by a division
+by the tensor's detached maximum (the identity up to a positive constant, which keeps values near 1 through
+deep residual stacks and CBAM's product gate). float32 underflows at the field's edge in deep nets (STACK.md).
+Global-context gates (SE, ECA, CBAM's channel branch, SK's and Splat's attention weights, EfficientNet's
+squeeze-excite) see the whole image by design and the analytic rule leaves them out, so the measurement
+detaches them: forward hooks return `output.detach()` from the first layer of each gate path. CBAM's spatial
+gate (a 7 x 7 conv on the block's output) stays: it widens the field, and the analytic rule counts it.
+
+The input is a strip: long enough along rows to hold the whole field of the central unit with a margin, and
+only as wide as the net needs to keep a last map at least 1 unit wide. Every window in dse is a k x k square
+whose rows and columns are independent, and each window keeps at least one real pixel, so a unit's row support
+does not depend on the image's width (test_strip_equals_square checks this on square inputs, rows and columns).
+One forward and two backward passes give the central unit u and its neighbour u + 1: the size of u's support
+(max - min + 1 of the nonzero rows), its first row (the analytic field's start), and the shift between the two
+supports (the field's stride, the product of the strides).
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from timm.layers import EcaModule, SEModule, SplitAttn
+from timm.layers.cbam import ChannelAttn
+from timm.layers.selective_kernel import SelectiveKernelAttn
+from timm.models._efficientnet_blocks import SqueezeExcite
+from torch import nn
+
+import dse.zoo as zoo
+from dse.cost import measures
+from dse.families import net
+from dse.graph.build import Scale
+from dse.graph.count import State, step
+from dse.network import build
+from dse.point import Point, Stage, Stem
+from dse.space import load, names
+from dse.zoo.residual import resnet_cifar, resnext_cifar
+
+NAMES = zoo.names()
+SPACES = names()
+ACTS_POINTS, FIELD_POINTS = 50, 20  # random points per space
+FIELD_LIMIT = 512  # named points are measured when their analytic field is smaller (px)
+SMALL_PARAMS, SMALL_FLOPS = 3e6, 3e8  # points this small count activations faster on the CPU than on meta
+
+COUNTED = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)  # BatchNormAct2d, dse's BatchNorm and LayerNorm2d included
+ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me")
+GATES = {SEModule: "fc1", EcaModule: "conv", ChannelAttn: "fc1", SplitAttn: "fc1", SqueezeExcite: "conv_reduce"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a busy 2-core machine, spinning OpenMP workers made small passes much slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def hooked_acts(model: nn.Module, in_chans: int, size: int, kinds: tuple = COUNTED + ADAPTIVE) -> int:
+    """Output elements of every call of a conv, linear or non-global pool (of `kinds`), for one image."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if not isinstance(module, ADAPTIVE) or output.shape[-1] * output.shape[-2] > 1:
+            total += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(torch.empty(1, in_chans, size, size, device=device))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+def built_acts(point: Point) -> int:
+    """hooked_acts of the point built at its own geometry: on the CPU when it is small, else on the meta device."""
+    m = measures(point)
+    with torch.device("cpu" if m.params < SMALL_PARAMS and m.flops < SMALL_FLOPS else "meta"):
+        model = build(point).eval()
+    return hooked_acts(model, point.in_chans, point.image_size)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_acts_named_points(name):
+    point = zoo.get(name)
+    assert measures(point).acts == built_acts(point)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_acts_random_points(space):
+    s, ids = load(space), set()
+    for seed in range(ACTS_POINTS):
+        point = s.sample(seed)
+        ids.add(point.id)
+        assert measures(point).acts == built_acts(point), f"{space} seed {seed}: {point.to_json()}"
+    assert len(ids) > ACTS_POINTS // 5, f"{space}: the random points are nearly all the same"
+
+
+def test_acts_pycls_resnet50():
+    """pycls's published figure for ResNet-50; torchvision's model gives it only with the stem max-pool counted."""
+    import torchvision
+
+    assert measures(zoo.get("resnet50")).acts == 11_315_688
+    with torch.device("meta"):
+        ref = torchvision.models.resnet50().eval()
+    assert hooked_acts(ref, 3, 224) == 11_315_688
+    assert hooked_acts(ref, 3, 224, (nn.Conv2d, nn.Linear)) == 11_114_984
+
+
+@pytest.mark.parametrize("reference, acts", [("timm:regnetx_002", 2_164_056), ("timm:regnety_002", 2_168_052),
+                                             ("timm:regnetx_016", 7_933_512), ("timm:efficientnet_b0", 6_748_036)])
+def test_acts_pycls_goldens(reference, acts):
+    """pycls's activations (224 px, 1000 classes) for the named point that stands for the library model."""
+    named = [n for n in NAMES if zoo.reference(n) == reference]
+    if not named:
+        pytest.skip(f"no named point references {reference} yet")
+    assert measures(zoo.get(named[0]), image_size=224, in_chans=3, num_classes=1000).acts == acts
+
+
+# --- receptive field --------------------------------------------------------------------------------------------
+
+
+class Rescale(nn.Module):
+    """x divided by its detached per-image maximum: the identity up to a positive constant (a norm's stand-in)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.detach().amax(dim=tuple(range(1, x.dim())), keepdim=True)
+
+
+def _detach(module, inputs, output):
+    return output.detach()
+
+
+def _replacement(m: nn.Module) -> nn.Module | None:
+    """The stand-in for a norm, a max-pool or an activation; None to keep `m`."""
+    if isinstance(m, NORMS):
+        return Rescale()
+    if isinstance(m, nn.MaxPool2d):
+        assert m.dilation in (1, (1, 1)), m
+        return nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode)
+    if type(m).__module__ in ACT_MODULES:
+        return nn.Identity()
+    return None
+
+
+def field_model(point: Point) -> nn.Module:
+    """The built point made linear and positive for measuring its field (see the module docstring)."""
+    model = build(point).double().eval().requires_grad_(False)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            new = _replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            m.weight.fill_(1.0 / m.weight[0].numel())
+            if m.bias is not None:
+                m.bias.zero_()
+        elif isinstance(m, Scale):
+            m.gamma.fill_(1.0)
+        if isinstance(m, SelectiveKernelAttn):
+            m.register_forward_hook(_detach)
+        for cls, gate in GATES.items():
+            if isinstance(m, cls):
+                getattr(m, gate).register_forward_hook(_detach)
+    return model
+
+
+def counted_at(point: Point, h: int, w: int) -> State:
+    """The analytic state at the last feature map for an h x w input."""
+    return step(net(point).features, State(0, 0, 0, point.in_chans, h, w))
+
+
+def _valid(point: Point, h: int, w: int) -> State | None:
+    try:
+        s = counted_at(point, h, w)
+    except Exception:  # a size too small for the net (a 'valid' conv on nothing, a branch size mismatch)
+        return None
+    return s if s.h >= 1 and s.w >= 1 else None
+
+
+def strip(point: Point) -> tuple[int, int, int]:
+    """(rows, columns, u): the smallest strip whose central unit u and its neighbour u + 1 have their whole
+    analytic fields inside, at least one stride from the border; columns: the fewest that keep a last map."""
+    m = measures(point)
+    r, j = m.rf, m.rf_stride
+    width = next(w for w in range(1, 4096) if _valid(point, 2 * r + 8 * j, w))
+    for rows in range(r + 2 * j, r + 64 * j):
+        s = _valid(point, rows, width)
+        if s is None or s.h < 3:
+            continue
+        u = s.h // 2
+        first, last = s.start + u * j, s.start + (u + 1) * j + r - 1
+        if first >= j and last <= rows - 1 - j:
+            return rows, width, u
+    raise AssertionError(f"no strip holds the field ({r} px, stride {j})")
+
+
+def _support(grad: torch.Tensor, dim: int) -> tuple[int, int]:
+    """First and last index along `dim` (2: rows, 3: columns) where the gradient is nonzero."""
+    other = 3 if dim == 2 else 2
+    nonzero = torch.nonzero(grad.abs().sum((0, 1, other))).flatten()
+    assert len(nonzero), "the gradient is zero everywhere"
+    return int(nonzero.min()), int(nonzero.max())
+
+
+def measured_field(point: Point, rows: int, columns: int, u: int, v: int | None = None) -> dict:
+    """Supports of units (u, v) and (u + 1, v) of the last feature map on a rows x columns input of ones."""
+    model = field_model(point)
+    x = torch.ones(1, point.in_chans, rows, columns, dtype=torch.float64, requires_grad=True)
+    out = model.features(x)
+    v = out.shape[3] // 2 if v is None else v
+    spans = []
+    for unit in (u, u + 1):
+        (grad,) = torch.autograd.grad(out[0, :, unit, v].sum(), x, retain_graph=unit == u)
+        spans.append((_support(grad, 2), _support(grad, 3)))
+    return dict(shape=tuple(out.shape[2:]), rows=spans[0][0], columns=spans[0][1], next_rows=spans[1][0])
+
+
+def check_field(point: Point) -> None:
+    """The measured size, position and stride of the central unit's field equal the analytic ones."""
+    m = measures(point)
+    rows, columns, u = strip(point)
+    s = counted_at(point, rows, columns)
+    got = measured_field(point, rows, columns, u)
+    assert got["shape"] == (s.h, s.w)
+    (first, last), (next_first, next_last) = got["rows"], got["next_rows"]
+    assert first > 0 and next_last < rows - 1, f"the field touches the border of a {rows}-row input: {got}"
+    assert (last - first + 1, next_first - first, next_last - last) == (m.rf, m.rf_stride, m.rf_stride), got
+    assert first == s.start + u * m.rf_stride  # where the field starts (padding offsets)
+
+
+FIELD_NAMES = [n for n in NAMES if measures(zoo.get(n)).rf < FIELD_LIMIT]
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_field_named_points(name):
+    check_field(zoo.get(name))
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_field_random_points(space):
+    s = load(space)
+    for seed in range(FIELD_POINTS):
+        point = s.sample(seed)
+        try:
+            check_field(point)
+        except AssertionError as exc:
+            raise AssertionError(f"{space} seed {seed}: {point.to_json()}\n{exc}") from None
+
+
+def _edge_cases() -> dict[str, Point]:
+    """Small points whose fields need care: valid padding and even kernels, pools, stems with odd padding,
+    option-A skips, every attention on basic and bottleneck blocks, SK's dilations, depthwise blocks."""
+    basic, bottleneck = resnet_cifar(8), resnext_cifar(11, 4, 8)
+    out = {f"basic-{a}": basic.replace(attention=a) for a in ("se", "eca", "cbam", "sk", "splat")}
+    out.update({f"bottleneck-{a}": bottleneck.replace(attention=a) for a in ("cbam", "sk", "splat")})
+    out.update({
+        "plain-valid-even": Point((Stage("plain", 2, 8, 2, kernels=(3, 1), padding="valid", pool="max3"),
+                                   Stage("plain", 1, 8, kernels=(2,), padding="valid", pool="avg2"),
+                                   Stage("plain", 1, 8, 1, kernels=(4,), padding="valid", pool="max3_valid")),
+                                  skip="none"),
+        "plain-stem-5x5-pad0-max2": Point((Stage("plain", 2, 8, kernels=(5, 3), pool="max2"),),
+                                          stem=Stem("conv", 8, 5, 2, padding=0, pool="max3"), skip="none"),
+        "option-a-narrowing": Point((Stage("basic", 1, 32), Stage("basic", 2, 16, stride=2)), skip="identity"),
+        "basic-5x5-sk": Point((Stage("basic", 1, 32, 2, kernels=(5, 3)),), attention="sk"),
+        "basic-13-sk-stride2": Point((Stage("basic", 2, 32, 2, kernels=(1, 3)),), attention="sk"),
+        "basic-7x7-cbam-stride2": Point((Stage("basic", 2, 16, kernels=(7, 3)), Stage("basic", 1, 32, 2)),
+                                        attention="cbam"),
+        "inverted-5x5": Point((Stage("inverted", 2, 16, 2, kernels=(5,)), Stage("dwsep", 1, 32, 2)),
+                              stem=Stem("conv", 16, 3, 2)),
+    })
+    return out
+
+
+EDGE = _edge_cases()
+
+
+@pytest.mark.parametrize("name", sorted(EDGE))
+def test_field_edge_cases(name):
+    check_field(EDGE[name])
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet20", "inception_cifar", "basic-cbam",
+                                  "basic-5x5-sk", "plain-valid-even", "option-a-narrowing"])
+def test_strip_equals_square(name):
+    """On a square input, the central unit's rows and columns span the field the strip measures."""
+    point = EDGE.get(name) or zoo.get(name)
+    m = measures(point)
+    rows, _, u = strip(point)
+    s = counted_at(point, rows, rows)
+    got = measured_field(point, rows, rows, u, u)
+    assert got["shape"] == (s.h, s.w)
+    for first, last in (got["rows"], got["columns"]):
+        assert (last - first + 1, first) == (m.rf, s.start + u * m.rf_stride)
+
+
+@pytest.mark.parametrize("name, field", [("vgg16", 212), ("alexnet", 195), ("resnet18", 435), ("resnet34", 899),
+                                         ("resnet50", 427)])
+def test_known_fields(name, field):
+    """Araujo et al.'s and STACK.md's measured fields; all five have stride 32."""
+    m = measures(zoo.get(name))
+    assert (m.rf, m.rf_stride) == (field, 32)
+
+
+def test_field_of_attention_kinds():
+    """Global gates (SE, ECA, Splat's) leave a block's field as it is; CBAM's 7 x 7 spatial gate widens it by 6
+    units at the block's output; SK's second path (a 3 x 3 conv dilated by 2) acts as a 5 x 5 conv."""
+    base = resnet_cifar(8)  # one basic block per stage; fields: stem 3, stages at strides 1, 2, 4
+    plain = measures(base).rf
+    assert [measures(base.replace(attention=a)).rf for a in ("se", "eca", "splat")] == [plain] * 3
+    assert measures(base.replace(attention="cbam")).rf == plain + 6 * (1 + 2 + 4)
+    assert measures(base.replace(attention="sk")).rf == plain + 2 * (1 + 1 + 2)  # at each block's input stride
+
