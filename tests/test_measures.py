@@ -30,8 +30,6 @@ supports (the field's stride, the product of the strides).
 """
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from timm.layers import EcaModule, SEModule, SplitAttn
@@ -44,7 +42,10 @@ import dse.zoo as zoo
 from dse.cost import measures
 from dse.families import net
 from dse.graph.build import Scale
-from dse.graph.count import State, step
+from dse.graph.build import build as build_graph
+from dse.graph.count import State, measure, step
+from dse.graph.nodes import (Act, Add, Attention, Concat, Conv, GlobalPool, LayerScale, Linear, Net, Norm, Pool, Seq,
+                             Shuffle, Slice)
 from dse.network import build
 from dse.point import Point, Stage, Stem
 from dse.space import load, names
@@ -161,9 +162,9 @@ def _replacement(m: nn.Module) -> nn.Module | None:
     return None
 
 
-def field_model(point: Point) -> nn.Module:
-    """The built point made linear and positive for measuring its field (see the module docstring)."""
-    model = build(point).double().eval().requires_grad_(False)
+def field_model(graph: Net) -> nn.Module:
+    """The built graph made linear and positive for measuring its field (see the module docstring)."""
+    model = build_graph(graph).double().eval().requires_grad_(False)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             new = _replacement(child)
@@ -184,27 +185,27 @@ def field_model(point: Point) -> nn.Module:
     return model
 
 
-def counted_at(point: Point, h: int, w: int) -> State:
+def counted_at(graph: Net, h: int, w: int) -> State:
     """The analytic state at the last feature map for an h x w input."""
-    return step(net(point).features, State(0, 0, 0, point.in_chans, h, w))
+    return step(graph.features, State(0, 0, 0, graph.in_chans, h, w))
 
 
-def _valid(point: Point, h: int, w: int) -> State | None:
+def _valid(graph: Net, h: int, w: int) -> State | None:
     try:
-        s = counted_at(point, h, w)
+        s = counted_at(graph, h, w)
     except Exception:  # a size too small for the net (a 'valid' conv on nothing, a branch size mismatch)
         return None
     return s if s.h >= 1 and s.w >= 1 else None
 
 
-def strip(point: Point) -> tuple[int, int, int]:
+def strip(graph: Net) -> tuple[int, int, int]:
     """(rows, columns, u): the smallest strip whose central unit u and its neighbour u + 1 have their whole
     analytic fields inside, at least one stride from the border; columns: the fewest that keep a last map."""
-    m = measures(point)
+    m = measure(graph)
     r, j = m.rf, m.rf_stride
-    width = next(w for w in range(1, 4096) if _valid(point, 2 * r + 8 * j, w))
+    width = next(w for w in range(1, 4096) if _valid(graph, 2 * r + 8 * j, w))
     for rows in range(r + 2 * j, r + 64 * j):
-        s = _valid(point, rows, width)
+        s = _valid(graph, rows, width)
         if s is None or s.h < 3:
             continue
         u = s.h // 2
@@ -222,10 +223,10 @@ def _support(grad: torch.Tensor, dim: int) -> tuple[int, int]:
     return int(nonzero.min()), int(nonzero.max())
 
 
-def measured_field(point: Point, rows: int, columns: int, u: int, v: int | None = None) -> dict:
+def measured_field(graph: Net, rows: int, columns: int, u: int, v: int | None = None) -> dict:
     """Supports of units (u, v) and (u + 1, v) of the last feature map on a rows x columns input of ones."""
-    model = field_model(point)
-    x = torch.ones(1, point.in_chans, rows, columns, dtype=torch.float64, requires_grad=True)
+    model = field_model(graph)
+    x = torch.ones(1, graph.in_chans, rows, columns, dtype=torch.float64, requires_grad=True)
     out = model.features(x)
     v = out.shape[3] // 2 if v is None else v
     spans = []
@@ -235,12 +236,13 @@ def measured_field(point: Point, rows: int, columns: int, u: int, v: int | None 
     return dict(shape=tuple(out.shape[2:]), rows=spans[0][0], columns=spans[0][1], next_rows=spans[1][0])
 
 
-def check_field(point: Point) -> None:
+def check_field(point: Point | Net) -> None:
     """The measured size, position and stride of the central unit's field equal the analytic ones."""
-    m = measures(point)
-    rows, columns, u = strip(point)
-    s = counted_at(point, rows, columns)
-    got = measured_field(point, rows, columns, u)
+    graph = net(point) if isinstance(point, Point) else point
+    m = measure(graph)
+    rows, columns, u = strip(graph)
+    s = counted_at(graph, rows, columns)
+    got = measured_field(graph, rows, columns, u)
     assert got["shape"] == (s.h, s.w)
     (first, last), (next_first, next_last) = got["rows"], got["next_rows"]
     assert first > 0 and next_last < rows - 1, f"the field touches the border of a {rows}-row input: {got}"
@@ -280,6 +282,8 @@ def _edge_cases() -> dict[str, Point]:
                                   skip="none"),
         "plain-stem-5x5-pad0-max2": Point((Stage("plain", 2, 8, kernels=(5, 3), pool="max2"),),
                                           stem=Stem("conv", 8, 5, 2, padding=0, pool="max3"), skip="none"),
+        "plain-stem-4x4-pool-max3-valid": Point((Stage("plain", 1, 8, 2, kernels=(3,), padding="valid"),),
+                                                stem=Stem("conv", 8, 4, 2, pool="max3_valid"), skip="none"),
         "option-a-narrowing": Point((Stage("basic", 1, 32), Stage("basic", 2, 16, stride=2)), skip="identity"),
         "basic-5x5-sk": Point((Stage("basic", 1, 32, 2, kernels=(5, 3)),), attention="sk"),
         "basic-13-sk-stride2": Point((Stage("basic", 2, 32, 2, kernels=(1, 3)),), attention="sk"),
@@ -299,15 +303,50 @@ def test_field_edge_cases(name):
     check_field(EDGE[name])
 
 
+def _shuffle_unit(cin: int, cout: int, stride: int) -> Seq:
+    """A ShuffleNet V2 unit by hand: channel split (stride 1) or two strided branches, concat, shuffle."""
+    h = cout // 2
+    branch = (Conv(h if stride == 1 else cin, h), Norm(h), Act("relu"), Conv(h, h, 3, stride, groups=h), Norm(h),
+              Conv(h, h), Norm(h), Act("relu"))
+    if stride == 1:
+        return Seq((Concat((Seq((Slice(0, h),)), Seq((Slice(h, cout), *branch)))), Shuffle(2)))
+    side = (Conv(cin, cin, 3, 2, groups=cin), Norm(cin), Conv(cin, h), Norm(h), Act("relu"))
+    return Seq((Concat((Seq(side), Seq(branch))), Shuffle(2)))
+
+
+def _mbconv(c: int, kernel: int, stride: int) -> Seq:
+    """An MBConv by hand: 1x1 expand, k x k depthwise, EfficientNet's squeeze-excite, 1x1 project."""
+    m = 4 * c
+    return Seq((Conv(c, m), Norm(m), Act("silu"), Conv(m, m, kernel, stride, groups=m), Norm(m), Act("silu"),
+                Attention("se_mb", m, m, rd=c // 4, act="silu"), Conv(m, c), Norm(c)))
+
+
+def hand_made(size: int) -> Net:
+    """Node types that no family used when this test was written: channel split and shuffle, se_mb, layer
+    scale, a dilated conv, a layer norm."""
+    features = Seq((Conv(3, 24, 3, 2), Norm(24), Act("relu"), Pool("max", 3, 2, 1), _shuffle_unit(24, 48, 2),
+                    _shuffle_unit(48, 48, 1), _shuffle_unit(48, 96, 2), _shuffle_unit(96, 96, 1), _mbconv(96, 5, 1),
+                    Add((Seq((*_mbconv(96, 3, 1).nodes, LayerScale(96))), Seq())), _mbconv(96, 5, 2),
+                    Conv(96, 96, 3, 1, groups=96, dilation=2), Norm(96, "ln")))
+    return Net(3, size, features, Seq((GlobalPool(), Linear(96, 10))))
+
+
+@pytest.mark.parametrize("size", [64, 33])
+def test_hand_made_graph(size):
+    graph = hand_made(size)
+    assert measure(graph).acts == hooked_acts(build_graph(graph).eval(), 3, size)
+    check_field(graph)
+
+
 @pytest.mark.parametrize("name", ["alexnet", "resnet20", "inception_cifar", "basic-cbam",
                                   "basic-5x5-sk", "plain-valid-even", "option-a-narrowing"])
 def test_strip_equals_square(name):
     """On a square input, the central unit's rows and columns span the field the strip measures."""
-    point = EDGE.get(name) or zoo.get(name)
-    m = measures(point)
-    rows, _, u = strip(point)
-    s = counted_at(point, rows, rows)
-    got = measured_field(point, rows, rows, u, u)
+    graph = net(EDGE.get(name) or zoo.get(name))
+    m = measure(graph)
+    rows, _, u = strip(graph)
+    s = counted_at(graph, rows, rows)
+    got = measured_field(graph, rows, rows, u, u)
     assert got["shape"] == (s.h, s.w)
     for first, last in (got["rows"], got["columns"]):
         assert (last - first + 1, first) == (m.rf, s.start + u * m.rf_stride)
