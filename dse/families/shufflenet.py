@@ -1,9 +1,70 @@
-"""shufflenet stages (block 'shuffle'): being written."""
+"""ShuffleNet V2 stages (Ma et al., ECCV 2018), in torchvision's layout (block 'shuffle').
+
+A stage of `depth` units at `width` output channels (even); each branch carries width / 2 channels.
+- The first unit, where the stage downsamples or widens, has two branches on the whole input:
+  branch 1 = k x k depthwise (stride s) -> norm -> 1x1 -> norm -> act;
+  branch 2 = 1x1 -> norm -> act -> k x k depthwise (stride s) -> norm -> 1x1 -> norm -> act [-> SE].
+- Every other unit splits its channels in half: the first half passes untouched, the second goes through
+  branch 2 (stride 1).
+Both concatenate their branches (first, then second) and shuffle the channels in 2 groups. There is no
+residual add, so no drop-path; `kernels[0]` is the depthwise kernel. SE (the point's `attention`, timm's
+SEModule) sits at the end of branch 2, as in the paper's SE-ShuffleNet V2.
+"""
 from __future__ import annotations
 
 from dse.errors import UserError
+from dse.families.common import conv_norm_act, pool
+from dse.graph.nodes import Attention, Concat, Seq, Shuffle, Slice, seq
+from dse.point import Point
+
+ATTENTIONS = ("none", "se")
 
 
-def stage(point, index, cin, rates):
-    """Not built yet."""
-    raise UserError(f"block: 'shuffle' is not available yet")
+def check(point: Point, index: int) -> None:
+    """Raise UserError for what a ShuffleNet V2 stage cannot do."""
+    stage = point.stages[index]
+    where = f"stages[{index}]"
+    if stage.width % 2:
+        raise UserError(f"{where}.width: a shuffle stage's width is split in two halves, so it must be even; "
+                        f"got {stage.width}")
+    if stage.padding != "same":
+        raise UserError(f"{where}.padding: shuffle blocks need 'same' padding, got {stage.padding!r}")
+    if len(stage.kernels) != 1:
+        raise UserError(f"{where}.kernels: a shuffle unit has one depthwise kernel, got {list(stage.kernels)}")
+    if point.attention not in ATTENTIONS:
+        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'shuffle'; "
+                        f"supported: {', '.join(ATTENTIONS)}")
+    for name in ("drop_path", "dropout"):
+        if getattr(point, name) > 0:
+            raise UserError(f"{name}: shuffle units have no residual branch to drop; valid: 0 "
+                            f"(got {getattr(point, name)})")
+
+
+def branch(point: Point, cin: int, c: int, kernel: int, stride: int) -> list:
+    """Branch 2: 1x1 -> norm -> act -> k x k depthwise -> norm -> 1x1 -> norm -> act [-> SE], to c channels."""
+    se = [Attention("se", c, c, ratio=point.attn_ratio, act=point.act)] if point.attention == "se" else []
+    return [*conv_norm_act(point, cin, c, 1), *conv_norm_act(point, c, c, kernel, stride, groups=c, act=False),
+            *conv_norm_act(point, c, c, 1), *se]
+
+
+def down(point: Point, cin: int, cout: int, kernel: int, stride: int) -> Seq:
+    """The two-branch unit (stride s, or a change of width): concat(branch 1, branch 2), shuffle."""
+    c = cout // 2
+    first = seq(conv_norm_act(point, cin, cin, kernel, stride, groups=cin, act=False), conv_norm_act(point, cin, c, 1))
+    return Seq((Concat((first, seq(branch(point, cin, c, kernel, stride)))), Shuffle(2)))
+
+
+def split(point: Point, cout: int, kernel: int) -> Seq:
+    """The stride-1 unit: the first half of the channels passes, the second goes through branch 2; shuffle."""
+    c = cout // 2
+    return Seq((Concat((Seq((Slice(0, c),)), seq(Slice(c, cout), branch(point, c, c, kernel, 1)))), Shuffle(2)))
+
+
+def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
+    """ShuffleNet V2 stage `index`: a two-branch unit where the shape changes, then split units, then its pool."""
+    check(point, index)
+    spec = point.stages[index]
+    k, cout = spec.kernels[0], spec.width
+    units = [down(point, cin, cout, k, spec.stride) if spec.stride > 1 or cin != cout else split(point, cout, k)]
+    units += [split(point, cout, k) for _ in range(spec.depth - 1)]
+    return Seq(tuple(units) + tuple(pool(spec.pool))), cout
