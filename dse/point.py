@@ -296,18 +296,20 @@ class Point:
 
         Scales stem, stage and inception branch widths, the per-group width d, the growth rate and the
         head's hidden layers; depth, cardinality, kernels, strides and skips stay. Cardinality still divides
-        every grouped width (it is C x d). factor 1 returns the point itself.
+        every grouped width (it is C x d); shuffle stages keep even widths (rounded up). factor 1 returns the
+        point itself.
         """
         if not 0.0 < factor <= 1.0:
             raise UserError(f"model.width_scale: must be in (0, 1], got {factor}")
         if factor == 1.0:
             return self
 
-        def thin(w: int) -> int:
-            return max(min_width, round(w * factor)) if w else w
+        def thin(w: int, step: int = 1) -> int:
+            out = max(min_width, round(w * factor)) if w else w
+            return out + (-out) % step
 
-        stages = tuple(replace(s, width=thin(s.width), branches=tuple(tuple(thin(w) for w in b) for b in s.branches))
-                       for s in self.stages)
+        stages = tuple(replace(s, width=thin(s.width, 2 if s.block == "shuffle" else 1),
+                               branches=tuple(tuple(thin(w) for w in b) for b in s.branches)) for s in self.stages)
         return replace(self, stages=stages, stem=replace(self.stem, width=thin(self.stem.width)),
                        head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden), conv=thin(self.head.conv)),
                        bottleneck_width=max(1, round(self.bottleneck_width * factor)),
