@@ -1,9 +1,87 @@
-"""efficientnet stages (block 'mbconv'): being written."""
+"""EfficientNet stages (Tan & Le, ICML 2019), in timm's layout (block 'mbconv').
+
+A stage of `depth` blocks at `width` output channels; the first block has the stage's stride. The stage's
+expansion e (`Stage.expansion`, 0: the point's) picks the block:
+- e == 1, timm's DepthwiseSeparableConv: k x k depthwise -> norm -> act [-> SE] -> 1x1 -> norm;
+- e != 1, timm's InvertedResidual (MBConv): 1x1 expand to make_divisible(cin x e, 8) -> norm -> act ->
+  k x k depthwise -> norm -> act [-> SE] -> 1x1 project -> norm.
+SE (point.attention 'se') is timm's SqueezeExcite on the expanded width with round(mid x attn_ratio / e)
+reduced channels: attn_ratio (0.25 in EfficientNet) of the block's input width, rounded as timm rounds it.
+Shortcuts by `point.skip`: identity (timm: an identity add, with drop-path, where stride is 1 and the width
+stays; none elsewhere), none, or projection (a 1x1 conv + norm where the shape changes). `kernels[0]` is the
+depthwise kernel.
+"""
 from __future__ import annotations
 
 from dse.errors import UserError
+from dse.families.common import conv_norm_act, pool, residual, shortcut
+from dse.graph.attention import make_divisible
+from dse.graph.nodes import Attention, Seq
+from dse.point import Point
+
+ATTENTIONS = ("none", "se")
 
 
-def stage(point, index, cin, rates):
-    """Not built yet."""
-    raise UserError(f"block: 'mbconv' is not available yet")
+def check(point: Point, index: int) -> None:
+    """Raise UserError for what an MBConv stage cannot do."""
+    stage = point.stages[index]
+    where = f"stages[{index}]"
+    if stage.padding != "same":
+        raise UserError(f"{where}.padding: mbconv blocks need 'same' padding, got {stage.padding!r}")
+    if len(stage.kernels) != 1:
+        raise UserError(f"{where}.kernels: an mbconv block has one depthwise kernel, got {list(stage.kernels)}")
+    if point.attention not in ATTENTIONS:
+        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'mbconv'; "
+                        f"supported: {', '.join(ATTENTIONS)}")
+    if expansion(point, index) <= 0:
+        raise UserError(f"{where}.expansion: mbconv needs an expansion ratio > 0 (the stage's, or the point's "
+                        f"when the stage's is 0); got {expansion(point, index)}")
+    if point.dropout > 0:
+        raise UserError(f"dropout: mbconv blocks have no inner dropout (use head.dropout or drop_path); valid: 0 "
+                        f"(got {point.dropout})")
+
+
+def expansion(point: Point, index: int) -> float:
+    """Stage `index`'s expansion ratio (its own, else the point's)."""
+    return point.stages[index].expansion or point.expansion
+
+
+def mid_width(cin: int, e: float) -> int:
+    """The depthwise conv's width: the input's at e == 1, else timm's make_divisible(cin x e)."""
+    return cin if e == 1 else make_divisible(cin * e)
+
+
+def se_width(mid: int, e: float, ratio: float) -> int:
+    """timm's SqueezeExcite reduced width: round(mid x (ratio / e)), i.e. `ratio` of the block's input (>= 1)."""
+    return max(1, round(mid * (ratio / e)))
+
+
+def branch(point: Point, cin: int, cout: int, kernel: int, stride: int, e: float) -> list:
+    """[1x1 expand -> norm -> act] -> k x k depthwise -> norm -> act [-> SE] -> 1x1 project -> norm."""
+    mid = mid_width(cin, e)
+    nodes = conv_norm_act(point, cin, mid, 1) if e != 1 else []
+    nodes += conv_norm_act(point, mid, mid, kernel, stride, groups=mid)
+    if point.attention == "se":
+        nodes.append(Attention("se_mb", mid, mid, rd=se_width(mid, e, point.attn_ratio), act=point.act))
+    return nodes + conv_norm_act(point, mid, cout, 1, act=False)
+
+
+def block(point: Point, index: int, b: int, cin: int, drop_path: float):
+    """Block `b` of stage `index`, fed with `cin` channels."""
+    stage = point.stages[index]
+    stride, cout = stage.stride if b == 0 else 1, stage.width
+    short = shortcut(point, cin, cout, stride)
+    if point.skip == "identity" and short:  # timm: no shortcut where the shape changes
+        short = None
+    nodes = branch(point, cin, cout, stage.kernels[0], stride, expansion(point, index))
+    return residual(nodes, short, drop_path, f"stages[{index}] block {b}")
+
+
+def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
+    """MBConv stage `index`: its blocks, then its pool."""
+    check(point, index)
+    spec, blocks, c = point.stages[index], [], cin
+    for b in range(spec.depth):
+        blocks.append(block(point, index, b, c, rates[b]))
+        c = spec.width
+    return Seq(tuple(blocks) + tuple(pool(spec.pool))), c
