@@ -10,3 +10,7 @@ def choose(kind: str, name, table) -> object:
     if name in table:
         return table[name]
     raise UserError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(map(str, table)))}")
+
+
+class Infeasible(UserError):
+    """Values that break a space's checks or rules (raised by Space.point; search prunes such trials)."""

@@ -14,7 +14,8 @@ import ast
 import math
 import operator
 
-from dse.errors import UserError
+from dse.errors import Infeasible, UserError
+from dse.families.regnet import stage_widths
 
 MAX_TEXT = 2000     # characters of source
 MAX_DEPTH = 100     # levels of the syntax tree
@@ -43,10 +44,19 @@ def _round(value, ndigits=None):
     return round(value) if ndigits is None else round(value, ndigits)
 
 
+def regnet_stages(w0, wa, wm, depth, group_width, b=1.0, stages=4):
+    """[stage widths, stage depths] of RegNet's quantized-linear rule; Infeasible unless it gives `stages` stages."""
+    widths, depths = stage_widths(w0, wa, wm, int(depth), int(group_width), b)
+    if len(widths) != stages:
+        raise Infeasible(f"regnet: w0={w0}, wa={wa:.4g}, wm={wm:.4g}, depth={depth} give {len(widths)} stages; "
+                         f"the space keeps {stages}")
+    return [widths, depths]
+
+
 FUNCTIONS = {
     "min": min, "max": max, "round": _round, "int": int, "float": float, "abs": abs, "len": len,
     "ceil": math.ceil, "floor": math.floor, "sqrt": math.sqrt, "log2": math.log2,
-    "scale": scale, "divisible": divisible, "list": list,
+    "scale": scale, "divisible": divisible, "list": list, "regnet_stages": regnet_stages,
 }
 
 BINARY = {

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import yaml
 
-from dse.errors import UserError
+from dse.errors import Infeasible, UserError
 from dse.space.expr import FUNCTIONS, Expr
 from dse.point import Head, Point, Stage, Stem
 
@@ -58,10 +58,6 @@ RESERVED = set(GEOMETRY) | set(FUNCTIONS) | {"i", "value", "True", "False", "Non
 MAX_DRAWS = 2000  # feasible sampling gives up after this many draws
 MAX_ENUMERATE = 200_000  # checks are verified on at most this many combinations at load
 TARGET = re.compile(r"^(?:stages\[(\*|-?\d+)\]\.(\w+)|(stem|head)\.(\w+)|(\w+))$")
-
-
-class Infeasible(UserError):
-    """Values that break a space's checks (raised by Space.point; search prunes such trials)."""
 
 
 @dataclass(frozen=True)
@@ -390,7 +386,10 @@ class Space:
         feasible = False
         for _ in range(n):
             values = self.sample_values(rng)
-            point = self.point(values)
+            try:
+                point = self.point(values)
+            except Infeasible:  # a rule that refuses some draws (e.g. regnet's stage count): not a broken file
+                continue
             v = self.violations(point)
             if all(x <= 0 for x in v.values()):
                 feasible = True
