@@ -140,7 +140,7 @@ def complexity_of(records: list[Record], measure: str) -> np.ndarray:
         missing = [r for r in records if r.acts is None]
         if missing:
             raise UserError(f"--normalize acts: {len(missing)} of {len(records)} trained trials carry no 'acts' "
-                            "attribute (dse does not count activations yet); use flops or params")
+                            "attribute (trained before dse recorded activations); use flops or params")
     key = "flops" if measure == "none" else measure
     values = np.array([getattr(r, key) for r in records], dtype=float)
     if measure != "none" and (values <= 0).any():

@@ -31,7 +31,7 @@ class Survey:
 
 def survey(space, n: int = SAMPLES, seed: int = 0) -> Survey:
     """Sample `n` points of the space (values that break its checks are skipped) and test them against the budget."""
-    from dse.cost import complexity
+    from dse.cost import measures
     from dse.space.space import Infeasible
 
     rng = random.Random(seed)
@@ -49,7 +49,7 @@ def survey(space, n: int = SAMPLES, seed: int = 0) -> Survey:
         if worst <= 0:
             feasible += 1
         elif best is None or worst < best:
-            counts = complexity(point)._asdict()
+            counts = measures(point)._asdict()
             best = worst
             closest = {k: (counts[k.split(".")[0]], _bound(space, point, k)) for k, v in over.items() if v > 0}
     return Survey(n=drawn, feasible=feasible, closest=closest)

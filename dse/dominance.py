@@ -30,7 +30,7 @@ import optuna
 
 RUNG = "dse:rung:"  # + epoch number (1-based): the trial's validation accuracy after that epoch
 QUALITY = ("accuracy", "error")  # the study's objectives that are not costs
-COSTS = ("flops", "params", "activations")  # cost attributes compared when the study names none
+COSTS = ("flops", "params", "acts")  # cost attributes compared when the study names none
 # Defaults. eps = 0: a trial is pruned as soon as another one is at least as accurate at this rung at no more
 # cost (ties in accuracy prune the later trial). A positive eps (e.g. 0.01: one accuracy point) keeps
 # trials that are slightly behind early, for schedules whose ranking still changes after the first rungs.

@@ -189,13 +189,16 @@ class Objective:
         if label is not None:
             trial.set_user_attr("label", label)
         try:
-            from dse import complexity
+            from dse.cost import measures
 
-            params, flops = complexity(point)
+            counts = measures(point)
         except UserError as exc:
             return self.finish(trial, "failed", f"invalid: {exc}")
-        trial.set_user_attr("params", int(params))
-        trial.set_user_attr("flops", int(flops))
+        params, flops = counts.params, counts.flops
+        for key, value in counts._asdict().items():  # params, flops, acts, rf, rf_stride
+            trial.set_user_attr(key, int(value))
+        if "latency" in self.study.objectives:
+            self.record_latency(trial, point)
         if self.settings:
             trial.set_user_attr("settings", self.settings)
         if self.cells is None and self.repeated(trial, point.id, seed):
@@ -209,7 +212,7 @@ class Objective:
             return self.values({**trial.user_attrs, "val_acc": 0.0})
         trained = point.thinned(*self.thin)
         if trained is not point:  # a proxy: the table keeps the full point's counts, the trained net is smaller
-            small = complexity(trained)
+            small = measures(trained)
             trial.set_user_attr("width_scale", self.thin[0])
             trial.set_user_attr("trained_params", int(small.params))
             trial.set_user_attr("trained_flops", int(small.flops))
@@ -315,11 +318,27 @@ class Objective:
             raise TrialFailed(f"{status}: {reason}")
         return self.values(trial.user_attrs)
 
+    def record_latency(self, trial, point) -> None:
+        """The point's measured latency on this trial's device (dse.latency), cached in the study by point id."""
+        from dse import latency
+
+        accel = str(getattr(self.recipe, "accelerator", None) or "auto")
+        device = "cpu"
+        if accel in ("auto", "gpu", "cuda"):
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        ms, _ = latency.cached(trial.study, point, device)
+        trial.set_user_attr("latency_ms", float(ms))
+        trial.set_user_attr("latency_device", latency.device_name(device))
+
     def values(self, attrs: dict):
         """Objective values in the study's order."""
         acc = float(attrs["val_acc"])
         table = {"accuracy": acc, "error": 1.0 - acc, "flops": float(attrs["flops"]),
                  "params": float(attrs["params"])}
+        table.update({k: float(attrs[a]) for k, a in (("acts", "acts"), ("rf", "rf"), ("latency", "latency_ms"))
+                      if attrs.get(a) is not None})
         out = [table[o] for o in self.study.objectives]
         return out[0] if len(out) == 1 else out
 

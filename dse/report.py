@@ -26,9 +26,11 @@ import yaml
 
 from dse.errors import UserError
 
-FIXED = ["number", "state", "status", "label", "seed", "point_id", "name", "params", "flops", "accuracy", "error",
+FIXED = ["number", "state", "status", "label", "seed", "point_id", "name", "params", "flops", "acts", "rf",
+         "rf_stride", "latency_ms", "accuracy", "error",
          "test_acc", "epochs", "train_seconds", "reason", "width_scale", "trained_params", "trained_flops"]
-SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1}  # +1: lower is better
+SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1, "acts": 1, "rf": -1, "latency_ms": 1}  # +1: lower is better
+COLUMNS = {"latency": "latency_ms"}  # an objective's trials.csv column, where the names differ
 
 
 def flatten(value, prefix: str) -> dict:
@@ -55,6 +57,8 @@ def row(trial) -> dict:
     out = {"number": trial.number, "state": trial.state.name, "status": a.get("status", ""),
            "label": a.get("label", ""), "seed": a.get("seed"), "point_id": a.get("point_id", ""),
            "name": (a.get("point") or {}).get("name", ""), "params": a.get("params"), "flops": a.get("flops"),
+           "acts": a.get("acts"), "rf": a.get("rf"), "rf_stride": a.get("rf_stride"),
+           "latency_ms": a.get("latency_ms"),
            "accuracy": acc, "error": None if acc is None else 1.0 - acc,
            "val_acc_std": a.get("val_acc_std") if acc is not None else None, "seeds": a.get("seeds"),
            "test_acc": a.get("test_acc") if a.get("status") == "ok" else None, "epochs": a.get("epochs"),
@@ -79,7 +83,7 @@ def rows(optuna_study) -> list[dict]:
 
 def pareto(all_rows: list[dict], objectives) -> list[dict]:
     """Non-dominated finished rows over `objectives` (with one objective: accuracy and FLOPs), by FLOPs."""
-    keys = list(objectives) if len(objectives) > 1 else ["accuracy", "flops"]
+    keys = [COLUMNS.get(o, o) for o in objectives] if len(objectives) > 1 else ["accuracy", "flops"]
     done = [r for r in all_rows if r["status"] == "ok" and all(r.get(k) is not None for k in keys)]
 
     def score(r):

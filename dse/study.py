@@ -36,7 +36,11 @@ import yaml
 
 from dse.errors import UserError
 
-DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize"}
+# Objectives: accuracy or error, plus costs from dse.cost.measures (flops, params, acts; rf, the receptive
+# field, is maximized: a wider view at the same cost) and the measured `latency` (dse.latency, ms per batch).
+DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize",
+              "acts": "minimize", "rf": "maximize", "latency": "minimize"}
+BOUNDED = ("flops", "params", "acts", "rf")  # what `constraints` may bound (analytic, known before training)
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "grid", "random")
 PRUNERS = ("none", "median", "halving", "hyperband", "dominance")
 # Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
@@ -181,11 +185,12 @@ def _objectives(value) -> tuple[str, ...]:
 
 
 def _bounds(value) -> dict | None:
-    """The study's `constraints` ({flops|params: {min, max}}), nulls dropped."""
+    """The study's `constraints` ({flops|params|acts|rf: {min, max}}), nulls dropped."""
     if value is None:
         return None
-    if not isinstance(value, dict) or set(value) - {"flops", "params"}:
-        raise UserError(f"study.constraints: must map flops/params to {{min, max}}, got {value!r}")
+    if not isinstance(value, dict) or set(value) - set(BOUNDED):
+        extra = sorted(set(value) - set(BOUNDED)) if isinstance(value, dict) else [value]
+        raise UserError(f"study.constraints: unknown key {extra[0]!r}; valid: {', '.join(BOUNDED)}")
     out = {}
     for key, bound in value.items():
         if not isinstance(bound, dict) or set(bound) - {"min", "max"}:

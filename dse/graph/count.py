@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import singledispatch
 from typing import NamedTuple
 
@@ -50,8 +49,7 @@ class State(NamedTuple):
         return dict(h=h, w=w, r=self.r + (span - 1) * self.j, j=self.j * stride, start=self.start - padding * self.j)
 
 
-@dataclass(frozen=True)
-class Measures:
+class Measures(NamedTuple):
     """What a network costs: params, multiply-add FLOPs, activations, receptive field and its stride."""
 
     params: int

@@ -53,7 +53,7 @@ PARAM_KEYS = {
     "fixed": ("type", "value", "per_stage", "when", "help"),
 }
 GEOMETRY = ("image_size", "in_chans", "num_classes")
-CONSTRAINTS = ("flops", "params")
+CONSTRAINTS = ("flops", "params", "acts", "rf")  # fields of dse.cost.measures
 RESERVED = set(GEOMETRY) | set(FUNCTIONS) | {"i", "value", "True", "False", "None"}
 MAX_DRAWS = 2000  # feasible sampling gives up after this many draws
 MAX_ENUMERATE = 200_000  # checks are verified on at most this many combinations at load
@@ -199,9 +199,9 @@ class Space:
         """Relative violation per bound ('flops.max': (flops - max) / max, ...): feasible when all <= 0."""
         if not self.specs:
             return {}
-        from dse.cost import complexity
+        from dse.cost import measures
 
-        counts = complexity(point)._asdict()
+        counts = measures(point)._asdict()
         out = {}
         for key, (lo, hi) in self.bounds(point).items():
             if lo is not None:
@@ -214,9 +214,9 @@ class Space:
         """The violated constraints of `point`, as readable lines (empty when feasible)."""
         if not self.specs:
             return []
-        from dse.cost import complexity
+        from dse.cost import measures
 
-        counts = complexity(point)._asdict()
+        counts = measures(point)._asdict()
         out = []
         for key, (lo, hi) in self.bounds(point).items():
             if lo is not None and counts[key] < lo:
