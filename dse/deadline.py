@@ -3,8 +3,14 @@
 `study.timeout` is a promise about wall time. Optuna only checks it between trials, so the trial in flight
 could run minutes past it. `callback(deadline)` watches a fit's measured step times: once the rest of the fit
 (its remaining steps, plus validation) would end after the deadline, it raises `OutOfTime`. The trial function
-(`dse.signals.guard`) then ends the trial like an interrupted one: FAIL with reason 'out of time', its
-parameters queued again as WAITING, and the study stops. The next run of the command trains it first.
+(`dse.signals.guard`) then ends the trial like an interrupted one: FAIL with reason 'out of time', and its
+parameters are queued again as WAITING when this process stops, so the next run of the command trains it first.
+
+An out-of-time trial does not stop the study while another trial fits: `time_for_another` goes on while the
+time left before the deadline exceeds the shortest trial trained so far in this study (its measured training
+seconds), so the sampler may still propose cheaper points; with no trained trial to go by, the study stops.
+Measured before this rule: a busy default run stopped 4 minutes early when its fourth trial's early pace
+(299 s needed, 243 s left) ran out of time. A point that ran out of time is not trained again in the same run.
 """
 from __future__ import annotations
 
@@ -55,3 +61,27 @@ def callback(deadline: float):
                 self.val_seconds = time.monotonic() - self.val_start
 
     return Deadline()
+
+
+def out_of_time(trial) -> bool:
+    """Did this finished trial stop out of time (FAIL, reason 'out of time', no status of its own)?"""
+    return trial.user_attrs.get("reason") == OutOfTime.reason and "status" not in trial.user_attrs
+
+
+def shortest_trial(trials) -> float | None:
+    """The fewest training seconds of a trained trial (status ok) among `trials`, or None."""
+    seconds = [t.user_attrs.get("train_seconds") for t in trials if t.user_attrs.get("status") == "ok"]
+    seconds = [float(s) for s in seconds if s is not None]
+    return min(seconds) if seconds else None
+
+
+def time_for_another(trials, deadline: float, now: float | None = None) -> tuple[bool, str]:
+    """(go on?, why in words) after a trial ran out of time: go on while the time left before `deadline`
+    (monotonic) exceeds the shortest trial trained so far among `trials`."""
+    left = deadline - (time.monotonic() if now is None else now)
+    shortest = shortest_trial(trials)
+    if shortest is None:
+        return False, "stopping: no trial trained yet to size another by"
+    if left > shortest:
+        return True, f"going on: {left:.0f}s left, the shortest trial took {shortest:.0f}s"
+    return False, f"stopping: {max(left, 0):.0f}s left, the shortest trial took {shortest:.0f}s"

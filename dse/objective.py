@@ -223,11 +223,19 @@ class Objective:
         """Claim (point, seed) for this trial; True (and the trial marked duplicate) when another trial has it.
 
         The claim is atomic in the storage, so two workers or machines never train one point at once. A
-        holder that died or was interrupted hands the claim to this trial (a retry of the same point).
+        holder that died or was interrupted hands the claim to this trial (a retry of the same point), except
+        a point that ran out of time in this process: it waits for the next run (dse.deadline).
         """
-        from dse import claims
+        from dse import claims, signals
 
         key = f"{point_id}:{seed}"
+        stopped = signals.ran_out_of_time(key)
+        if stopped is not None:  # ran out of time in this run: queued for the next one, not tried again here
+            trial.set_user_attr("duplicate_of", stopped)
+            trial.set_user_attr("reason", f"same point and seed as trial {stopped} (out of time in this run; "
+                                          "queued for the next run); not trained again")
+            trial.set_user_attr("status", "duplicate")
+            return True
         holder = claims.claim(trial.study, key, trial._trial_id)
         if holder is None:
             return False

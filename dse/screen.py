@@ -2,6 +2,8 @@
 
     trial 7 [ok] acc 86.12%  5.27 MFLOPs  0.135 M params  2 ep  41s  19a6781cd3
         study: 5 trained, 2 rejected, 1 repeat | best 87.76% | 6:12 elapsed, 2:48 left of 9:00
+    trial 8 [out of time] needs ~299s more, 243s left before the timeout; queued again for the next run; going on: 243s left, the shortest trial took 41s  5c0e8a1f22
+        study: 5 trained, 2 rejected, 1 repeat, 1 out of time | best 87.76% | 6:18 elapsed, 2:42 left of 9:00
 
 Counts start from what the storage already holds (a resumed study) and follow this process's trials.
 """
@@ -25,7 +27,7 @@ class Screen:
 
     def __init__(self, trials, timeout: float | None, start: float | None = None):
         self.timeout, self.start = timeout, time.monotonic() if start is None else start
-        self.counts = {"trained": 0, "rejected": 0, "repeat": 0, "failed": 0}
+        self.counts = {"trained": 0, "rejected": 0, "repeat": 0, "failed": 0, "out of time": 0}
         self.best = None
         for t in trials:
             self.add(t)
@@ -43,12 +45,14 @@ class Screen:
             self.counts[UNTRAINED[status]] += 1
         elif status:
             self.counts["failed"] += 1
+        elif a.get("reason") == "out of time":  # stopped by the deadline, queued again (dse.deadline)
+            self.counts["out of time"] += 1
 
     def study_line(self) -> str:
         """'study: 5 trained, 2 rejected | best 87.76% | 6:12 elapsed, 2:48 left of 9:00'."""
         c = self.counts
         parts = [f"{c['trained']} trained"] + [f"{c[k]} {k}{'s' if c[k] > 1 and k == 'repeat' else ''}"
-                                                 for k in ("rejected", "repeat", "failed") if c[k]]
+                                                 for k in ("rejected", "repeat", "failed", "out of time") if c[k]]
         best = f"best {100 * self.best:.2f}%" if self.best is not None else "best -"
         elapsed = time.monotonic() - self.start
         when = f"{clock(elapsed)} elapsed"
@@ -57,9 +61,12 @@ class Screen:
         return f"    study: {', '.join(parts)} | {best} | {when}"
 
 
-def trial_line(trial) -> str:
-    """One line per finished trial."""
+def trial_line(trial, note: str = "") -> str:
+    """One line per finished trial (`note`, when given, goes after its reason)."""
     a = trial.user_attrs
+    if "status" not in a and a.get("reason"):  # stopped out of time or interrupted: no result of its own
+        text = "; ".join(x for x in (a.get("detail"), note) if x)
+        return f"trial {trial.number} [{a['reason']}] {text}  {a.get('point_id', '')}"
     head = f"trial {trial.number} [{a.get('status', trial.state.name.lower())}]"
     if a.get("status") == "ok":
         spread = f" ± {100 * a['val_acc_std']:.2f}" if a.get("val_acc_std") is not None else ""

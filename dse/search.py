@@ -427,6 +427,7 @@ def run(job: Job) -> int:
         _final_line(study.name, job.run_dir, out)
         return code
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
+    from dse import deadline as pace
     from dse.screen import Screen, trial_line
 
     screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
@@ -440,7 +441,13 @@ def run(job: Job) -> int:
 
     def after(s, trial):
         screen.add(trial)
-        bar.write(trial_line(trial))
+        note = ""
+        if pace.out_of_time(trial):  # queued for the next run; this one goes on while another trial fits
+            fits, why = pace.time_for_another(s.get_trials(deepcopy=False), deadline(job))
+            if not fits:
+                s.stop()
+            note = f"queued again for the next run; {why}"
+        bar.write(trial_line(trial, note))
         bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file
             bar.update(1)
@@ -451,13 +458,15 @@ def run(job: Job) -> int:
             # n_trials=None: StopAt counts trained trials (rejected points are cheap and do not count)
             left = None if study.timeout is None else max(deadline(job) - time.monotonic(), 1.0)
             optuna_study.optimize(objective, n_trials=None, timeout=left,
-                                  catch=(obj.TrialFailed,), callbacks=[after, *stop, signals.StopOnSignal()],
+                                  catch=(obj.TrialFailed, signals.TrialOutOfTime),
+                                  callbacks=[after, *stop, signals.StopOnSignal()],
                                   gc_after_trial=True)
     except signals.TrialInterrupted as stopped:  # the trial in flight: its line, then the study's
         bar.write(str(stopped))
         bar.write(screen.study_line())
     finally:
         bar.close()
+        signals.requeue()  # the trials stopped out of time: WAITING now, so the next run trains them first
         owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
         out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)

@@ -8,8 +8,15 @@ SIGTERM). Outside training (storage writes, reports) the first signal only sets 
 write is cut in half. A second signal exits at once (os._exit); a trial left RUNNING by that is failed and
 retried by the heartbeat like a killed worker's.
 
+A trial stopped out of time (dse.deadline.OutOfTime) is not a signal: the guard records it the same way
+(FAIL, reason 'out of time') but raises TrialOutOfTime, which the search catches and goes on while another
+trial fits (dse.deadline.time_for_another). Its parameters are queued again only when this process stops
+(`requeue()`, in a finally), so Optuna does not pop the same WAITING trial straight back in this run; and
+`ran_out_of_time(key)` tells the trial function not to train that point again in this run.
+
 Use: `install()` in the entry point, wrap the trial function with `guard(fn)`, pass `StopOnSignal()` to
-`study.optimize(callbacks=...)`, and return `exit_code()` (0 when no signal came).
+`study.optimize(callbacks=...)` and TrialOutOfTime to its `catch`, call `requeue()` when optimize ends, and
+return `exit_code()` (0 when no signal came).
 """
 from __future__ import annotations
 
@@ -19,6 +26,8 @@ import threading
 
 REASON = "interrupted"
 _state = {"signum": None, "armed": False}
+_later: list = []  # (study, FrozenTrial): out-of-time trials' copies, queued again when this process stops
+_ran_out: dict = {}  # "point_id:seed" -> trial number: points stopped out of time in this process
 
 
 class Interrupted(BaseException):
@@ -27,6 +36,11 @@ class Interrupted(BaseException):
 
 class TrialInterrupted(Exception):
     """What the guarded trial function raises instead: Optuna marks the trial FAIL and re-raises it."""
+
+
+class TrialOutOfTime(Exception):
+    """What the guarded trial function raises for a trial stopped out of time: pass it to optimize's `catch`,
+    so the study goes on (or not: dse.deadline.time_for_another decides)."""
 
 
 def _handler(signum, frame) -> None:
@@ -77,6 +91,14 @@ def guard(fn):
         except Interrupted as exc:  # a signal, or dse.deadline.OutOfTime
             _state["armed"] = False
             reason = getattr(exc, "reason", REASON)
+            if reason != REASON and _state["signum"] is None:  # out of time: the study may go on
+                trial.set_user_attr("reason", reason)
+                trial.set_user_attr("detail", str(exc))
+                _later.append((trial.study, _copy(trial)))
+                attrs = trial.user_attrs
+                if attrs.get("point_id") is not None:
+                    _ran_out[f"{attrs['point_id']}:{attrs.get('seed', 0)}"] = trial.number
+                raise TrialOutOfTime(f"trial {trial.number} [{reason}] {exc}") from None
             _record(trial, reason)
             raise TrialInterrupted(f"trial {trial.number} [{reason}] {exc}; queued again: the next run of the "
                                    "command trains it first") from None
@@ -89,21 +111,48 @@ def guard(fn):
 
 def _record(trial, reason: str = REASON) -> None:
     """Mark an interrupted trial and enqueue its parameters again (the next run of the command re-runs it)."""
-    import optuna
-
     trial.study.stop()
     trial.set_user_attr("reason", reason)
-    attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "reason")}
+    copy = _copy(trial)
+    if copy is not None:
+        trial.study.add_trial(copy)
+
+
+def _copy(trial):
+    """A WAITING copy of a running trial's parameters (None when it has none), to queue again."""
+    import optuna
+
+    attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "reason", "detail")}
     fixed = trial.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
-    if fixed or trial.params:
-        dists = trial.distributions
-        params = {**(fixed or {}), **trial.params}
-        system = {"dse:requeued_from": trial.number}
-        if fixed:
-            system["fixed_params"] = fixed
-        trial.study.add_trial(optuna.create_trial(
-            state=optuna.trial.TrialState.WAITING, params={k: v for k, v in params.items() if k in dists},
-            distributions={k: v for k, v in dists.items() if k in params}, user_attrs=attrs, system_attrs=system))
+    if not (fixed or trial.params):
+        return None
+    dists = trial.distributions
+    params = {**(fixed or {}), **trial.params}
+    system = {"dse:requeued_from": trial.number}
+    if fixed:
+        system["fixed_params"] = fixed
+    return optuna.create_trial(
+        state=optuna.trial.TrialState.WAITING, params={k: v for k, v in params.items() if k in dists},
+        distributions={k: v for k, v in dists.items() if k in params}, user_attrs=attrs, system_attrs=system)
+
+
+def requeue() -> int:
+    """Queue again the trials this process stopped out of time (call it once optimize has ended); how many.
+
+    Also forgets which points ran out of time: a later run in this process may train them."""
+    added = 0
+    while _later:
+        study, copy = _later.pop(0)
+        if copy is not None:
+            study.add_trial(copy)
+            added += 1
+    _ran_out.clear()
+    return added
+
+
+def ran_out_of_time(key: str) -> int | None:
+    """The number of the trial of this process that ran out of time on `key` ("point_id:seed"), or None."""
+    return _ran_out.get(key)
 
 
 class StopOnSignal:

@@ -6,6 +6,7 @@ study trained one point in nine minutes on a busy machine.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
@@ -100,3 +101,63 @@ def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
     again = ok(search_here(*args[:1], "study.n_trials=2", *args[2:], cwd=tmp_path, fast=False))
     assert f"sizing: {size} training samples, as this study was sized when it began" in again.stdout
     assert "measured" not in again.stdout
+
+
+def _points(n: int, args: list[str]) -> list[tuple[dict, str]]:
+    """`n` distinct points inside the study's budget as (Optuna params, point id), drawn as dse.search would
+    propose them (same space, geometry and budget)."""
+    from dse import objective as obj
+    from dse import search
+    from search_helpers import FAST
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    job = search.prepare(search.compose(FAST + args))
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    found: dict[str, dict] = {}
+    while len(found) < n:
+        trial = scratch.ask()
+        point = obj.with_geometry(job.space.suggest(trial), job.data)
+        if not any(v > 0 for v in job.space.violations(point).values()):
+            found.setdefault(point.id, trial.params)
+    return [(params, pid) for pid, params in found.items()]
+
+
+def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tmp_path, monkeypatch):
+    # Before: the out-of-time trial stopped the whole study (a busy default run ended 4 minutes early). Now the
+    # study goes on while the time left exceeds its shortest trained trial; the stopped point is not tried
+    # again in this run and is queued (WAITING) only when the run ends, for the next run to train first.
+    from dse import search, train
+
+    timeout = 50
+    args = ["space=resnext", "study.name=o", f"study.timeout={timeout}", "study.n_trials=100"]
+    (cheap, _), (slow, slow_id) = _points(2, args)
+    storage = f"sqlite:///{tmp_path / 'runs/o/study.db'}"
+    (tmp_path / "runs/o").mkdir(parents=True)
+    made = optuna.create_study(study_name="o", storage=storage, directions=["maximize", "minimize"])
+    for params in (cheap, slow, slow):  # trained; out of time; proposed again in the same run
+        made.enqueue_trial(params)
+    fit = train.fit
+
+    def fit_slow_point(point, data, recipe, **kw):  # the slow point: 100,000 epochs, out of time at once
+        if point.id == slow_id:
+            recipe = dataclasses.replace(recipe, epochs=100_000)
+        return fit(point, data, recipe, **kw)
+
+    monkeypatch.setattr(train, "fit", fit_slow_point)
+    start = time.monotonic()
+    proc = ok(search_here(*args, cwd=tmp_path))
+    took = time.monotonic() - start
+    trials = load_study(tmp_path / "runs/o", "o").trials
+    trained = [t for t in trials if t.user_attrs.get("status") == "ok"]
+    stopped = [t for t in trials if t.user_attrs.get("reason") == "out of time"]
+    assert [t.number for t in stopped] == [1] and stopped[0].state.name == "FAIL", proc.stdout[-3000:]
+    assert "trial 1 [out of time] needs ~" in proc.stdout and "going on: " in proc.stdout, proc.stdout[-3000:]
+    again = trials[2]  # the same point, proposed again in this run: not trained
+    assert again.user_attrs["status"] == "duplicate" and again.user_attrs["duplicate_of"] == 1
+    assert trained[0].number == 0 and len([t for t in trained if t.number > 1]) >= 1, proc.stdout[-3000:]
+    assert slow_id not in {t.user_attrs.get("point_id") for t in trained}
+    waiting = [t for t in trials if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and waiting[0].params == slow, proc.stdout[-3000:]
+    assert waiting[0].number == max(t.number for t in trials)  # queued when the run ended
+    shortest = min(t.user_attrs["train_seconds"] for t in trained)
+    assert timeout - search.RESERVE_S - shortest - 3 <= took <= timeout + 15, (took, shortest, proc.stdout[-3000:])
