@@ -85,3 +85,44 @@ def time_for_another(trials, deadline: float, now: float | None = None) -> tuple
     if left > shortest:
         return True, f"going on: {left:.0f}s left, the shortest trial took {shortest:.0f}s"
     return False, f"stopping: {max(left, 0):.0f}s left, the shortest trial took {shortest:.0f}s"
+
+
+# When time is short, the next point is chosen to fit it (dse.sampling.FeasibleStart): a busy default run
+# (results/default/busy_one_core.log, before this rule) trained 6 points by 6:43 of 9:00, then spent its last
+# two minutes on six proposals that each ran out of time, and ended 44 s before its timeout.
+SHORT = 2.0  # time is short once less than this many times the longest trained trial is left
+FILL = 0.8  # a point chosen when time is short is predicted to take at most this share of the time left
+
+
+def predictor(trials):
+    """Training seconds as a line in FLOPs, fitted (least squares, slope >= 0) to the trained trials (status
+    ok) among `trials`; None with fewer than two."""
+    pts = [(float(a["flops"]), float(a["train_seconds"])) for a in (t.user_attrs for t in trials)
+           if a.get("status") == "ok" and a.get("flops") is not None and a.get("train_seconds") is not None]
+    if len(pts) < 2:
+        return None
+    mean_f = sum(f for f, _ in pts) / len(pts)
+    mean_s = sum(s for _, s in pts) / len(pts)
+    var = sum((f - mean_f) ** 2 for f, _ in pts)
+    slope = max(sum((f - mean_f) * (s - mean_s) for f, s in pts) / var, 0.0) if var > 0 else 0.0
+    return lambda flops: mean_s + slope * (float(flops) - mean_f)
+
+
+def time_is_short(trials, deadline: float, now: float | None = None) -> bool:
+    """Is less time left before `deadline` than SHORT x the longest trained trial (status ok) of `trials`?"""
+    left = deadline - (time.monotonic() if now is None else now)
+    seconds = [t.user_attrs.get("train_seconds") for t in trials if t.user_attrs.get("status") == "ok"]
+    seconds = [float(s) for s in seconds if s is not None]
+    return bool(seconds) and left < SHORT * max(seconds)
+
+
+def pick_in_time(candidates, trials, deadline: float, now: float | None = None):
+    """When time is short, the candidate to train next: of `candidates` [(flops, item)], the item predicted
+    (`predictor`) to take longest within FILL x the time left before `deadline`. None when time is not short
+    (`time_is_short`), fewer than two trials are trained, or no candidate fits."""
+    now = time.monotonic() if now is None else now
+    predict = predictor(trials)
+    if predict is None or not time_is_short(trials, deadline, now):
+        return None
+    fits = [(predict(flops), i) for i, (flops, _) in enumerate(candidates) if predict(flops) <= FILL * (deadline - now)]
+    return candidates[max(fits)[1]][1] if fits else None

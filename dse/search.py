@@ -545,7 +545,8 @@ def make_sampler(job: Job, done: int):
     """The study's sampler, seeded per worker and per resume, with its start-up trials inside the budget.
 
     Each pool worker (env DSE_WORKER) gets its own seed, so workers do not propose the same points; a
-    resumed study starts from a new seed, so it does not replay its first draws.
+    resumed study starts from a new seed, so it does not replay its first draws. With a timeout, the last
+    points are chosen to fit the time left (dse.sampling).
     """
     from dse import objective as obj
     from dse.sampling import FeasibleStart, startup_count
@@ -555,7 +556,7 @@ def make_sampler(job: Job, done: int):
     inner = obj.make_sampler(job.sampler, seed, job.study.multi)
     if job.cells is not None or job.space is None:
         return inner
-    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed)
+    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed, deadline=deadline(job))
 
 
 def write_config(job: Job) -> None:

@@ -161,3 +161,52 @@ def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tm
     assert waiting[0].number == max(t.number for t in trials)  # queued when the run ended
     shortest = min(t.user_attrs["train_seconds"] for t in trained)
     assert timeout - search.RESERVE_S - shortest - 3 <= took <= timeout + 15, (took, shortest, proc.stdout[-3000:])
+
+
+def _trained(flops_mf: list[float], seconds_of) -> list:
+    """Trained trials (status ok) at these MFLOPs, each taking seconds_of(MFLOPs) to train."""
+    return [optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.8, f * 1e6],
+                                user_attrs={"status": "ok", "flops": int(f * 1e6), "train_seconds": seconds_of(f)})
+            for f in flops_mf]
+
+
+def test_training_time_is_predicted_from_the_trained_trials_flops():
+    from dse import deadline
+
+    trials = _trained([2, 5, 8], lambda f: 20 + 8 * f)  # 36, 60, 84 s
+    rejected = optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.0, 9e6],
+                                   user_attrs={"status": "rejected", "flops": 9_000_000})
+    predict = deadline.predictor(trials + [rejected])
+    assert abs(predict(10e6) - 100) < 1e-6 and abs(predict(3.5e6) - 48) < 1e-6
+    assert deadline.predictor(trials[:1]) is None  # one trained trial draws no line
+    # time is short below 2 x the longest trial (84 s): 60 s left -> the longest that fits in 0.8 x 60 = 48 s
+    candidates = [(2e6, "a"), (3e6, "b"), (4e6, "c"), (9e6, "d")]
+    assert deadline.pick_in_time(candidates, trials, deadline=1060.0, now=1000.0) == "b"
+    assert deadline.pick_in_time(candidates, trials, deadline=1200.0, now=1000.0) is None  # 200 s: not short
+    assert deadline.pick_in_time([(9e6, "d")], trials, deadline=1060.0, now=1000.0) is None  # nothing fits
+
+
+def test_when_time_is_short_the_next_point_is_drawn_to_fit_it():
+    # Before: the sampler knew nothing of time. A busy default run (results/default/busy_one_core.log) trained
+    # 6 points by 6:43 of 9:00, then spent its last two minutes on six proposals that each ran out of time
+    # and ended 44 s before its timeout.
+    from dse.cost import complexity
+    from dse.sampling import FeasibleStart
+    from dse.space import load as load_space
+
+    space = load_space("resnext").with_geometry(image_size=28, in_chans=1, num_classes=10)
+    space = space.with_constraints(flops={"max": 1e7})
+
+    def propose(left: float):
+        sampler = FeasibleStart(optuna.samplers.RandomSampler(seed=0), space, 0, seed=0,
+                                deadline=time.monotonic() + left)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for t in _trained([2, 5, 8], lambda f: 20 + 8 * f):  # 36, 60, 84 s to train
+            study.add_trial(t)
+        trial = study.ask()
+        return space.suggest(trial), trial.number in sampler.drawn
+
+    point, drawn = propose(60.0)  # short: under 2 x 84 s; fits 0.8 x 60 = 48 s -> at most 3.5 MFLOPs
+    assert drawn and 1.5e6 <= complexity(point).flops <= 3.5e6, complexity(point).flops
+    _, drawn = propose(1000.0)  # plenty of time: the inner sampler proposes
+    assert not drawn
