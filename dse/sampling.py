@@ -25,6 +25,8 @@ import random
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
+from dse.record import TrialRecord
+
 IN_TIME_DRAWS = 32  # random points inside the budget to choose from when the study's time is short
 
 
@@ -112,7 +114,7 @@ class FeasibleStart(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self.drawn.pop(trial.number, None)
-        self.escape = state == TrialState.FAIL and trial.user_attrs.get("status") == "duplicate"
+        self.escape = state == TrialState.FAIL and TrialRecord.from_trial(trial).status == "duplicate"
         self.inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from dse.errors import UserError, choose
+from dse.record import TrialRecord
 
 PAPERS = Path(__file__).resolve().parent / "data" / "papers.yaml"
 PENDING = "pending"
@@ -122,8 +123,8 @@ def trained_as(study, run_dir: Path) -> str | None:
 
     if study is None:
         return None
-    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == "ok"]
-    found = [t.user_attrs.get("settings") for t in done]
+    records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    found = [r.settings for r in records if r.trained]
     if any(found):
         line = provenance.describe([f for f in found if f])
         missing = sum(f is None for f in found)
@@ -138,9 +139,9 @@ def by_seed(study) -> dict[str, dict[int, float]]:
 
     out: dict[str, dict[int, float]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        label = t.params.get("cell", t.user_attrs.get("cell"))
-        acc = t.user_attrs.get("test_acc")
-        if label is None or acc is None or t.user_attrs.get("status", "ok") != "ok":
+        r = TrialRecord.from_trial(t)
+        label, acc = t.params.get("cell", r.cell), r.test_acc
+        if label is None or acc is None or r.status not in (None, "ok"):
             continue
         out.setdefault(str(label), {})[int(t.params.get("seed", 0))] = error_pct(float(acc))
     return out
