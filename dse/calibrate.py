@@ -32,7 +32,6 @@ from pathlib import Path
 import yaml
 
 from dse.errors import UserError
-from dse.record import TrialRecord
 
 USAGE = ("usage: python -m dse.calibrate study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
          "[--target T] [--out DIR] [--dry-run] [key=value …]")
@@ -184,7 +183,7 @@ def finished(study) -> set[tuple[str, int]]:
 
     out = set()
     for t in study.get_trials(deepcopy=False):
-        status = TrialRecord.from_trial(t).status
+        status = t.user_attrs.get("status")
         final = t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and status is not None)
         if cell_of(t) is not None and final and status not in ("skipped", "duplicate"):
             out.add(cell_of(t))
@@ -199,8 +198,7 @@ def cost(study) -> tuple[float, str]:
     for t in study.get_trials(deepcopy=False) if study is not None else []:
         if cell_of(t) is None or t.state.name in ("WAITING", "RUNNING"):
             continue
-        record = TrialRecord.from_trial(t)
-        cpu, wall = record.cpu_seconds, record.train_seconds
+        cpu, wall = t.user_attrs.get("cpu_seconds"), t.user_attrs.get("train_seconds")
         if cpu is not None:
             total, counted = total + float(cpu), counted + 1
         elif wall is not None:

@@ -14,9 +14,9 @@ proposes the same point again and again and the search stalls on it. After a dup
 this worker is drawn at random inside the budget instead, which does teach the inner sampler something new.
 
 The end of a timed study is packed. Given the study's deadline, once less time is left than twice its longest
-trained trial, each next point is one of IN_TIME_DRAWS random points inside the budget, picked to fill 80% of
-the time left with as many trials as still fit (dse.deadline.pick_in_time: training seconds predicted from
-FLOPs by the trained trials), instead of the inner sampler's, which knows nothing of time.
+trained trial, each next point is the one of IN_TIME_DRAWS random points inside the budget that is predicted
+to take longest within 80% of the time left (dse.deadline.pick_in_time: training seconds as a line in FLOPs,
+fitted to the trained trials), instead of the inner sampler's, which knows nothing of time.
 """
 from __future__ import annotations
 
@@ -24,8 +24,6 @@ import random
 
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
-
-from dse.record import TrialRecord
 
 IN_TIME_DRAWS = 32  # random points inside the budget to choose from when the study's time is short
 
@@ -114,7 +112,7 @@ class FeasibleStart(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self.drawn.pop(trial.number, None)
-        self.escape = state == TrialState.FAIL and TrialRecord.from_trial(trial).status == "duplicate"
+        self.escape = state == TrialState.FAIL and trial.user_attrs.get("status") == "duplicate"
         self.inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:

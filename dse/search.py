@@ -7,8 +7,8 @@ prints one line `error: …` and exits 2.
 
 Config is composed with Hydra's compose API (not @hydra.main): errors stay one line, nothing goes to
 outputs/, and the run directory is ours. The groups `space` and `study` are the files in spaces/ and
-studies/, registered in Hydra's ConfigStore at start-up. Only this module sees the config; below it,
-typed objects.
+studies/, registered in Hydra's ConfigStore at start-up. Only this module and dse.report see the config;
+below them, typed objects.
 """
 from __future__ import annotations
 
@@ -390,7 +390,7 @@ def run(job: Job) -> int:
 
     from dse import claims, owners, pool, signals
     from dse import objective as obj
-    from dse import results
+    from dse import report
     from dse.storage import default_url, open_storage
     from dse.wandb_log import Loggers
 
@@ -422,7 +422,7 @@ def run(job: Job) -> int:
     if pool.wanted(job.cfg):  # workers=N: N copies of this command on this study, one bar here
         code = pool.run(list(job.argv), job.cfg, storage_url, study.name, job.run_dir, total, obj.counted) \
             if remaining or (study.is_grid and claims.has_work(optuna_study)) else 0
-        out = results.write_all(optuna_study, job.run_dir)
+        out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
         _final_line(study.name, job.run_dir, out)
         return code
@@ -451,7 +451,7 @@ def run(job: Job) -> int:
         bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file
             bar.update(1)
-            results.write_all(s, job.run_dir, plots=bar.n % every == 0)
+            report.write_all(s, job.run_dir, plots=bar.n % every == 0)
 
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
@@ -468,7 +468,7 @@ def run(job: Job) -> int:
         bar.close()
         signals.requeue()  # the trials stopped out of time: WAITING now, so the next run trains them first
         owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
-        out = results.write_all(optuna_study, job.run_dir)
+        out = report.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
     _final_line(study.name, job.run_dir, out)
     code = signals.exit_code()
@@ -594,7 +594,7 @@ def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | No
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
     """What the run left behind."""
-    from dse.results import scored
+    from dse.report import scored
 
     ok = scored(out["rows"])
     best = max(ok, key=lambda r: r["accuracy"], default=None)
@@ -629,12 +629,7 @@ def main(argv=None) -> int:
         job.argv, job.started = tuple(argv), started
         from dse import ddp
 
-        if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
-            from dse import train
-
-            code = ddp.follow(train.fit, job.data, job.recipe)
-        else:
-            code = run(job)
+        code = ddp.follow(job) if ddp.is_follower() else run(job)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

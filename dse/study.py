@@ -241,9 +241,11 @@ def cell_points(study: Study, space) -> dict:
         else:
             out[cell.label] = Point.from_dict(cell.point)
     if study.match:
-        from dse import matching
+        from dse import match
 
-        for label, point in matching.cells(study.match).items():
+        if not hasattr(match, "cells"):
+            raise UserError("study.match: dse.match has no cell generator (cells(spec) -> {label: Point})")
+        for label, point in match.cells(study.match).items():
             if label in out:
                 raise UserError(f"study.match: label {label!r} is already a grid cell")
             out[label] = point

@@ -99,7 +99,7 @@ def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: l
     """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
     import wandb
 
-    from dse.results import scored
+    from dse.report import scored
 
     columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
                "epochs", "train_seconds", "reason"]

@@ -115,5 +115,5 @@ def test_save_with_a_key_uploads_the_built_workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_ENTITY", "team")
     monkeypatch.setattr(ws.Workspace, "save", fake_save)
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://wandb.ai/{self.entity}/{self.project}"))
-    url = wandb_panels.save_workspace(study, report.rows(study))
+    url = wandb_panels.save_workspace(run_dir, study, report.rows(study))
     assert url == "https://wandb.ai/team/dse" and saved[0].name == "dse study_s"
