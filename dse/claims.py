@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import time
 
-from dse.record import TrialRecord
-
 ROUND = "dse:grid_round"
 PRESENT = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
 
@@ -52,9 +50,8 @@ def present(trial, max_retry: int) -> bool:
         return True
     if state != "FAIL":
         return False
-    record = TrialRecord.from_trial(trial)
-    reason = record.reason or ""
-    if record.ended:
+    reason = trial.user_attrs.get("reason", "")
+    if "status" in trial.user_attrs:
         return True  # a final failure (diverged, oom, error): the cell is done, with a reason
     # An interrupted trial does not stand for its cell: dse.signals queued a WAITING copy before failing it.
     history = trial.system_attrs.get("retry_history", [])
