@@ -155,10 +155,10 @@ def sampler_for(name: str, seed: int, space):
     import yaml
 
     from dse.objective import make_sampler
-    from dse.sampling import FeasibleStart, startup_count
+    from dse.sampling import FeasibleStart, SamplerConfig, startup_count
 
     conf = ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml"
-    cfg = yaml.safe_load(conf.read_text()) if conf.is_file() else {"name": name}
+    cfg = SamplerConfig.of(yaml.safe_load(conf.read_text()) if conf.is_file() else {"name": name})
     return FeasibleStart(make_sampler(cfg, seed, multi=True), space, startup_count(cfg), seed), ""
 
 

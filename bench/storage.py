@@ -480,10 +480,12 @@ def _open(task: dict):
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # as dse.search.run: no line per failed trial
 
 
-def _sampler_cfg(name: str) -> dict:
+def _sampler_cfg(name: str):
     import yaml
 
-    return yaml.safe_load((ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml").read_text())
+    from dse.sampling import SamplerConfig
+
+    return SamplerConfig.of(yaml.safe_load((ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml").read_text()))
 
 
 _OPEN: dict = {}  # (url, plain) -> the storage and study this worker keeps between tasks, like a long-lived worker
@@ -558,8 +560,8 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
     start = time.perf_counter()
     optuna_study, done = _dse_study(task)
     study = dse_study()
-    job = SimpleNamespace(cfg={"seed": task["run"]}, sampler=_sampler_cfg(task["sampler"]), study=study, cells=None,
-                          space=space)
+    job = SimpleNamespace(options=SimpleNamespace(seed=task["run"]), sampler=_sampler_cfg(task["sampler"]), study=study,
+                          cells=None, space=space)
     optuna_study.sampler = search.make_sampler(job, done)
     objective = signals.guard(_fake_objective(space, seed=1000 + task["run"]))  # a fresh claim key per run
     records = []

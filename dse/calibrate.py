@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from dse.errors import UserError
+from dse.record import TrialRecord
 
 USAGE = ("usage: python -m dse.calibrate study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
          "[--target T] [--out DIR] [--dry-run] [key=value …]")
@@ -183,7 +184,7 @@ def finished(study) -> set[tuple[str, int]]:
 
     out = set()
     for t in study.get_trials(deepcopy=False):
-        status = t.user_attrs.get("status")
+        status = TrialRecord.from_trial(t).status
         final = t.state.name in ("COMPLETE", "PRUNED") or (t.state.name == "FAIL" and status is not None)
         if cell_of(t) is not None and final and status not in ("skipped", "duplicate"):
             out.add(cell_of(t))
@@ -198,7 +199,8 @@ def cost(study) -> tuple[float, str]:
     for t in study.get_trials(deepcopy=False) if study is not None else []:
         if cell_of(t) is None or t.state.name in ("WAITING", "RUNNING"):
             continue
-        cpu, wall = t.user_attrs.get("cpu_seconds"), t.user_attrs.get("train_seconds")
+        record = TrialRecord.from_trial(t)
+        cpu, wall = record.cpu_seconds, record.train_seconds
         if cpu is not None:
             total, counted = total + float(cpu), counted + 1
         elif wall is not None:
@@ -262,9 +264,9 @@ def pick(results: list[dict], target: float, dearest: dict | None, paper: bool) 
     return min(reached, key=lambda r: r["cpu_minutes"], default=None), best
 
 
-def proxy_lines(cfg: dict, budget: dict, extra: list[str]) -> str:
+def proxy_lines(proxy: dict | None, budget: dict, extra: list[str]) -> str:
     """The study's `proxy:` block with the budget (and typed model./data./trainer. overrides) in it."""
-    merged = dict((cfg.get("study") or {}).get("proxy") or {})
+    merged = dict(proxy or {})
     typed = [item.lstrip("+~").partition("=") for item in extra]
     for key, _, value in [*typed, *((k, "=", v) for k, v in sorted(budget.items()))]:
         if _proxy_key(key):
@@ -401,7 +403,7 @@ def summarize(args: dict, jobs: list, paper: dict[str, float], command: str) -> 
         where = args["study"] if args["study"].endswith((".yaml", ".yml")) else f"studies/{args['study']}.yaml"
         job = jobs[results.index(chosen)]
         print(f"to make it the study's proxy preset, set in {where}:")
-        print(proxy_lines(job.cfg, chosen["items"], args["extra"]), end="")
+        print(proxy_lines(job.study.proxy, chosen["items"], args["extra"]), end="")
         other = [e for e in args["extra"] if not _proxy_key(e.lstrip("+~").partition("=")[0])]
         if other:
             print(f"(calibrated with {' '.join(other)} as well; a preset applies under fidelity=proxy)")

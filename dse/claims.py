@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import time
 
+from dse.record import TrialRecord
+
 ROUND = "dse:grid_round"
 PRESENT = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
 
@@ -50,8 +52,9 @@ def present(trial, max_retry: int) -> bool:
         return True
     if state != "FAIL":
         return False
-    reason = trial.user_attrs.get("reason", "")
-    if "status" in trial.user_attrs:
+    record = TrialRecord.from_trial(trial)
+    reason = record.reason or ""
+    if record.ended:
         return True  # a final failure (diverged, oom, error): the cell is done, with a reason
     # An interrupted trial does not stand for its cell: dse.signals queued a WAITING copy before failing it.
     history = trial.system_attrs.get("retry_history", [])

@@ -43,17 +43,17 @@ def share(point, seed: int, prune: bool):
                 os.environ[key] = value
 
 
-def follow(job) -> int:
-    """Train rank 0's point as a follower rank (no storage, no loggers, no progress); exit code."""
+def follow(fit, data, recipe) -> int:
+    """Train rank 0's point as a follower rank with `fit` (dse.train.fit; no storage, no loggers, no progress);
+    exit code. The fit comes from the caller, so this module stays below dse.train (which calls `share`)."""
     import json
 
-    from dse import train
     from dse.point import Point
 
     point = Point.from_dict(json.loads(os.environ[POINT]))
-    recipe = dataclasses.replace(job.recipe, seed=int(os.environ.get(SEED, "0")))
+    recipe = dataclasses.replace(recipe, seed=int(os.environ.get(SEED, "0")))
     callbacks = [follower_callback()] if os.environ.get(PRUNE) == "1" else []
-    train.fit(point, job.data, recipe, trial=None, logger=None, callbacks=callbacks, progress=False)
+    fit(point, data, recipe, trial=None, logger=None, callbacks=callbacks, progress=False)
     return 0
 
 

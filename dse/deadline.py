@@ -87,25 +87,33 @@ def time_for_another(trials, deadline: float, now: float | None = None) -> tuple
     return False, f"stopping: {max(left, 0):.0f}s left, the shortest trial took {shortest:.0f}s"
 
 
-# When time is short, the next point is chosen to fit it (dse.sampling.FeasibleStart): a busy default run
+# When time is short, the next points are chosen to fill it (dse.sampling.FeasibleStart): a busy default run
 # (results/default/busy_one_core.log, before this rule) trained 6 points by 6:43 of 9:00, then spent its last
 # two minutes on six proposals that each ran out of time, and ended 44 s before its timeout.
 SHORT = 2.0  # time is short once less than this many times the longest trained trial is left
-FILL = 0.8  # a point chosen when time is short is predicted to take at most this share of the time left
+FILL = 0.8  # the points chosen when time is short are predicted to take at most this share of the time left
 
 
 def predictor(trials):
-    """Training seconds as a line in FLOPs, fitted (least squares, slope >= 0) to the trained trials (status
-    ok) among `trials`; None with fewer than two."""
+    """Training seconds as a function of FLOPs, from the trained trials (status ok) among `trials`; None when
+    none is trained.
+
+    Two or more: a line fitted by least squares (slope >= 0). One: proportional to its FLOPs. Either way a
+    point cheaper than the cheapest trained one is predicted to take as long as that one (an unknown fixed
+    cost per trial: never guess a point faster than anything measured)."""
     pts = [(float(a["flops"]), float(a["train_seconds"])) for a in (t.user_attrs for t in trials)
            if a.get("status") == "ok" and a.get("flops") is not None and a.get("train_seconds") is not None]
-    if len(pts) < 2:
+    if not pts:
         return None
+    low = min(f for f, _ in pts)
+    if len(pts) == 1:
+        (f1, s1), = pts
+        return lambda flops: s1 * max(float(flops), low) / max(f1, 1.0)
     mean_f = sum(f for f, _ in pts) / len(pts)
     mean_s = sum(s for _, s in pts) / len(pts)
     var = sum((f - mean_f) ** 2 for f, _ in pts)
     slope = max(sum((f - mean_f) * (s - mean_s) for f, s in pts) / var, 0.0) if var > 0 else 0.0
-    return lambda flops: mean_s + slope * (float(flops) - mean_f)
+    return lambda flops: mean_s + slope * (max(float(flops), low) - mean_f)
 
 
 def time_is_short(trials, deadline: float, now: float | None = None) -> bool:
@@ -117,12 +125,20 @@ def time_is_short(trials, deadline: float, now: float | None = None) -> bool:
 
 
 def pick_in_time(candidates, trials, deadline: float, now: float | None = None):
-    """When time is short, the candidate to train next: of `candidates` [(flops, item)], the item predicted
-    (`predictor`) to take longest within FILL x the time left before `deadline`. None when time is not short
-    (`time_is_short`), fewer than two trials are trained, or no candidate fits."""
+    """When time is short, the candidate to train next, of `candidates` [(flops, item)]; None when time is not
+    short (`time_is_short`), no trial is trained, or no candidate fits.
+
+    The time to fill is FILL x the time left before `deadline`. As many trials as the fastest candidate allows
+    share it (k = fill // fastest prediction), and the next one is the candidate predicted (`predictor`) to
+    take longest within its share, fill / k: the last trial fills what is left, two trials take half each."""
     now = time.monotonic() if now is None else now
     predict = predictor(trials)
     if predict is None or not time_is_short(trials, deadline, now):
         return None
-    fits = [(predict(flops), i) for i, (flops, _) in enumerate(candidates) if predict(flops) <= FILL * (deadline - now)]
-    return candidates[max(fits)[1]][1] if fits else None
+    fill = FILL * (deadline - now)
+    predicted = [(predict(flops), i) for i, (flops, _) in enumerate(candidates)]
+    fastest = min((p for p, _ in predicted), default=None)
+    if fastest is None or fastest > fill:
+        return None
+    share = fill / max(int(fill // max(fastest, 1e-9)), 1)
+    return candidates[max((p, i) for p, i in predicted if p <= share)[1]][1]

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 
 import optuna
 
+from dse.record import TrialRecord
+
 RUNG = "dse:rung:"  # + epoch number (1-based): the trial's validation accuracy after that epoch
 QUALITY = ("accuracy", "error")  # the study's objectives that are not costs
 COSTS = ("flops", "params", "acts")  # cost attributes compared when the study names none
@@ -98,7 +100,8 @@ def records(trials: Iterable, epoch: int, cost_keys: Iterable[str], skip: int | 
     for t in trials:
         if t.number == skip or name not in t.system_attrs:
             continue
-        out.append((t.number, float(t.system_attrs[name]), {k: t.user_attrs.get(k) for k in cost_keys}))
+        costs = TrialRecord.from_trial(t)
+        out.append((t.number, float(t.system_attrs[name]), {k: costs.objective(k) for k in cost_keys}))
     return out
 
 
@@ -123,9 +126,9 @@ def check(trial, epoch: int, acc: float, eps: float = EPS, min_trials: int = MIN
     record(trial, epoch, acc)
     if epochs is not None and not first_rung(epochs, warmup) <= epoch < epochs:
         return None
-    attrs = trial.user_attrs
-    names = cost_keys(trial.study, attrs)
-    costs = {k: attrs.get(k) for k in names}
+    mine = TrialRecord.from_trial(trial)
+    names = cost_keys(trial.study, mine.to_attrs())
+    costs = {k: mine.objective(k) for k in names}
     others = records(trial.study.get_trials(deepcopy=False), epoch, names, skip=trial.number)
     found = dominator(acc, costs, others, eps, min_trials)
     if found is None:

@@ -26,6 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 from dse.errors import UserError, choose
+from dse.record import TrialRecord, write
 
 # Trials that count toward study.n_trials: finished ones (a FAIL counts only when our objective recorded
 # why; a trial failed by a stale heartbeat is retried instead).
@@ -36,8 +37,8 @@ class TrialFailed(Exception):
     """A trial ended without a result (diverged, out of memory, error); the study goes on."""
 
 
-def make_sampler(cfg: dict, seed: int, multi: bool):
-    """The Optuna sampler for a sampler config ({name: tpe|nsga2|gp|random|grid, ...}).
+def make_sampler(sampler, seed: int, multi: bool):
+    """The Optuna sampler of a dse.sampling.SamplerConfig (name tpe|nsga2|gp|random|grid, Optuna's options).
 
     Every one of them learns from over-budget points: those are COMPLETE trials with constraint values > 0
     (set with trial.set_constraint), which TPE, NSGA-II (constrained domination) and GP read.
@@ -45,7 +46,7 @@ def make_sampler(cfg: dict, seed: int, multi: bool):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    opts = {k: v for k, v in cfg.items() if k != "name" and v is not None}
+    opts = {k: v for k, v in sampler.options.items() if v is not None}
 
     def tpe():
         return optuna.samplers.TPESampler(seed=seed, **opts)
@@ -60,7 +61,7 @@ def make_sampler(cfg: dict, seed: int, multi: bool):
         return optuna.samplers.GPSampler(seed=seed, **opts)
 
     table = {"tpe": tpe, "nsga2": nsga2, "gp": gp, "random": random, "grid": random}
-    return choose("sampler", cfg.get("name"), table)()
+    return choose("sampler", sampler.name, table)()
 
 
 def make_pruner(name: str, max_epochs: int):
@@ -106,32 +107,15 @@ def open_study(storage, study, sampler, pruner, space_name: str | None):
 
 def counted(trial) -> bool:
     """Does this finished trial count toward n_trials? (Points rejected before training do not.)"""
-    name = trial.state.name
-    if trial.user_attrs.get("status") in ("rejected", "duplicate"):
+    name, record = trial.state.name, TrialRecord.from_trial(trial)
+    if record.untrained:
         return False
-    return name in FINISHED or (name == "FAIL" and "status" in trial.user_attrs)
+    return name in FINISHED or (name == "FAIL" and record.ended)
 
 
 def rejected(trial) -> bool:
     """Was this trial's point not trained: refused (over budget, infeasible) or already trained (duplicate)?"""
-    return trial.user_attrs.get("status") in ("rejected", "duplicate")
-
-
-def enqueue_grid(optuna_study, labels: list[str], seeds: int) -> int:
-    """Enqueue every cell x seed that has no trial yet (waiting, running or counted); returns how many."""
-    have = set()
-    for t in optuna_study.get_trials(deepcopy=False):
-        if "cell" in t.params or "cell" in t.system_attrs.get("fixed_params", {}):
-            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            if t.state.name in ("WAITING", "RUNNING") or counted(t):
-                have.add((params["cell"], int(params.get("seed", 0))))
-    added = 0
-    for label in labels:
-        for seed in range(seeds):
-            if (label, seed) not in have:
-                optuna_study.enqueue_trial({"cell": label, "seed": seed}, user_attrs={"label": label})
-                added += 1
-    return added
+    return TrialRecord.from_trial(trial).untrained
 
 
 def waiting(optuna_study) -> int:
@@ -178,16 +162,14 @@ class Objective:
         try:
             point, label, seed = self.suggest(trial)
         except Infeasible as exc:  # the sampled values break one of the space's checks
-            trial.set_user_attr("status", "rejected")
-            trial.set_user_attr("reason", f"infeasible: {exc}")
+            write(trial, status="rejected")
+            write(trial, reason=f"infeasible: {exc}")
             trial.set_constraint("checks", 1.0)  # TPE reads constraints of pruned trials too
             raise optuna.TrialPruned("infeasible") from None
         point = with_geometry(point, self.data)
-        trial.set_user_attr("point", point.to_dict())
-        trial.set_user_attr("point_id", point.id)
-        trial.set_user_attr("seed", seed)
+        write(trial, point=point.to_dict(), point_id=point.id, seed=seed)
         if label is not None:
-            trial.set_user_attr("label", label)
+            write(trial, label=label)
         try:
             from dse.cost import measures
 
@@ -195,27 +177,24 @@ class Objective:
         except UserError as exc:
             return self.finish(trial, "failed", f"invalid: {exc}")
         params, flops = counts.params, counts.flops
-        for key, value in counts._asdict().items():  # params, flops, acts, rf, rf_stride
-            trial.set_user_attr(key, int(value))
+        write(trial, **{k: int(v) for k, v in counts._asdict().items()})  # params, flops, acts, rf, rf_stride
         if "latency" in self.study.objectives:
             self.record_latency(trial, point)
         if self.settings:
-            trial.set_user_attr("settings", self.settings)
+            write(trial, settings=self.settings)
         if self.cells is None and self.repeated(trial, point.id, seed):
             raise TrialFailed("duplicate")
         over = violations(self.space, point)
         for name, value in over.items():
             trial.set_constraint(name, value)
         if any(v > 0 for v in over.values()):  # COMPLETE and infeasible: every sampler sees it, no result does
-            trial.set_user_attr("status", "rejected")
-            trial.set_user_attr("reason", "over_budget")
-            return self.values({**trial.user_attrs, "val_acc": 0.0})
+            write(trial, status="rejected")
+            write(trial, reason="over_budget")
+            return self.values(dataclasses.replace(TrialRecord.from_trial(trial), val_acc=0.0))
         trained = point.thinned(*self.thin)
         if trained is not point:  # a proxy: the table keeps the full point's counts, the trained net is smaller
             small = measures(trained)
-            trial.set_user_attr("width_scale", self.thin[0])
-            trial.set_user_attr("trained_params", int(small.params))
-            trial.set_user_attr("trained_flops", int(small.flops))
+            write(trial, width_scale=self.thin[0], trained_params=int(small.params), trained_flops=int(small.flops))
         result = self.train_seeds(trial, trained, seed, params, flops)
         return self.finish(trial, result.status, result.reason, result)
 
@@ -231,22 +210,20 @@ class Objective:
         key = f"{point_id}:{seed}"
         stopped = signals.ran_out_of_time(key)
         if stopped is not None:  # ran out of time in this run: queued for the next one, not tried again here
-            trial.set_user_attr("duplicate_of", stopped)
-            trial.set_user_attr("reason", f"same point and seed as trial {stopped} (out of time in this run; "
-                                          "queued for the next run); not trained again")
-            trial.set_user_attr("status", "duplicate")
+            write(trial, duplicate_of=stopped, reason=f"same point and seed as trial {stopped} (out of time in this "
+                                                      "run; queued for the next run); not trained again",
+                  status="duplicate")
             return True
         holder = claims.claim(trial.study, key, trial._trial_id)
         if holder is None:
             return False
         other = _trial_by_id(trial.study, holder)
-        if other is not None and other.state.name == "FAIL" and "status" not in other.user_attrs:
+        if other is not None and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended:
             claims.take_over(trial.study, key, trial._trial_id)  # died or interrupted: retry it here
             return False
         what = "another trial" if other is None else f"trial {other.number} ({_outcome(other)})"
-        trial.set_user_attr("duplicate_of", None if other is None else other.number)
-        trial.set_user_attr("reason", f"same point and seed as {what}; not trained again")
-        trial.set_user_attr("status", "duplicate")
+        write(trial, duplicate_of=None if other is None else other.number,
+              reason=f"same point and seed as {what}; not trained again", status="duplicate")
         return True
 
     def suggest(self, trial):
@@ -254,10 +231,10 @@ class Objective:
         base = int(getattr(self.recipe, "seed", 0))
         if self.cells is None:
             return self.space.suggest(trial), None, base
-        if "label" not in trial.user_attrs:  # not an enqueued cell: the queue ran dry (another worker took it)
+        if TrialRecord.from_trial(trial).label is None:  # not an enqueued cell: the queue ran dry (another took it)
             trial.study.stop()
-            trial.set_user_attr("status", "skipped")
-            trial.set_user_attr("reason", "grid_exhausted")
+            write(trial, status="skipped")
+            write(trial, reason="grid_exhausted")
             raise TrialFailed("grid exhausted")
         label = trial.suggest_categorical("cell", list(self.cells))
         seed = trial.suggest_int("seed", 0, self.study.seeds - 1)
@@ -309,22 +286,20 @@ class Objective:
         import optuna
 
         if result is not None:  # the numbers first: another worker may read `status` as soon as it is set
-            for key, attr in (("epochs", "epochs"), ("train_seconds", "seconds"), ("cpu_seconds", "cpu_seconds"),
-                              ("val_acc", "val_acc"), ("test_acc", "test_acc")):
-                trial.set_user_attr(key, getattr(result, attr, None))
-            for key in ("val_accs", "val_acc_std", "test_accs", "seeds"):  # several seeds: each, and the spread
-                if getattr(result, key, None) is not None:
-                    trial.set_user_attr(key, getattr(result, key))
+            write(trial, epochs=getattr(result, "epochs", None), train_seconds=getattr(result, "seconds", None),
+                  cpu_seconds=getattr(result, "cpu_seconds", None), val_acc=getattr(result, "val_acc", None),
+                  test_acc=getattr(result, "test_acc", None))
+            write(trial, **{k: getattr(result, k) for k in ("val_accs", "val_acc_std", "test_accs", "seeds")
+                            if getattr(result, k, None) is not None})  # several seeds: each, and the spread
             history = getattr(result, "history", None)
             if history:
-                trial.set_user_attr("history", _plain(history))
-        trial.set_user_attr("reason", reason or "")
-        trial.set_user_attr("status", status)
+                write(trial, history=_plain(history))
+        write(trial, reason=reason or "", status=status)
         if status == "pruned":
             raise optuna.TrialPruned(reason or "pruned")
         if status != "ok":
             raise TrialFailed(f"{status}: {reason}")
-        return self.values(trial.user_attrs)
+        return self.values(TrialRecord.from_trial(trial))
 
     def record_latency(self, trial, point) -> None:
         """The point's measured latency on this trial's device (dse.latency), cached in the study by point id."""
@@ -337,17 +312,11 @@ class Objective:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ms, _ = latency.cached(trial.study, point, device)
-        trial.set_user_attr("latency_ms", float(ms))
-        trial.set_user_attr("latency_device", latency.device_name(device))
+        write(trial, latency_ms=float(ms), latency_device=latency.device_name(device))
 
-    def values(self, attrs: dict):
+    def values(self, record: TrialRecord):
         """Objective values in the study's order."""
-        acc = float(attrs["val_acc"])
-        table = {"accuracy": acc, "error": 1.0 - acc, "flops": float(attrs["flops"]),
-                 "params": float(attrs["params"])}
-        table.update({k: float(attrs[a]) for k, a in (("acts", "acts"), ("rf", "rf"), ("latency", "latency_ms"))
-                      if attrs.get(a) is not None})
-        out = [table[o] for o in self.study.objectives]
+        out = [float(record.objective(o)) for o in self.study.objectives]
         return out[0] if len(out) == 1 else out
 
 
@@ -361,7 +330,7 @@ def _trial_by_id(optuna_study, trial_id: int):
 
 def _outcome(trial) -> str:
     """'running', 'ok', 'rejected', ...: what a trial is or became."""
-    return trial.user_attrs.get("status") or trial.state.name.lower()
+    return TrialRecord.from_trial(trial).status or trial.state.name.lower()
 
 
 @dataclass

@@ -296,8 +296,9 @@ class Point:
 
         Scales stem, stage and inception branch widths, the per-group width d, the growth rate and the
         head's hidden layers; depth, cardinality, kernels, strides and skips stay. Cardinality still divides
-        every grouped width (it is C x d); shuffle stages keep even widths (rounded up). factor 1 returns the
-        point itself.
+        every grouped width (it is C x d); shuffle stages keep even widths (rounded up); regnet's group width
+        scales too, and its stage widths round up until the group width divides the 3x3 conv's width. factor 1
+        returns the point itself.
         """
         if not 0.0 < factor <= 1.0:
             raise UserError(f"model.width_scale: must be in (0, 1], got {factor}")
@@ -308,12 +309,20 @@ class Point:
             out = max(min_width, round(w * factor)) if w else w
             return out + (-out) % step
 
-        stages = tuple(replace(s, width=thin(s.width, 2 if s.block == "shuffle" else 1),
-                               branches=tuple(tuple(thin(w) for w in b) for b in s.branches)) for s in self.stages)
+        group_width = max(1, round(self.group_width * factor)) if self.group_width else 0
+
+        def width(s: Stage) -> int:
+            w = thin(s.width, 2 if s.block == "shuffle" else 1)
+            while s.block == "regnet" and ((m := round(w * self.bottleneck_ratio)) < 1 or m % min(group_width, m)):
+                w += 1  # regnet: the group width divides the 3x3 conv's width w x bottleneck_ratio
+            return w
+
+        stages = tuple(replace(s, width=width(s), branches=tuple(tuple(thin(w) for w in b) for b in s.branches))
+                       for s in self.stages)
         return replace(self, stages=stages, stem=replace(self.stem, width=thin(self.stem.width)),
                        head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden), conv=thin(self.head.conv)),
                        bottleneck_width=max(1, round(self.bottleneck_width * factor)),
-                       growth_rate=thin(self.growth_rate))
+                       growth_rate=thin(self.growth_rate), group_width=group_width)
 
 
 LATE_DEFAULTS = {"group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0}

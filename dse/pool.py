@@ -50,6 +50,17 @@ CONTEXT_GUESS = GIB  # a CUDA context and non-torch memory, when nvidia-smi cann
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """What the pool is asked for: `workers` ('auto' or N), `workers_per_gpu` ('auto' or K), the GPUs one trial
+    uses (trainer.devices when it is a number, else 1) and whether the bar shows. Checked where it is used."""
+
+    workers: int | str = 1
+    per_gpu: int | str = "auto"
+    devices: int = 1
+    progress: bool = True
+
+
+@dataclass(frozen=True)
 class Slot:
     """One worker's share of the machine."""
 
@@ -163,15 +174,9 @@ def _count(workers) -> int:
     return n
 
 
-def wanted(cfg: dict) -> bool:
+def wanted(config: PoolConfig) -> bool:
     """Does this invocation start a pool (workers != 1 and not itself a worker)?"""
-    return str(cfg.get("workers", 1)) != "1" and "DSE_WORKER" not in os.environ
-
-
-def devices_per_trial(cfg: dict) -> int:
-    """GPUs one trial uses (trainer.devices when it is a number, else 1)."""
-    value = (cfg.get("trainer") or {}).get("devices", 1)
-    return value if isinstance(value, int) and value > 0 else 1
+    return str(config.workers) != "1" and "DSE_WORKER" not in os.environ
 
 
 def worker_argv(argv: list[str], run_dir: Path, index: int) -> list[str]:
@@ -181,14 +186,14 @@ def worker_argv(argv: list[str], run_dir: Path, index: int) -> list[str]:
             "storage=${oc.env:DSE_STORAGE}", f"run_dir={Path(run_dir) / 'workers' / str(index)}"]
 
 
-def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: Path, total: int, counted,
+def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, run_dir: Path, total: int, counted,
         say=print) -> int:
     """Start the workers, show one progress bar until they end, and return the pool's exit code."""
     from dse import signals
     from dse.storage import open_storage
 
-    workers, devices, gpus = cfg.get("workers", 1), devices_per_trial(cfg), visible_gpus()
-    setting = per_gpu_setting(cfg.get("workers_per_gpu", "auto"))
+    workers, devices, gpus = config.workers, config.devices, visible_gpus()
+    setting = per_gpu_setting(config.per_gpu)
     probing = setting == "auto" and workers == "auto" and bool(gpus) and devices == 1
     slots = plan(workers, devices, gpus, per_gpu=1 if setting == "auto" or not gpus else setting)
     free_before = {}
@@ -202,7 +207,7 @@ def run(argv: list[str], cfg: dict, storage_url: str, study_name: str, run_dir: 
     signals.install()
     procs = [_start(argv, storage_url, run_dir, slot) for slot in slots]
     forwarded = 0
-    bar = _bar(total, cfg.get("progress", True))
+    bar = _bar(total, config.progress)
     storage = open_storage(storage_url, run_dir)
     try:
         while any(p.poll() is None for p in procs):

@@ -154,12 +154,9 @@ def refined_mapping(parent: dict, best: list, ranges: dict, low: int, high: int,
 
 
 def write(result: dict, out: Path, stem: str = "refined") -> list[str]:
-    """<stem>.yaml (the space, with a header naming the command) and <stem>.csv (the per-model fits)."""
-    from dse.analyze import write_rows
-
+    """<stem>.yaml: the space, with a header naming the command (dse.analysis writes <stem>.csv, the fits)."""
     header = (f"# A refined space from dse.analyze (parent: {result['parent']}). Run a study of it with e.g.\n"
               f"#   python -m dse.search space={out / (stem + '.yaml')} sampler=random\n"
               f"# and compare it with its parent: python -m dse.analyze runs/<parent study> runs/{stem}\n")
     (out / f"{stem}.yaml").write_text(header + yaml.safe_dump(result["data"], sort_keys=False, width=120))
-    write_rows(out / f"{stem}.csv", result["fits"])
-    return [f"{stem}.yaml", f"{stem}.csv"]
+    return [f"{stem}.yaml"]

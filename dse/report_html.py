@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from dse.errors import UserError
+from dse.record import TrialRecord
 
 COLORS = ["#1f77b4", "#d1495b", "#2a9d8f", "#e9c46a", "#6a4c93", "#f4a261", "#264653", "#8d99ae"]
 
@@ -51,7 +52,7 @@ def pareto_fig(table: list[dict], front: list[dict], title: str):
     """Accuracy against MFLOPs: every trained trial and the front."""
     import plotly.graph_objects as go
 
-    from dse.report import scored
+    from dse.results import scored
 
     done = scored(table)
     fig = go.Figure([
@@ -185,8 +186,8 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     """The page's HTML text."""
     import plotly.offline
 
-    from dse.analyze import analyze_runs, study_run
-    from dse.report import scored
+    from dse.analysis import analyze_runs, study_run
+    from dse.results import scored
 
     name = optuna_study.study_name
     done = scored(table)
@@ -207,7 +208,7 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     if table_html:
         sections.append(("Ablation table (dse.table)", table_html))
     trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False)}
-    histories = [(r["number"], trials[r["number"]].user_attrs.get("history") or []) for r in done]
+    histories = [(r["number"], TrialRecord.from_trial(trials[r["number"]]).history or []) for r in done]
     sections.append(("Learning curves", _div(curves_fig(histories))))
     rows, columns = trial_rows(table)
     sections.append((f"Trials ({len(table)}; click a header to sort)", html_table(rows, columns)))

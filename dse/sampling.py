@@ -14,18 +14,34 @@ proposes the same point again and again and the search stalls on it. After a dup
 this worker is drawn at random inside the budget instead, which does teach the inner sampler something new.
 
 The end of a timed study is packed. Given the study's deadline, once less time is left than twice its longest
-trained trial, each next point is the one of IN_TIME_DRAWS random points inside the budget that is predicted
-to take longest within 80% of the time left (dse.deadline.pick_in_time: training seconds as a line in FLOPs,
-fitted to the trained trials), instead of the inner sampler's, which knows nothing of time.
+trained trial, each next point is one of IN_TIME_DRAWS random points inside the budget, picked to fill 80% of
+the time left with as many trials as still fit (dse.deadline.pick_in_time: training seconds predicted from
+FLOPs by the trained trials), instead of the inner sampler's, which knows nothing of time.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
+from dse.record import TrialRecord
+
 IN_TIME_DRAWS = 32  # random points inside the budget to choose from when the study's time is short
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """A `sampler` (dse/conf/sampler/<name>.yaml): its name and Optuna's keyword arguments for it."""
+
+    name: str
+    options: dict = field(default_factory=dict)  # e.g. n_startup_trials, multivariate (None: Optuna's default)
+
+    @classmethod
+    def of(cls, node: dict) -> "SamplerConfig":
+        """From a sampler file's mapping ({name: tpe, n_startup_trials: 8, ...})."""
+        return cls(node.get("name"), {k: v for k, v in node.items() if k != "name"})
 
 
 class FeasibleStart(BaseSampler):
@@ -112,7 +128,7 @@ class FeasibleStart(BaseSampler):
 
     def after_trial(self, study, trial, state, values) -> None:
         self.drawn.pop(trial.number, None)
-        self.escape = state == TrialState.FAIL and trial.user_attrs.get("status") == "duplicate"
+        self.escape = state == TrialState.FAIL and TrialRecord.from_trial(trial).status == "duplicate"
         self.inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -134,11 +150,10 @@ def auto(study) -> str:
 AUTO_GP_TRIALS = 200
 
 
-def startup_count(sampler_cfg: dict) -> int | None:
-    """How many start-up trials a sampler config draws at random (None: all of them, random search)."""
-    name = sampler_cfg.get("name")
-    if name == "random":
+def startup_count(sampler: SamplerConfig) -> int | None:
+    """How many start-up trials a sampler draws at random (None: all of them, random search)."""
+    if sampler.name == "random":
         return None
-    if name == "nsga2":
-        return int(sampler_cfg.get("population_size") or 50)
-    return int(sampler_cfg.get("n_startup_trials") or 10)
+    if sampler.name == "nsga2":
+        return int(sampler.options.get("population_size") or 50)
+    return int(sampler.options.get("n_startup_trials") or 10)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 
+from dse.record import TrialRecord
+
 UNTRAINED = {"rejected": "rejected", "duplicate": "repeat"}
 
 
@@ -34,18 +36,16 @@ class Screen:
 
     def add(self, trial) -> None:
         """Count one finished trial."""
-        a = trial.user_attrs
-        status = a.get("status")
-        if status == "ok":
+        r = TrialRecord.from_trial(trial)
+        if r.trained:
             self.counts["trained"] += 1
-            acc = a.get("val_acc")
-            if acc is not None and (self.best is None or acc > self.best):
-                self.best = acc
-        elif status in UNTRAINED:
-            self.counts[UNTRAINED[status]] += 1
-        elif status:
+            if r.val_acc is not None and (self.best is None or r.val_acc > self.best):
+                self.best = r.val_acc
+        elif r.status in UNTRAINED:
+            self.counts[UNTRAINED[r.status]] += 1
+        elif r.status:
             self.counts["failed"] += 1
-        elif a.get("reason") == "out of time":  # stopped by the deadline, queued again (dse.deadline)
+        elif r.reason == "out of time":  # stopped by the deadline, queued again (dse.deadline)
             self.counts["out of time"] += 1
 
     def study_line(self) -> str:
@@ -63,14 +63,14 @@ class Screen:
 
 def trial_line(trial, note: str = "") -> str:
     """One line per finished trial (`note`, when given, goes after its reason)."""
-    a = trial.user_attrs
-    if "status" not in a and a.get("reason"):  # stopped out of time or interrupted: no result of its own
-        text = "; ".join(x for x in (a.get("detail"), note) if x)
-        return f"trial {trial.number} [{a['reason']}] {text}  {a.get('point_id', '')}"
-    head = f"trial {trial.number} [{a.get('status', trial.state.name.lower())}]"
-    if a.get("status") == "ok":
-        spread = f" ± {100 * a['val_acc_std']:.2f}" if a.get("val_acc_std") is not None else ""
-        return (f"{head} acc {100 * a['val_acc']:.2f}%{spread}  {a['flops'] / 1e6:.2f} MFLOPs  "
-                f"{a['params'] / 1e6:.3f} M params  {a.get('epochs')} ep  {a.get('train_seconds', 0):.0f}s  "
-                f"{a.get('point_id')}")
-    return f"{head} {a.get('reason', '')}  {a.get('point_id', '')}"
+    r = TrialRecord.from_trial(trial)
+    point_id = r.point_id if r.point_id is not None else ""
+    if not r.ended and r.reason:  # stopped out of time or interrupted: no result of its own
+        text = "; ".join(x for x in (r.detail, note) if x)
+        return f"trial {trial.number} [{r.reason}] {text}  {point_id}"
+    head = f"trial {trial.number} [{r.status if r.ended else trial.state.name.lower()}]"
+    if r.trained:
+        spread = f" ± {100 * r.val_acc_std:.2f}" if r.val_acc_std is not None else ""
+        return (f"{head} acc {100 * r.val_acc:.2f}%{spread}  {r.flops / 1e6:.2f} MFLOPs  "
+                f"{r.params / 1e6:.3f} M params  {r.epochs} ep  {r.train_seconds or 0:.0f}s  {r.point_id}")
+    return f"{head} {r.reason if r.reason is not None else ''}  {point_id}"

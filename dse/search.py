@@ -7,23 +7,31 @@ prints one line `error: …` and exits 2.
 
 Config is composed with Hydra's compose API (not @hydra.main): errors stay one line, nothing goes to
 outputs/, and the run directory is ours. The groups `space` and `study` are the files in spaces/ and
-studies/, registered in Hydra's ConfigStore at start-up. Only this module and dse.report see the config;
-below them, typed objects.
+studies/, registered in Hydra's ConfigStore at start-up. Only this module sees the config: `prepare` turns
+it into a `Job` of typed objects once, and nothing below receives a config dict.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
 import re
 import sys
 import time
-import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from dse.errors import UserError
+
+if TYPE_CHECKING:  # the typed pieces of a Job (imported where they are made: heavy imports stay lazy)
+    from dse.pool import PoolConfig
+    from dse.sampling import SamplerConfig
+    from dse.study import Study
+    from dse.wandb_log import LoggerConfig
 
 GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger")
 USAGE = """usage: python -m dse.search [space=NAME] [study=NAME] [data=NAME] [fidelity=NAME] [sampler=NAME] [logger=NAME]
@@ -229,24 +237,35 @@ def check_root(cfg: dict) -> None:
         raise UserError(f"progress: must be true or false, got {cfg.get('progress')!r}")
 
 
-@dataclass
-class Job:
-    """Everything a run needs, validated: typed objects, no Hydra."""
+@dataclass(frozen=True)
+class Options:
+    """The root keys that no other typed object holds (checked by check_root)."""
 
-    cfg: dict
-    study: object
-    space: object
-    cells: dict | None
-    sampler: dict
-    logger: dict
-    data: object
-    recipe: object
+    seed: int = 0  # base seed: sampler, data split, training
+    progress: bool = True  # the study's bar and Lightning's per-trial bar
+    report_every: int = 5  # rewrite pareto.png/html and best.yaml every N trials
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a run needs, validated: typed objects, no Hydra and no config dict below this module."""
+
+    study: Study
+    space: object  # dse.space.Space, or None for a grid of fixed points
+    cells: dict | None  # {label: Point} of a grid
+    sampler: SamplerConfig
+    logger: LoggerConfig
+    pool: PoolConfig
+    options: Options
+    data: object  # dse.datasets.Data (or dse.imagenet.Streamed)
+    recipe: object  # dse.train.Recipe
     run_dir: Path
     storage_url: str | None
+    config_yaml: str  # the resolved config, storage password masked: the run directory's config.yaml
     thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
     settings: dict | None = None  # what trials are trained with (dse.provenance), recorded per trial
-    argv: tuple = ()
-    started: float = 0.0  # time.monotonic() when the command started: study.timeout counts from here  # the command's overrides (a worker pool starts its workers with them)
+    argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
+    started: float = 0.0  # time.monotonic() when the command started: study.timeout counts from here
 
 
 def prepare(cfg: dict) -> Job:
@@ -263,15 +282,16 @@ def prepare(cfg: dict) -> Job:
     study = studies.from_dict(study_cfg)
     data = load_data(cfg)
     space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
+    from dse.sampling import SamplerConfig, auto
+
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     if sampler["name"] == "auto":
-        from dse.sampling import auto
-
         sampler = _read_option("sampler", auto(study))
+    sampler = SamplerConfig.of(sampler)
     cells = None
     if study.is_grid:
         cells = studies.cell_points(study, space)
-    elif sampler["name"] == "grid":
+    elif sampler.name == "grid":
         if space is None:
             raise UserError("sampler=grid needs a space (space=NAME)")
         points = space.grid()  # run the first n_trials cells; a resume with a larger n_trials adds the next ones
@@ -287,15 +307,36 @@ def prepare(cfg: dict) -> Job:
         budget.check_cells(space, cells)  # before the storage is touched
     elif not os.environ.get("DSE_WORKER"):  # the pool's parent has said it already
         budget.check_space(space)
-    logger = dict(cfg.get("logger") or {"name": "none"})
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
     from dse import provenance
 
     thin = model_thinning(cfg)
-    settings = provenance.settings(cfg.get("data") or {}, recipe, thin, int(cfg.get("seed", 0)))
-    return Job(cfg=cfg, study=study, space=space, cells=cells, sampler=sampler, logger=logger, data=data,
-               recipe=recipe, run_dir=run_dir, storage_url=cfg.get("storage"), thin=thin, settings=settings)
+    root = Options(seed=int(cfg.get("seed", 0)), progress=cfg.get("progress", True),
+                   report_every=int(cfg.get("report_every", 5)))
+    settings = provenance.settings(cfg.get("data") or {}, recipe, thin, root.seed)
+    return Job(study=study, space=space, cells=cells, sampler=sampler, logger=logger_config(cfg),
+               pool=pool_config(cfg), options=root, data=data, recipe=recipe, run_dir=run_dir,
+               storage_url=cfg.get("storage"), config_yaml=yaml.safe_dump(masked_config(cfg), sort_keys=False),
+               thin=thin, settings=settings)
+
+
+def logger_config(cfg: dict) -> LoggerConfig:
+    """The `logger` node as a LoggerConfig (keys it does not know are left out)."""
+    from dse.wandb_log import LoggerConfig
+
+    node = dict(cfg.get("logger") or {"name": "none"})
+    return LoggerConfig(**{f.name: node[f.name] for f in dataclasses.fields(LoggerConfig) if f.name in node})
+
+
+def pool_config(cfg: dict) -> PoolConfig:
+    """`workers`, `workers_per_gpu`, the GPUs per trial (trainer.devices when a number, else 1) and `progress`."""
+    from dse.pool import PoolConfig
+
+    devices = (cfg.get("trainer") or {}).get("devices", 1)
+    return PoolConfig(workers=cfg.get("workers", 1), per_gpu=cfg.get("workers_per_gpu", "auto"),
+                      devices=devices if isinstance(devices, int) and devices > 0 else 1,
+                      progress=cfg.get("progress", True))
 
 
 def model_thinning(cfg: dict) -> tuple[float, int]:
@@ -390,7 +431,7 @@ def run(job: Job) -> int:
 
     from dse import claims, owners, pool, signals
     from dse import objective as obj
-    from dse import report
+    from dse import results
     from dse.storage import default_url, open_storage
     from dse.wandb_log import Loggers
 
@@ -406,7 +447,7 @@ def run(job: Job) -> int:
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
     from dse import provenance
 
-    size_trials(job, optuna_study)
+    job = size_trials(job, optuna_study)
     provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
     write_config(job)
     owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
@@ -419,10 +460,10 @@ def run(job: Job) -> int:
     else:
         total = study.n_trials
         remaining = max(total - finished, 0)
-    if pool.wanted(job.cfg):  # workers=N: N copies of this command on this study, one bar here
-        code = pool.run(list(job.argv), job.cfg, storage_url, study.name, job.run_dir, total, obj.counted) \
+    if pool.wanted(job.pool):  # workers=N: N copies of this command on this study, one bar here
+        code = pool.run(list(job.argv), job.pool, storage_url, study.name, job.run_dir, total, obj.counted) \
             if remaining or (study.is_grid and claims.has_work(optuna_study)) else 0
-        out = report.write_all(optuna_study, job.run_dir)
+        out = results.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
         _final_line(study.name, job.run_dir, out)
         return code
@@ -431,13 +472,13 @@ def run(job: Job) -> int:
     from dse.screen import Screen, trial_line
 
     screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
-    bar = _bar(total, total - remaining, study.name, job.cfg.get("progress", True), study.timeout)
+    bar = _bar(total, total - remaining, study.name, job.options.progress, study.timeout)
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
-                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.cfg.get("progress", True)),
+                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.options.progress),
                               settings=job.settings, deadline=deadline(job))
     objective = signals.guard(objective)
     stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
-    every = max(int(job.cfg.get("report_every", 5)), 1)
+    every = max(job.options.report_every, 1)
 
     def after(s, trial):
         screen.add(trial)
@@ -451,7 +492,7 @@ def run(job: Job) -> int:
         bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file
             bar.update(1)
-            report.write_all(s, job.run_dir, plots=bar.n % every == 0)
+            results.write_all(s, job.run_dir, plots=bar.n % every == 0)
 
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
@@ -468,7 +509,7 @@ def run(job: Job) -> int:
         bar.close()
         signals.requeue()  # the trials stopped out of time: WAITING now, so the next run trains them first
         owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
-        out = report.write_all(optuna_study, job.run_dir)
+        out = results.write_all(optuna_study, job.run_dir)
         loggers.summary(out["rows"], out["front"], study.objectives)
     _final_line(study.name, job.run_dir, out)
     code = signals.exit_code()
@@ -503,22 +544,23 @@ def deadline(job: Job) -> float | None:
     return (job.started or time.monotonic()) + job.study.timeout - RESERVE_S
 
 
-def size_trials(job: Job, optuna_study) -> None:
-    """study.trials_per_timeout: measure, then cut data.subset so ~N trials fit (a resume reuses the size)."""
+def size_trials(job: Job, optuna_study) -> Job:
+    """study.trials_per_timeout: measure, then cut data.subset so ~N trials fit (a resume reuses the size);
+    returns the job with its data, recipe and settings sized (the same job when nothing changes)."""
     from dse import provenance, sizing
 
     study = job.study
     if not (study.trials_per_timeout and study.timeout) or job.space is None or job.cells is not None:
-        return
+        return job
 
     def typed(key):
         return any(a.lstrip("+~").startswith(key + "=") for a in job.argv)
 
     if typed("data.subset"):
-        return  # the user's own size
+        return job  # the user's own size
     stored = optuna_study.user_attrs.get(provenance.STUDY_KEY)
     if stored is None and optuna_study.get_trials(deepcopy=False):
-        return  # an older study: keep what it was trained with
+        return job  # an older study: keep what it was trained with
     batch = val = None
     if stored is not None:
         size, val = ((stored.get("data") or {}).get(k) for k in ("subset", "val_subset"))
@@ -526,19 +568,21 @@ def size_trials(job: Job, optuna_study) -> None:
         why = f"sizing: {size} training samples, as this study was sized when it began"
     else:
         size, val, batch, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
-                                              study.trials_per_timeout, int(job.cfg.get("seed", 0)),
+                                              study.trials_per_timeout, job.options.seed,
                                               keep_batch=typed("trainer.batch_size"), keep_val=typed("data.val_subset"))
     if not size:
-        return
+        return job
     print(why)
-    full_val = len(job.data.val)
-    job.data = sizing.with_subset(job.data, int(size), int(val) if val else None)
-    job.settings["data"]["subset"] = int(size)
-    if val and int(val) < full_val:
-        job.settings["data"]["val_subset"] = int(val)
-    if batch and int(batch) != job.recipe.batch_size:
-        job.recipe = dataclasses.replace(job.recipe, batch_size=int(batch))
-        job.settings["trainer"]["batch_size"] = int(batch)
+    settings = copy.deepcopy(job.settings)
+    settings["data"]["subset"] = int(size)
+    if val and int(val) < len(job.data.val):
+        settings["data"]["val_subset"] = int(val)
+    recipe = job.recipe
+    if batch and int(batch) != recipe.batch_size:
+        recipe = dataclasses.replace(recipe, batch_size=int(batch))
+        settings["trainer"]["batch_size"] = int(batch)
+    data = sizing.with_subset(job.data, int(size), int(val) if val else None)
+    return dataclasses.replace(job, data=data, recipe=recipe, settings=settings)
 
 
 def make_sampler(job: Job, done: int):
@@ -552,7 +596,7 @@ def make_sampler(job: Job, done: int):
     from dse.sampling import FeasibleStart, startup_count
 
     worker = int(os.environ.get("DSE_WORKER", "0") or 0)
-    seed = int(job.cfg.get("seed", 0)) + done + 7919 * worker
+    seed = job.options.seed + done + 7919 * worker
     inner = obj.make_sampler(job.sampler, seed, job.study.multi)
     if job.cells is not None or job.space is None:
         return inner
@@ -563,7 +607,7 @@ def write_config(job: Job) -> None:
     """The run's resolved config as config.yaml; a different earlier one is kept as config.<n>.yaml."""
     job.run_dir.mkdir(parents=True, exist_ok=True)
     path = job.run_dir / "config.yaml"
-    text = yaml.safe_dump(masked_config(job.cfg), sort_keys=False)
+    text = job.config_yaml
     if path.is_file() and path.read_text() != text:
         n = 1
         while (job.run_dir / f"config.{n}.yaml").exists():
@@ -594,7 +638,7 @@ def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | No
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
     """What the run left behind."""
-    from dse.report import scored
+    from dse.results import scored
 
     ok = scored(out["rows"])
     best = max(ok, key=lambda r: r["accuracy"], default=None)
@@ -625,11 +669,15 @@ def main(argv=None) -> int:
             print(yaml.safe_dump(masked_config(cfg), sort_keys=False), end="")
             return 0
         _quiet()
-        job = prepare(cfg)
-        job.argv, job.started = tuple(argv), started
+        job = dataclasses.replace(prepare(cfg), argv=tuple(argv), started=started)
         from dse import ddp
 
-        code = ddp.follow(job) if ddp.is_follower() else run(job)
+        if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
+            from dse import train
+
+            code = ddp.follow(train.fit, job.data, job.recipe)
+        else:
+            code = run(job)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -110,6 +110,7 @@ class Study:
     constraints: dict | None = None
     allow_changes: bool = False
     trials_per_timeout: int | None = None
+    proxy: dict | None = None  # {dotted key: value} that apply under fidelity=proxy (dse.search.proxy_overrides)
 
     @property
     def directions(self) -> list[str]:
@@ -163,7 +164,8 @@ def from_dict(data: dict) -> Study:
                  match=data.get("match"), description=str(data.get("description", "")),
                  constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)),
                  trials_per_timeout=None if data.get("trials_per_timeout") is None
-                 else _count("study.trials_per_timeout", data["trials_per_timeout"]))
+                 else _count("study.trials_per_timeout", data["trials_per_timeout"]),
+                 proxy=data.get("proxy"))
 
 
 def load(name_or_path: str) -> Study:
@@ -241,11 +243,9 @@ def cell_points(study: Study, space) -> dict:
         else:
             out[cell.label] = Point.from_dict(cell.point)
     if study.match:
-        from dse import match
+        from dse import matching
 
-        if not hasattr(match, "cells"):
-            raise UserError("study.match: dse.match has no cell generator (cells(spec) -> {label: Point})")
-        for label, point in match.cells(study.match).items():
+        for label, point in matching.cells(study.match).items():
             if label in out:
                 raise UserError(f"study.match: label {label!r} is already a grid cell")
             out[label] = point

@@ -26,6 +26,8 @@ from pathlib import Path
 import yaml
 
 from dse.errors import UserError, choose
+from dse.record import TrialRecord
+from dse.rundir import SavedRun
 
 PAPERS = Path(__file__).resolve().parent / "data" / "papers.yaml"
 PENDING = "pending"
@@ -116,20 +118,20 @@ def stored_study(study_name: str, url: str | None, run_dir: Path):
         return None
 
 
-def trained_as(study, run_dir: Path) -> str | None:
-    """How the table's trials were trained: from each trial's recorded settings (config.yaml for old studies)."""
+def trained_as(study, saved: str | None = None) -> str | None:
+    """How the table's trials were trained: from each trial's recorded settings; `saved` (the run's config.yaml
+    in words, dse.rundir) only for old studies whose trials record none."""
     from dse import provenance
 
     if study is None:
         return None
-    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == "ok"]
-    found = [t.user_attrs.get("settings") for t in done]
+    records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+    found = [r.settings for r in records if r.trained]
     if any(found):
         line = provenance.describe([f for f in found if f])
         missing = sum(f is None for f in found)
         return line + (f" ({missing} older trials record no settings.)" if missing else "")
-    note = fidelity_note(run_dir)
-    return note and note + " (From config.yaml: these trials record no settings of their own.)"
+    return saved and saved + " (From config.yaml: these trials record no settings of their own.)"
 
 
 def by_seed(study) -> dict[str, dict[int, float]]:
@@ -138,9 +140,9 @@ def by_seed(study) -> dict[str, dict[int, float]]:
 
     out: dict[str, dict[int, float]] = {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        label = t.params.get("cell", t.user_attrs.get("cell"))
-        acc = t.user_attrs.get("test_acc")
-        if label is None or acc is None or t.user_attrs.get("status", "ok") != "ok":
+        r = TrialRecord.from_trial(t)
+        label, acc = t.params.get("cell", r.cell), r.test_acc
+        if label is None or acc is None or r.status not in (None, "ok"):
             continue
         out.setdefault(str(label), {})[int(t.params.get("seed", 0))] = error_pct(float(acc))
     return out
@@ -175,24 +177,6 @@ def paper_column(spec) -> dict[str, float]:
     table = paper_table(spec["table"])
     column = spec.get("column", table.get("metric"))
     return {r["label"]: float(r[column]) for r in table.get("rows", []) if r.get(column) is not None}
-
-
-def fidelity_note(run_dir: Path) -> str | None:
-    """How the study's trials were trained, from the run directory's config.yaml (None when absent)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    cfg = yaml.safe_load(path.read_text()) or {}
-    data, trainer, model = cfg.get("data") or {}, cfg.get("trainer") or {}, cfg.get("model") or {}
-    parts = [f"data {data.get('name')}" + (f" ({data['subset']} training samples)" if data.get("subset") else ""),
-             f"{trainer.get('max_epochs') or 'recipe'} epochs", f"recipe {trainer.get('recipe') or 'default'}"]
-    if trainer.get("schedule"):
-        parts.append(f"{trainer['schedule']} lr {trainer.get('lr')}")
-    if data.get("augment") is False:
-        parts.append("no augmentation")
-    if (model.get("width_scale") or 1.0) != 1.0:
-        parts.append(f"widths x{model['width_scale']} (at least {model.get('min_width', 4)} channels)")
-    return "Trained as: " + ", ".join(parts) + "; error on the held-out test set."
 
 
 def params_without_norm(point) -> int:
@@ -399,7 +383,7 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
              "runs); 'pending' = no completed trial."]
     if study.description:
         notes.insert(0, study.description.strip())
-    trained = trained_as(stored, run_dir)
+    trained = trained_as(stored, SavedRun.read(run_dir).trained_as)  # config.yaml: for old studies only
     if trained and per_seed:
         notes.append(trained)
     taus = seed_taus(rows)

@@ -10,11 +10,23 @@ Storage URLs never reach W&B.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from dse.errors import choose
 
 LOGGERS = ("none", "csv", "wandb")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    """The `logger` of a run: none, csv or wandb, and W&B's project, entity, mode and per-trial runs."""
+
+    name: str = "none"
+    project: str | None = None  # None: 'dse'
+    entity: str | None = None
+    mode: str = "auto"  # auto | online | offline | disabled (dse.wandb_log.wandb_mode)
+    trials: bool = True  # one W&B run per trial, with its learning curves
 
 
 def wandb_mode(requested: str = "auto") -> str:
@@ -27,7 +39,7 @@ def wandb_mode(requested: str = "auto") -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
-def init_run(cfg: dict, run_dir: Path, study: str, name: str, job_type: str, config: dict):
+def init_run(logger: LoggerConfig, run_dir: Path, study: str, name: str, job_type: str, config: dict):
     """A W&B run under <run_dir>/wandb, never waiting on the network for long."""
     import wandb
 
@@ -35,17 +47,17 @@ def init_run(cfg: dict, run_dir: Path, study: str, name: str, job_type: str, con
     # x_disable_meta: W&B would otherwise record the command line, which may hold a storage password
     settings = wandb.Settings(silent=True, console="off", init_timeout=30, x_disable_stats=True, x_disable_meta=True,
                               save_code=False, disable_code=True, disable_git=True)
-    return wandb.init(project=cfg.get("project") or "dse", entity=cfg.get("entity"), group=study, name=name,
-                      job_type=job_type, config=config, dir=str(run_dir), mode=wandb_mode(cfg.get("mode", "auto")),
+    return wandb.init(project=logger.project or "dse", entity=logger.entity, group=study, name=name,
+                      job_type=job_type, config=config, dir=str(run_dir), mode=wandb_mode(logger.mode),
                       reinit="create_new", settings=settings)
 
 
 class Loggers:
     """Makes the Lightning logger of each trial for logger=none|csv|wandb."""
 
-    def __init__(self, cfg: dict, run_dir: Path, study: str):
-        self.cfg = dict(cfg or {"name": "none"})
-        self.name = choose("logger", self.cfg.get("name", "none"), {k: k for k in LOGGERS})
+    def __init__(self, config: LoggerConfig, run_dir: Path, study: str):
+        self.config = config
+        self.name = choose("logger", config.name, {k: k for k in LOGGERS})
         self.run_dir = Path(run_dir)
         self.study = study
         self.runs = {}
@@ -54,7 +66,7 @@ class Loggers:
 
     def announce(self, say=print) -> None:
         """Say once whether W&B is online, and where offline runs go and how to upload them."""
-        mode = wandb_mode(self.cfg.get("mode", "auto"))
+        mode = wandb_mode(self.config.mode)
         if mode == "offline":
             where = self.run_dir / "wandb"
             say(f"W&B: offline (no WANDB_API_KEY); runs are written to {where}/offline-run-*; upload them "
@@ -62,7 +74,7 @@ class Loggers:
         elif mode == "disabled":
             say("W&B: disabled (WANDB_MODE=disabled); nothing is logged")
         else:
-            say(f"W&B: online, project {self.cfg.get('project') or 'dse'}, group {self.study}")
+            say(f"W&B: online, project {self.config.project or 'dse'}, group {self.study}")
 
     def trial(self, number: int, point, params: int, flops: int, trial_params: dict):
         """The Lightning logger for one trial (None for logger=none)."""
@@ -70,12 +82,12 @@ class Loggers:
             from lightning.pytorch.loggers import CSVLogger
 
             return CSVLogger(str(self.run_dir / "csv"), name=f"trial_{number:04d}", version="")
-        if self.name == "wandb" and self.cfg.get("trials", True):
+        if self.name == "wandb" and self.config.trials:
             from lightning.pytorch.loggers import WandbLogger
 
             config = {"point": point.to_dict(), "point_id": point.id, "params": int(params), "flops": int(flops),
                       "trial": number, **{f"space.{k}": v for k, v in trial_params.items()}}
-            run = init_run(self.cfg, self.run_dir, self.study, f"trial-{number:04d}", "trial", config)
+            run = init_run(self.config, self.run_dir, self.study, f"trial-{number:04d}", "trial", config)
             self.runs[number] = run
             return WandbLogger(experiment=run)
         return None
@@ -92,18 +104,18 @@ class Loggers:
         """The study-summary W&B run (logger=wandb only); returns its directory."""
         if self.name != "wandb":
             return None
-        return log_summary(self.cfg, self.run_dir, self.study, rows, front, objectives)
+        return log_summary(self.config, self.run_dir, self.study, rows, front, objectives)
 
 
-def log_summary(cfg: dict, run_dir: Path, study: str, rows: list[dict], front: list[dict], objectives) -> Path:
+def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict], front: list[dict], objectives) -> Path:
     """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
     import wandb
 
-    from dse.report import scored
+    from dse.results import scored
 
     columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
                "epochs", "train_seconds", "reason"]
-    run = init_run(cfg, run_dir, study, "summary", "summary", {"objectives": list(objectives), "study": study})
+    run = init_run(logger, run_dir, study, "summary", "summary", {"objectives": list(objectives), "study": study})
     table = wandb.Table(columns=columns + ["pareto"])
     front_ids = {r["number"] for r in front}
     for r in rows:

@@ -36,7 +36,7 @@ def trend_key(param: str) -> str:
 
 def analysis_of(rows: list[dict], study: str, run_dir: Path):
     """dse.analyze's tables for the study's rows (one group, FLOPs-normalized; no refinement)."""
-    from dse.analyze import analyze_runs, rows_run
+    from dse.analysis import analyze_runs, rows_run
 
     return analyze_runs([rows_run(rows, study, run_dir)], refine=False, reps=200)
 
@@ -128,24 +128,20 @@ def has_key() -> bool:
         return False
 
 
-def target(run_dir: Path) -> tuple[str | None, str]:
+def target(entity: str | None = None, project: str | None = None) -> tuple[str | None, str]:
     """(entity, project) of the study's W&B runs: the run's logger config, else env, else (None, 'dse')."""
-    import yaml
-
-    logger = {}
-    path = Path(run_dir) / "config.yaml"
-    if path.is_file():
-        logger = (yaml.safe_load(path.read_text()) or {}).get("logger") or {}
-    entity = logger.get("entity") or os.environ.get("WANDB_ENTITY")
-    project = logger.get("project") or os.environ.get("WANDB_PROJECT") or "dse"
+    entity = entity or os.environ.get("WANDB_ENTITY")
+    project = project or os.environ.get("WANDB_PROJECT") or "dse"
     return entity, project
 
 
-def save_workspace(run_dir: Path, optuna_study, rows: list[dict]) -> str:
-    """Build the study's workspace and save it to W&B; returns its URL (a UserError without a key)."""
+def save_workspace(optuna_study, rows: list[dict], entity: str | None = None, project: str | None = None) -> str:
+    """Build the study's workspace and save it to W&B; returns its URL (a UserError without a key).
+
+    `entity`, `project`: the run's logger settings (dse.rundir.SavedRun), else the environment's."""
     done = [r for r in rows if r.get("status") == "ok" and r.get("accuracy") is not None]
     params = sorted({k[6:] for r in done for k in r if k.startswith("space.") and r[k] not in (None, "")})
-    entity, project = target(run_dir)
+    entity, project = target(entity, project)
     built = workspace(optuna_study.study_name, params, entity or "<entity>", project)
     if not has_key():
         raise UserError(f"--wandb-workspace: saving needs a W&B API key (WANDB_API_KEY or `wandb login`); the "

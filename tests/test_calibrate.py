@@ -212,8 +212,8 @@ def test_pick_is_the_cheapest_whose_lower_bound_reaches_the_target():
 
 
 def test_the_printed_preset_is_the_studys_proxy_with_the_budget_in_it():
-    cfg = {"study": {"proxy": {"model.width_scale": 0.125, "data.subset": 20000, "trainer.lr": 0.05}}}
-    text = calibrate.proxy_lines(cfg, {"data.subset": "5000", "trainer.max_epochs": "2"}, ["data=synthetic"])
+    proxy = {"model.width_scale": 0.125, "data.subset": 20000, "trainer.lr": 0.05}
+    text = calibrate.proxy_lines(proxy, {"data.subset": "5000", "trainer.max_epochs": "2"}, ["data=synthetic"])
     assert text == ("proxy:\n  model.width_scale: 0.125\n  data.subset: 5000\n  trainer.lr: 0.05\n"
                     "  trainer.max_epochs: 2\n")
     assert yaml.safe_load(text)["proxy"]["data.subset"] == 5000

@@ -212,8 +212,8 @@ def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, 
     monkeypatch.setattr(signals, "install", lambda: None)
     monkeypatch.setattr(storage, "open_storage", lambda url, run_dir: None)
     said = []
-    cfg = {"workers": "auto", "workers_per_gpu": "auto", "progress": False}
-    code = pool.run([], cfg, "sqlite:///x.db", "s", tmp_path, total=20, counted=None, say=said.append)
+    config = pool.PoolConfig(workers="auto", per_gpu="auto", progress=False)
+    code = pool.run([], config, "sqlite:///x.db", "s", tmp_path, total=20, counted=None, say=said.append)
     assert code == 0
     assert [s.index for s in started] == list(range(8)) and {s.gpus for s in started} == {("0",)}
     assert started[0].probe and not any(s.probe for s in started[1:])  # only the first worker measures

@@ -15,13 +15,16 @@ eval mode (dropout and drop-path off), conv weights 1/fan-in, biases 0, activati
 replaced by average pools of the same geometry, and every norm (BatchNorm2d, LayerNorm2d) replaced by a division
 by the tensor's detached maximum (the identity up to a positive constant, which keeps values near 1 through
 deep residual stacks and CBAM's product gate). float32 underflows at the field's edge in deep nets (STACK.md).
+With these weights each Conv2d computes the mean of its group's input channels under one k x k window average,
+so it runs as exactly that (MeanConv: one call, where a float64 depthwise conv runs group by group on the CPU).
 Global-context gates (SE, ECA, CBAM's channel branch, SK's and Splat's attention weights, EfficientNet's
 squeeze-excite) see the whole image by design and the analytic rule leaves them out, so the measurement
 detaches them: forward hooks return `output.detach()` from the first layer of each gate path. CBAM's spatial
 gate (a 7 x 7 conv on the block's output) stays: it widens the field, and the analytic rule counts it.
 
-The input is a strip: long enough along rows to hold the whole field of the central unit with a margin, and
-only as wide as the net needs to keep a last map at least 1 unit wide. Every window in dse is a k x k square
+The input is a strip: about four strides longer than the field along rows, and only as wide as the net needs to
+keep a last map at least 1 unit wide. The unit u is the one whose field (with its neighbour's) lies most
+centrally, and both must lie at least a stride from the border. Every window in dse is a k x k square
 whose rows and columns are independent, and each window keeps at least one real pixel, so a unit's row support
 does not depend on the image's width (test_strip_equals_square checks this on square inputs, rows and columns).
 One forward and two backward passes give the central unit u and its neighbour u + 1: the size of u's support
@@ -30,8 +33,11 @@ supports (the field's stride, the product of the strides).
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.layers import EcaModule, SEModule, SplitAttn
 from timm.layers.cbam import ChannelAttn
 from timm.layers.selective_kernel import SelectiveKernelAttn
@@ -152,7 +158,7 @@ def _detach(module, inputs, output):
 
 
 def _replacement(m: nn.Module) -> nn.Module | None:
-    """The stand-in for a norm, a max-pool or an activation; None to keep `m`."""
+    """The stand-in for a norm, a max-pool, an activation or a conv; None to keep `m`."""
     if isinstance(m, NORMS):
         return Rescale()
     if isinstance(m, nn.MaxPool2d):
@@ -160,17 +166,49 @@ def _replacement(m: nn.Module) -> nn.Module | None:
         return nn.AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode)
     if type(m).__module__ in ACT_MODULES:
         return nn.Identity()
+    if type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        return MeanConv(m)
     return None
 
 
+class MeanConv(nn.Module):
+    """An nn.Conv2d with all weights 1/fan-in and no bias, computed exactly in one call: the mean of each group's
+    input channels, one k x k window average (the conv's stride, padding and dilation), repeated over the
+    group's outputs. (float64 convs have no fast path on the CPU: a depthwise one runs group by group.)
+    The window average is avg_pool2d with zero padding counted, or for dilated convs a one-channel conv."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.groups, self.out = conv.groups, conv.out_channels
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.pooled = self.dilation == (1, 1) and all(2 * p <= k for p, k in zip(self.padding, conv.kernel_size))
+        self.window = torch.full((1, 1, *conv.kernel_size), 1.0 / math.prod(conv.kernel_size), dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = self.groups
+        mean = x.reshape(n, g, c // g, h, w).mean(2)
+        if self.pooled:  # the same window average, a native float64 kernel
+            y = F.avg_pool2d(mean, self.window.shape[-2:], self.stride, self.padding, count_include_pad=True)
+        else:
+            y = F.conv2d(mean.reshape(n * g, 1, h, w), self.window, None, self.stride, self.padding, self.dilation)
+        h, w = y.shape[-2:]
+        return y.view(n, g, 1, h, w).expand(n, g, self.out // g, h, w).reshape(n, self.out, h, w)
+
+
 def field_model(graph: Net) -> nn.Module:
-    """The built graph made linear and positive for measuring its field (see the module docstring)."""
-    model = build_graph(graph).double().eval().requires_grad_(False)
+    """The built graph made linear and positive for measuring its field (see the module docstring).
+
+    Built on the meta device and given memory once the convs are stand-ins: no initialising of weights that
+    are overwritten anyway (regnety_320 has 145M)."""
+    with torch.device("meta"):
+        model = build_graph(graph).eval()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             new = _replacement(child)
             if new is not None:
                 setattr(parent, name, new)
+    model = model.to_empty(device="cpu").double().requires_grad_(False)
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             m.weight.fill_(1.0 / m.weight[0].numel())
@@ -178,6 +216,9 @@ def field_model(graph: Net) -> nn.Module:
                 m.bias.zero_()
         elif isinstance(m, Scale):
             m.gamma.fill_(1.0)
+        else:
+            left = [n for n, _ in (*m.named_parameters(recurse=False), *m.named_buffers(recurse=False))]
+            assert not left, f"{type(m).__name__}: no value set for {left}"
         if isinstance(m, SelectiveKernelAttn):
             m.register_forward_hook(_detach)
         for cls, gate in GATES.items():
@@ -200,19 +241,26 @@ def _valid(graph: Net, h: int, w: int) -> State | None:
 
 
 def strip(graph: Net) -> tuple[int, int, int]:
-    """(rows, columns, u): the smallest strip whose central unit u and its neighbour u + 1 have their whole
-    analytic fields inside, at least one stride from the border; columns: the fewest that keep a last map."""
+    """(rows, columns, u): a strip about 4 strides longer than the field, and the unit u whose field and its
+    neighbour's lie most centrally in it, at least one stride from the border; columns: the fewest that leave
+    a last map (found by doubling, then halving the step: the output never shrinks as the input grows)."""
     m = measure(graph)
     r, j = m.rf, m.rf_stride
-    width = next(w for w in range(1, 4096) if _valid(graph, 2 * r + 8 * j, w))
-    for rows in range(r + 2 * j, r + 64 * j):
-        s = _valid(graph, rows, width)
-        if s is None or s.h < 3:
-            continue
-        u = s.h // 2
+    rows = r + 4 * j
+    hi = 1
+    while not _valid(graph, rows, hi):
+        hi *= 2
+        assert hi <= 4096, f"no strip {rows} rows long leaves a last map"
+    lo = hi // 2  # invalid (or 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _valid(graph, rows, mid) else (mid, hi)
+    for rows in range(rows, rows + 4 * j):
+        s = _valid(graph, rows, hi)
+        u = round(((rows - r - j) / 2 - s.start) / j)  # first row of u's field at the centre less half of r + j
         first, last = s.start + u * j, s.start + (u + 1) * j + r - 1
-        if first >= j and last <= rows - 1 - j:
-            return rows, width, u
+        if 0 <= u < s.h - 1 and first >= j and last <= rows - 1 - j:
+            return rows, hi, u
     raise AssertionError(f"no strip holds the field ({r} px, stride {j})")
 
 
@@ -341,6 +389,17 @@ def hand_made(size: int) -> Net:
                     Add((Seq((*_mbconv(96, 3, 1).nodes, LayerScale(96))), Seq())), _mbconv(96, 5, 2),
                     Conv(96, 96, 3, 1, groups=96, dilation=2), Norm(96, "ln")))
     return Net(3, size, features, Seq((GlobalPool(), Linear(96, 10))))
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, padding, dilation, groups",
+                         [(6, 4, 3, 1, 1, 1, 1), (8, 8, 5, 2, 2, 1, 8), (12, 6, 3, 2, 2, 2, 3), (4, 8, 2, 2, 0, 1, 2),
+                          (4, 4, 3, 1, 2, 1, 1)])
+def test_mean_conv_is_the_filled_conv(cin, cout, kernel, stride, padding, dilation, groups):
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, groups, bias=False).double()
+    with torch.no_grad():
+        conv.weight.fill_(1.0 / conv.weight[0].numel())
+    x = torch.rand(2, cin, 13, 11, dtype=torch.float64)
+    torch.testing.assert_close(MeanConv(conv)(x), conv(x))
 
 
 @pytest.mark.parametrize("size", [64, 33])

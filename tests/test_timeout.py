@@ -176,12 +176,17 @@ def test_training_time_is_predicted_from_the_trained_trials_flops():
     trials = _trained([2, 5, 8], lambda f: 20 + 8 * f)  # 36, 60, 84 s
     rejected = optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.0, 9e6],
                                    user_attrs={"status": "rejected", "flops": 9_000_000})
-    predict = deadline.predictor(trials + [rejected])
+    predict = deadline.predictor(trials + [rejected])  # a line: 20 s + 8 s per MFLOP
     assert abs(predict(10e6) - 100) < 1e-6 and abs(predict(3.5e6) - 48) < 1e-6
-    assert deadline.predictor(trials[:1]) is None  # one trained trial draws no line
-    # time is short below 2 x the longest trial (84 s): 60 s left -> the longest that fits in 0.8 x 60 = 48 s
-    candidates = [(2e6, "a"), (3e6, "b"), (4e6, "c"), (9e6, "d")]
+    assert abs(predict(1e6) - 36) < 1e-6  # below the cheapest trained point: never faster than it
+    one = deadline.predictor(trials[:1])  # one trained trial: proportional to its FLOPs, above it
+    assert abs(one(4e6) - 72) < 1e-6 and abs(one(1e6) - 36) < 1e-6
+    assert deadline.predictor([rejected]) is None
+    # time is short below 2 x the longest trial (84 s). 60 s left: fill 0.8 x 60 = 48 s with one trial, the
+    # longest predicted that fits (b, 44 s); 100 s left: 80 s fits two of the fastest (36 s), 40 s each (e)
+    candidates = [(2e6, "a"), (3e6, "b"), (4e6, "c"), (9e6, "d"), (2.5e6, "e")]
     assert deadline.pick_in_time(candidates, trials, deadline=1060.0, now=1000.0) == "b"
+    assert deadline.pick_in_time(candidates, trials, deadline=1100.0, now=1000.0) == "e"
     assert deadline.pick_in_time(candidates, trials, deadline=1200.0, now=1000.0) is None  # 200 s: not short
     assert deadline.pick_in_time([(9e6, "d")], trials, deadline=1060.0, now=1000.0) is None  # nothing fits
 

@@ -25,7 +25,7 @@ def summary(tmp_path_factory):
     mp.delenv("WANDB_API_KEY", raising=False)
     mp.delenv("WANDB_MODE", raising=False)
     try:
-        folder = wandb_log.log_summary({"name": "wandb"}, run_dir, "study_w", rows, front, ["accuracy", "flops"])
+        folder = wandb_log.log_summary(wandb_log.LoggerConfig("wandb"), run_dir, "study_w", rows, front, ["accuracy", "flops"])
     finally:
         mp.undo()
     return run_dir, folder, rows
@@ -115,5 +115,5 @@ def test_save_with_a_key_uploads_the_built_workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_ENTITY", "team")
     monkeypatch.setattr(ws.Workspace, "save", fake_save)
     monkeypatch.setattr(ws.Workspace, "url", property(lambda self: f"https://wandb.ai/{self.entity}/{self.project}"))
-    url = wandb_panels.save_workspace(run_dir, study, report.rows(study))
+    url = wandb_panels.save_workspace(study, report.rows(study))
     assert url == "https://wandb.ai/team/dse" and saved[0].name == "dse study_s"

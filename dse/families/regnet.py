@@ -1,9 +1,9 @@
 """RegNet stages (Radosavovic et al., CVPR 2020), block 'regnet': X without SE, Y with it.
 
-A block is 1x1 conv to w x b, 3x3 conv in groups of `group_width` channels (stride on the first block), [SE whose
-reduced width is round(block input x 0.25), placed after the 3x3 conv], 1x1 conv to w without act; a 1x1 conv +
-norm shortcut where the shape changes; act after the add. `stage_widths` is the paper's quantized-linear width
-rule, computed as timm and pycls do.
+A block is 1x1 conv to w x b, 3x3 conv (the stage's one kernel) in groups of `group_width` channels (stride on the
+first block), [SE whose reduced width is round(block input x 0.25), placed after the 3x3 conv], 1x1 conv to w
+without act; a 1x1 conv + norm shortcut where the shape changes; act after the add. `stage_widths` is the paper's
+quantized-linear width rule, computed as timm and pycls do.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def block(point: Point, index: int, i: int, cin: int, drop_path: float):
     if mid % g:
         raise UserError(f"group_width: {point.group_width} does not divide the 3x3 conv width {mid} of "
                         f"stages[{index}]")
-    branch = conv_norm_act(point, cin, mid, 1) + conv_norm_act(point, mid, mid, 3, stride, mid // g)
+    branch = conv_norm_act(point, cin, mid, 1) + conv_norm_act(point, mid, mid, stage.kernels[0], stride, mid // g)
     if point.attention == "se":
         branch.append(Attention("se_mb", mid, mid, act=point.act, rd=int(round(cin * SE_RATIO))))
     branch += conv_norm_act(point, mid, stage.width, 1, act=False)
@@ -73,6 +73,11 @@ def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, 
     spec = point.stages[index]
     if spec.padding != "same":
         raise UserError(f"stages[{index}].padding: regnet blocks need 'same' padding, got {spec.padding!r}")
+    if len(spec.kernels) != 1:
+        raise UserError(f"stages[{index}].kernels: a regnet block has one grouped k x k conv (3 in the paper), "
+                        f"got {spec.kernels}")
+    if point.dropout:
+        raise UserError(f"dropout: regnet blocks have no inner dropout; valid: 0 (got {point.dropout})")
     if point.attention not in ("none", "se"):
         raise UserError(f"attention: attention {point.attention!r} is not supported for block 'regnet'; "
                         "supported: none, se")

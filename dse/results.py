@@ -1,0 +1,169 @@
+"""Result files of a study, made from its storage alone (no training): written after every trial by
+dse.search and rebuilt by `python -m dse.report` (which adds report.html):
+
+    trials.csv    one row per trial: number, state, status, point id, params, FLOPs, accuracy, error, epochs,
+                  train seconds, reason, then the sampled space parameters (space.*) and the Point's fields
+                  flattened (point.*)
+    pareto.csv    the non-dominated finished trials over the study's objectives (single-objective studies:
+                  accuracy and FLOPs)
+    pareto.png    accuracy vs FLOPs, the front highlighted, seeds as error bars, rejected points and the
+                  budget faint (matplotlib); pareto.pdf and pareto.svg for papers, pareto.caption.txt
+    pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
+    report.html   one self-contained page: Pareto front, EDF, trends, importance, ablation table, learning
+                  curves, sortable trials (dse.report_html; written by `python -m dse.report` only)
+    best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
+                  `python -m dse.inspect best/0_<id>.yaml`
+
+trials.csv's rows are made from each trial's record (dse.record) by `row`; plots, W&B and the summary line
+read these rows.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from dse.record import TrialRecord
+
+FIXED = ["number", "state", "status", "label", "seed", "point_id", "name", "params", "flops", "acts", "rf",
+         "rf_stride", "latency_ms", "accuracy", "error",
+         "test_acc", "epochs", "train_seconds", "reason", "width_scale", "trained_params", "trained_flops"]
+SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1, "acts": 1, "rf": -1, "latency_ms": 1}  # +1: lower is better
+COLUMNS = {"latency": "latency_ms"}  # an objective's trials.csv column, where the names differ
+
+
+def flatten(value, prefix: str) -> dict:
+    """Nested dicts/lists as dotted keys; lists of scalars joined with '|'."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}"))
+        return out
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+            return {prefix: "|".join(map(str, value))}
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}.{i}"))
+        return out
+    return {prefix: value}
+
+
+def row(trial) -> dict:
+    """One trials.csv row from a FrozenTrial's attributes."""
+    r = TrialRecord.from_trial(trial)
+    acc = r.accuracy
+
+    def given(value, default):
+        return default if value is None else value
+
+    out = {"number": trial.number, "state": trial.state.name, "status": given(r.status, ""),
+           "label": given(r.label, ""), "seed": r.seed, "point_id": given(r.point_id, ""),
+           "name": (r.point or {}).get("name", ""), "params": r.params, "flops": r.flops,
+           "acts": r.acts, "rf": r.rf, "rf_stride": r.rf_stride, "latency_ms": r.latency_ms,
+           "accuracy": acc, "error": None if acc is None else 1.0 - acc,
+           "val_acc_std": r.val_acc_std if acc is not None else None, "seeds": r.seeds,
+           "test_acc": r.test_acc if r.trained else None, "epochs": r.epochs,
+           "train_seconds": r.train_seconds, "reason": given(r.reason, ""),
+           "width_scale": given(r.width_scale, 1.0), "trained_params": given(r.trained_params, r.params),
+           "trained_flops": given(r.trained_flops, r.flops),
+           "flops_violation": trial.constraints.get("flops.max")}
+    out.update({f"space.{k}": v for k, v in trial.params.items() if k not in ("cell", "seed")})
+    out.update(flatten(r.point or {}, "point"))
+    return out
+
+
+def scored(table: list[dict]) -> list[dict]:
+    """The rows of trained trials that have an accuracy (what plots and 'best' are made of)."""
+    return [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
+
+
+def rows(optuna_study) -> list[dict]:
+    """All trials as rows, by number."""
+    return [row(t) for t in sorted(optuna_study.get_trials(deepcopy=False), key=lambda t: t.number)]
+
+
+def pareto(all_rows: list[dict], objectives) -> list[dict]:
+    """Non-dominated finished rows over `objectives` (with one objective: accuracy and FLOPs), by FLOPs."""
+    keys = [COLUMNS.get(o, o) for o in objectives] if len(objectives) > 1 else ["accuracy", "flops"]
+    done = [r for r in all_rows if r["status"] == "ok" and all(r.get(k) is not None for k in keys)]
+
+    def score(r):
+        return [SENSE[k] * float(r[k]) for k in keys]
+
+    front = []
+    for r in done:
+        s = score(r)
+        dominated = any(all(o <= v for o, v in zip(score(q), s)) and score(q) != s for q in done)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: (r["flops"], -r["accuracy"]))
+
+
+def write_csv(path: Path, table: list[dict]) -> None:
+    """CSV with the fixed columns first, then every other key in first-seen order."""
+    columns = list(FIXED)
+    for r in table:
+        columns.extend(k for k in r if k not in columns)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for r in table:
+            writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
+
+
+def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> None:
+    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt beside it (dse.figures)."""
+    from dse import figures
+
+    figures.write_static(Path(path).parent, title.split(":")[0], table, front, title)
+
+
+def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:
+    """The same plot with plotly; the run directory shares one plotly.min.js (dse.figures)."""
+    from dse import figures
+
+    figures.write_html(Path(path), table, front, title)
+
+
+def write_best(run_dir: Path, optuna_study, front: list[dict]) -> None:
+    """best.yaml (the front with numbers) and best/<rank>_<id>.yaml (each Point alone)."""
+    trials = {t.number: t for t in optuna_study.get_trials(deepcopy=False)}
+    folder = run_dir / "best"
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.yaml"):
+        old.unlink()
+    entries = []
+    for rank, r in enumerate(front):
+        point = TrialRecord.from_trial(trials[r["number"]]).point
+        entries.append({"trial": r["number"], "point_id": r["point_id"], "accuracy": r["accuracy"],
+                        "flops": r["flops"], "params": r["params"], "file": f"best/{rank}_{r['point_id']}.yaml",
+                        "point": point})
+        (folder / f"{rank}_{r['point_id']}.yaml").write_text(yaml.safe_dump(point, sort_keys=False))
+    (run_dir / "best.yaml").write_text(yaml.safe_dump({"study": optuna_study.study_name, "front": entries},
+                                                      sort_keys=False))
+
+
+def objectives_of(optuna_study) -> list[str]:
+    """The study's objective names (stored at creation; else guessed from the directions)."""
+    names = optuna_study.user_attrs.get("objectives")
+    if names:
+        return list(names)
+    return ["accuracy", "flops"][:len(optuna_study.directions)]
+
+
+def write_all(optuna_study, run_dir: Path, plots: bool = True) -> dict:
+    """Write every result file into run_dir; returns {'rows': …, 'front': …}."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table = rows(optuna_study)
+    front = pareto(table, objectives_of(optuna_study))
+    write_csv(run_dir / "trials.csv", table)
+    write_csv(run_dir / "pareto.csv", front)
+    if plots:
+        title = f"{optuna_study.study_name}: {len(front)} on the front of {len(scored(table))} trained trials"
+        plot_png(run_dir / "pareto.png", table, front, title)
+        plot_html(run_dir / "pareto.html", table, front, title)
+        write_best(run_dir, optuna_study, front)
+    return {"rows": table, "front": front}
