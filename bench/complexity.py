@@ -14,16 +14,24 @@ import random
 import time
 
 from dse.cost import measures
-from dse.space import load, names
+from dse.space import Infeasible, load, names
 
 
 def sample_points(per_space: int, seed: int = 0) -> list:
-    """Seeded random points (constraints not enforced) from every shipped space."""
+    """Seeded random points from every shipped space: constraints not enforced, draws the space cannot turn into
+    a point (Infeasible, e.g. a RegNet width rule giving too few stages) drawn again."""
     rng = random.Random(seed)
     points = []
     for name in names():
-        space = load(name)
-        points += [space.sample(rng, feasible=False) for _ in range(per_space)]
+        space, drawn = load(name), []
+        for _ in range(100 * per_space):
+            if len(drawn) == per_space:
+                break
+            try:
+                drawn.append(space.sample(rng, feasible=False))
+            except Infeasible:
+                pass
+        points += drawn
     return points
 
 
