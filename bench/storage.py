@@ -24,7 +24,7 @@ Each trial is timed from Optuna's `_run_trial` to the end of its callbacks, with
 the functions dse and Optuna call (ask: create the trial + the sampler's relative sampling; stale: Optuna's
 fail_stale_trials; hb: the heartbeat thread; mark, suggest, claim, attrs (set_user_attr + set_constraint),
 count (analytic params/FLOPs), tell, stopat, gc). dse.search's `after` callback rewrites trials.csv
-(dse.report.write_all) after every counted trial; it is timed on its own, in this process, after the workers
+(dse.results.write_all) after every counted trial; it is timed on its own, in this process, after the workers
 (write_all without plots, and the plots it adds every 5th trial), because at 10k trials one call takes
 seconds. The table's "dse+after" adds it (times the share of trials that count) to dse/tpe.
 
@@ -712,12 +712,12 @@ def cold_open(url: str, run_dir: Path) -> float:
 
 
 def time_write_all(study, run_dir: Path, reps: int, plots: bool = True) -> dict:
-    """ms of dse.report.write_all without plots (median of reps) and its parts, and of the plots it adds;
+    """ms of dse.results.write_all without plots (median of reps) and its parts, and of the plots it adds;
     and of one gc.collect() (what gc_after_trial=True costs) in this process, which holds the study's trials
     in Optuna's cache like a worker does."""
     import gc
 
-    from dse import report
+    from dse import results as report  # the result files dse.search writes after each trial
 
     study.get_trials(deepcopy=False)  # the new trials into the cache, as a worker that has run trials has them
     out = {}

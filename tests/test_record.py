@@ -60,3 +60,10 @@ def test_objective_values_and_new_measures():
     assert [record.objective(o) for o in ("accuracy", "error", "flops", "params", "acts", "rf", "latency")] \
         == [0.75, 0.25, 100.0, 5.0, 7.0, 35.0, 1.25]
     assert TrialRecord().objective("latency") is None and TrialRecord().objective("error") is None
+
+
+def test_every_measure_a_trial_records_has_a_field():
+    """dse.objective stores every field of dse.cost.measures on the trial: a new measure needs a record field."""
+    from dse.graph.count import Measures
+
+    assert set(Measures._fields) <= set(NAMES)
