@@ -74,7 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_space(name: str, study_name: str, geometry: dict):
     """The space at the data's geometry with the study's bounds, as dse.search.load_space builds it."""
     from dse import study as studies
-    from dse.space.space import load, spaces_dir
+    from dse.space.parse import load, spaces_dir
 
     path = Path(name) if name.endswith((".yaml", ".yml")) else Path(spaces_dir()) / f"{name}.yaml"
     space = load(str(path)).with_geometry(**geometry)

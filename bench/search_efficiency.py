@@ -98,7 +98,7 @@ def read_table(path: Path) -> tuple[dict, dict]:
 def load_space(meta: dict):
     """The table's space at its geometry with its budget (as bench/make_tabular.py and dse.search build it)."""
     from dse import study as studies
-    from dse.space.space import load, spaces_dir
+    from dse.space.parse import load, spaces_dir
 
     fid = meta.get("fidelity", {})
     name = fid.get("space", "resnext")

@@ -163,7 +163,7 @@ def space_facts(space) -> list[dict]:
 
     from dse import complexity
     from dse.objective import violations, with_geometry
-    from dse.space.space import Infeasible
+    from dse.errors import Infeasible
 
     choice = {name: [p.label(v) for v in p.values] for name, p in space.params.items()}
     out = []

@@ -32,7 +32,7 @@ class Survey:
 def survey(space, n: int = SAMPLES, seed: int = 0) -> Survey:
     """Sample `n` points of the space (values that break its checks are skipped) and test them against the budget."""
     from dse.cost import measures
-    from dse.space.space import Infeasible
+    from dse.errors import Infeasible
 
     rng = random.Random(seed)
     feasible, drawn, best, closest = 0, 0, None, None

@@ -156,7 +156,7 @@ class Objective:
         import optuna
 
         from dse import owners
-        from dse.space.space import Infeasible
+        from dse.errors import Infeasible
 
         owners.mark(trial)  # this host+process owns the trial: if it dies, the next dse process here retries it
         try:

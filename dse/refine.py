@@ -24,7 +24,7 @@ from dse.errors import UserError
 
 def parent_file(run) -> Path | None:
     """The space file of a run: the recorded file, else the shipped space of that name."""
-    from dse.space.space import names, spaces_dir
+    from dse.space.parse import names, spaces_dir
 
     if run.space_file and Path(run.space_file).is_file():
         return Path(run.space_file)
@@ -75,7 +75,7 @@ def refine_run(run, top: float) -> dict | None:
                            f"quantized-linear rule fitted to its best {len(best)} of {len(run.records)} trained models "
                            f"(error <= {100 * best[-1].error:.2f}%); other params narrowed to the values those "
                            f"models used. Parent: {(parent.get('description') or '').strip()}")
-    from dse.space.space import parse
+    from dse.space.parse import parse
 
     try:
         parse(data, f"{path.stem}_refined")
@@ -86,7 +86,7 @@ def refine_run(run, top: float) -> dict | None:
 
 def _shown(path: Path) -> str:
     """A shipped space as spaces/<name>.yaml, another file as given."""
-    from dse.space.space import spaces_dir
+    from dse.space.parse import spaces_dir
 
     if path.parent.resolve() == Path(spaces_dir()).resolve():
         return f"spaces/{path.name}"
@@ -95,7 +95,7 @@ def _shown(path: Path) -> str:
 
 def parent_stages(parent: dict, path: Path) -> list:
     """The parent space's base stages (for the stage count)."""
-    from dse.space.space import load
+    from dse.space.parse import load
 
     return list(load(path, validate=False).base.stages)
 

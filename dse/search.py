@@ -47,7 +47,7 @@ def conf_dir() -> Path:
 
 def spaces_dir() -> Path:
     """Folder of the space files (dse.space.spaces_dir when it exists)."""
-    from dse.space.space import spaces_dir as finder
+    from dse.space.parse import spaces_dir as finder
 
     return Path(finder())
 
@@ -367,7 +367,7 @@ def load_space(node: dict, data, study_bounds: dict | None = None):
     A UserError if it is unknown, empty or contradictory. Bounds: the space file's, then the study's
     `constraints`, then those overridden on the command line (space.constraints.flops.max=…).
     """
-    from dse.space.space import load
+    from dse.space.parse import load
 
     name, constraints = node["name"], node.get("constraints")
     if not node.get("file") and name not in options("space"):

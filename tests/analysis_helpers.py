@@ -12,7 +12,7 @@ D = optuna.distributions
 def make_study(run_dir, n: int = 12):
     """A stored study of `n` trained trials of the nds_resnet space with histories (no training)."""
     from dse.cost import complexity
-    from dse.space.space import load
+    from dse.space.parse import load
 
     run_dir.mkdir(parents=True)
     study = optuna.create_study(study_name=run_dir.name, storage=f"sqlite:///{run_dir / 'study.db'}",

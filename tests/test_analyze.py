@@ -161,7 +161,7 @@ def test_ped_anova_ranks_for_low_error(tmp_path):
 def anynet_trials(n: int) -> list[dict]:
     """`n` feasible AnyNet points (Fashion-MNIST geometry) with made-up accuracies."""
     from dse.cost import complexity
-    from dse.space.space import load
+    from dse.space.parse import load
 
     space = load("anynet").with_geometry(image_size=28, in_chans=1, num_classes=10)
     rng = random.Random(1)
@@ -182,7 +182,7 @@ def anynet_trials(n: int) -> list[dict]:
 
 
 def test_refinement_writes_a_space_that_search_runs(tmp_path):
-    from dse.space.space import load
+    from dse.space.parse import load
 
     make_run(tmp_path / "any", anynet_trials(16), space="anynet")
     proc = ok(analyze("any", "--top", "0.25", cwd=tmp_path))

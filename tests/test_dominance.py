@@ -145,7 +145,7 @@ def _seed_study(run_dir, name: str, epochs: int) -> list[dict]:
     from optuna.distributions import CategoricalDistribution
 
     from dse import complexity, datasets
-    from dse.space.space import load
+    from dse.space.parse import load
 
     data = datasets.load("synthetic", subset=512, val_subset=256)
     space = load("spaces/resnext.yaml").with_geometry(image_size=int(data.image_size),

@@ -12,7 +12,8 @@ from dse.cost import complexity
 from dse.errors import UserError
 from dse.space import load, names
 from dse.space.expr import Expr
-from dse.space.space import Infeasible, spaces_dir
+from dse.errors import Infeasible
+from dse.space.parse import spaces_dir
 
 SHIPPED = ("anynet", "attention", "densenet", "inception", "mobilenet", "preact_resnet", "resnet", "resnext", "vgg",
            "wrn")

@@ -28,7 +28,7 @@ def rows(path: Path) -> list[dict]:
 
 def point_of(row: dict):
     from dse import complexity
-    from dse.space.space import load, spaces_dir
+    from dse.space.parse import load, spaces_dir
 
     space = load(str(Path(spaces_dir()) / "resnext.yaml")).with_geometry(image_size=28, in_chans=1, num_classes=10)
     point = space.point({k: int(row[k]) for k in ("depth", "cardinality", "bottleneck_width", "width")})

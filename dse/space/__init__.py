@@ -1,12 +1,18 @@
-"""Design spaces: the Point (one architecture) and the Space (a YAML file of parameters over Points)."""
+"""Design spaces: the Space model (dse.space.model) and its file parser (dse.space.parse), over dse.point."""
 from dse.point import Head, Point, Stage, Stem
 
-__all__ = ["Head", "Point", "Stage", "Stem", "load", "Space", "names", "spaces_dir", "Param", "Infeasible", "parse"]
+__all__ = ["Head", "Point", "Stage", "Stem", "load", "Space", "names", "spaces_dir", "Param", "Infeasible"]
+LAZY = {"load": "parse", "names": "parse", "spaces_dir": "parse", "Space": "model",
+        "Param": "model"}
 
 
 def __getattr__(name):
-    if name in ("load", "Space", "names", "spaces_dir", "Param", "Infeasible", "parse"):
-        from dse.space import space
+    if name == "Infeasible":
+        from dse.errors import Infeasible
 
-        return getattr(space, name)
+        return Infeasible
+    if name in LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"dse.space.{LAZY[name]}"), name)
     raise AttributeError(name)
