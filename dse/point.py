@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
+from dse.channels import SK_PATHS, SPLAT_RADIX, splat_channels
 from dse.errors import UserError
 
 # Block types. Each is a key in dse.families.STAGES.
@@ -44,12 +46,59 @@ SKIPS = ("none", "identity", "projection", "dense")
 ATTENTIONS = ("none", "se", "eca", "cbam", "sk", "splat")
 STEM_TYPES = ("none", "conv", "conv_bare", "patch")  # conv_bare: conv only (pre-activation nets); patch:
 # a biased k x k / k conv and a norm (ConvNeXt)
-POOLS = ("none", "max2", "max3", "max3_valid", "avg2")  # 2x2/2; 3x3/2 pad 1; 3x3/2 no pad; 2x2/2 avg
+POOL_WINDOWS = {"none": None, "max2": ("max", 2, 2, 0), "max3": ("max", 3, 2, 1), "max3_valid": ("max", 3, 2, 0),
+                "avg2": ("avg", 2, 2, 0)}  # (kind, kernel, stride, padding)
+POOLS = tuple(POOL_WINDOWS)  # 2x2/2; 3x3/2 pad 1; 3x3/2 no pad; 2x2/2 avg
 HEAD_POOLS = ("avg", "max", "adaptive", "flatten")  # adaptive: adaptive avg to pool_size x pool_size
 HEAD_TYPES = ("linear", "conv")  # conv: NIN-style 1x1 conv to classes, then global average
 ACTS = ("relu", "relu6", "silu", "gelu", "tanh", "leaky_relu", "hard_swish", "sigmoid")
 NORMS = ("bn", "ln", "none")  # ln: LayerNorm over channels (ConvNeXt)
 PADDINGS = ("same", "valid")
+
+
+
+class BlockRule(NamedTuple):
+    """What a block type accepts. Point.check applies these, so a family's graph-maker can assume them."""
+
+    attentions: tuple[str, ...] = ATTENTIONS  # the point-wide attentions this block implements
+    paddings: tuple[str, ...] = ("same",)  # residual adds and concatenations need 'same'
+    one_kernel: bool = False  # one spatial (depthwise or grouped) conv per block
+    dropout: bool = True  # takes the point's inner dropout
+    drop_path: bool = True  # has a branch that stochastic depth can drop
+    strides: bool = True  # the stage's first block may stride (dense and inception stages downsample by pool)
+    even_width: bool = False  # the width is split in halves (ShuffleNet V2)
+    expansion: bool = False  # needs an expansion ratio > 0 (the stage's, or the point's when the stage's is 0)
+
+
+MOBILE_ATTENTIONS = ("none", "se", "eca", "cbam")
+BLOCK_RULES = {
+    "plain": BlockRule(paddings=PADDINGS),
+    "basic": BlockRule(),
+    "bottleneck": BlockRule(),
+    "preact_basic": BlockRule(),
+    "preact_bottleneck": BlockRule(),
+    "dense": BlockRule(attentions=("none",), strides=False),
+    "inception": BlockRule(attentions=("none",), strides=False),
+    "dwsep": BlockRule(attentions=MOBILE_ATTENTIONS),
+    "inverted": BlockRule(attentions=MOBILE_ATTENTIONS),  # its ratio is the point's `expansion`
+    "regnet": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False),
+    "mbconv": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False, expansion=True),
+    "shuffle": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False, drop_path=False,
+                         even_width=True),
+    "convnext": BlockRule(attentions=("none",), one_kernel=True, expansion=True),
+}
+
+MAX_IMAGE_SIZE = 1 << 16  # the largest input side searched for when a point's own is too small
+
+
+def _window(h: int, kernel: int, stride: int, padding: int) -> int:
+    """The output side of a sliding window (floor mode), as torch and dse.graph.count compute it."""
+    return (h + 2 * padding - kernel) // stride + 1
+
+
+def _pooled(h: int, name: str) -> int:
+    geo = POOL_WINDOWS[name]
+    return h if geo is None else _window(h, *geo[1:])
 
 
 def _one_of(path: str, value, valid) -> None:
@@ -223,12 +272,116 @@ class Point:
             _positive("bottleneck_ratio", self.bottleneck_ratio)
         for i, stage in enumerate(self.stages):
             _positive(f"stages[{i}].expansion", stage.expansion, allow_zero=True)
+            self._check_block(i)
+        if self.attention in ("sk", "splat"):
+            self._check_split_attention()
         _positive("layer_scale", self.layer_scale, allow_zero=True)
         if not 0.0 < self.attn_ratio <= 1.0:
             raise UserError(f"attn_ratio: must be in (0, 1], got {self.attn_ratio}")
         for name in ("drop_path", "dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        where = self.vanishes(self.image_size)
+        if where:
+            need = self.smallest_image_size()
+            raise UserError(f"image_size: {self.image_size} px is too small for this point: the feature map "
+                            f"vanishes at {where}; it needs at least "
+                            f"{need if need else f'more than {MAX_IMAGE_SIZE}'} px")
+
+    def vanishes(self, size: int) -> str | None:
+        """Where the feature map of a size x size input shrinks below 1 px (None: it never does). Convs with
+        'same' padding keep ceil(size / stride); 'valid' convs, pools and ConvNeXt's s x s / s downsampling
+        shrink it further."""
+        h, stem = size, self.stem
+        if stem.type != "none":
+            h = _window(h, stem.kernel, stem.stride, stem.kernel // 2 if stem.padding < 0 else stem.padding)
+            if h < 1:
+                return "stem"
+        h = _pooled(h, stem.pool)
+        if h < 1:
+            return "stem.pool"
+        for i, stage in enumerate(self.stages):
+            if stage.block == "plain":
+                for b in range(stage.depth):
+                    for j, k in enumerate(stage.kernels):
+                        h = _window(h, k, stage.stride if b == 0 and j == 0 else 1,
+                                    k // 2 if stage.padding == "same" else 0)
+                        if h < 1:
+                            return f"stages[{i}] block {b}"
+            elif stage.block == "convnext" and stage.stride > 1:
+                h = _window(h, stage.stride, stage.stride, 0)
+            elif stage.stride > 1:
+                h = (h - 1) // stage.stride + 1
+            if h < 1:
+                return f"stages[{i}]"
+            h = _pooled(h, stage.pool)
+            if h < 1:
+                return f"stages[{i}].pool"
+        return None
+
+    def smallest_image_size(self) -> int | None:
+        """The smallest input side whose feature map never vanishes (None: none up to MAX_IMAGE_SIZE)."""
+        if self.vanishes(MAX_IMAGE_SIZE):
+            return None
+        low, high = 1, MAX_IMAGE_SIZE  # vanishes(high) is None; the side only grows the maps
+        while low < high:
+            mid = (low + high) // 2
+            low, high = (mid + 1, high) if self.vanishes(mid) else (low, mid)
+        return low
+
+    def _check_block(self, i: int) -> None:
+        """Stage `i` against its block's rule (BLOCK_RULES) and the block's own arithmetic."""
+        stage, rule, where = self.stages[i], BLOCK_RULES[self.stages[i].block], f"stages[{i}]"
+        block = stage.block
+        if self.attention not in rule.attentions:
+            raise UserError(f"attention: attention {self.attention!r} is not supported for block {block!r}; "
+                            f"supported: {', '.join(rule.attentions)}")
+        if stage.padding not in rule.paddings:
+            raise UserError(f"{where}.padding: {block} blocks need 'same' padding, got {stage.padding!r}")
+        if rule.one_kernel and len(stage.kernels) != 1:
+            raise UserError(f"{where}.kernels: a {block} block has one depthwise or grouped kernel, "
+                            f"got {list(stage.kernels)}")
+        if not rule.strides and stage.stride != 1:
+            raise UserError(f"{where}.stride: {block} stages keep their resolution (downsample with the stage "
+                            f"pool); got {stage.stride}")
+        if rule.even_width and stage.width % 2:
+            raise UserError(f"{where}.width: a {block} stage's width is split in two halves, so it must be even; "
+                            f"got {stage.width}")
+        if rule.expansion and (stage.expansion or self.expansion) <= 0:
+            raise UserError(f"{where}.expansion: {block} needs an expansion ratio > 0 (the stage's, or the "
+                            f"point's when the stage's is 0); got {stage.expansion or self.expansion}")
+        for name, allowed, lacks in (("dropout", rule.dropout, "inner dropout (use head.dropout)"),
+                                     ("drop_path", rule.drop_path, "residual branch to drop")):
+            if not allowed and getattr(self, name) > 0:
+                raise UserError(f"{name}: {block} blocks have no {lacks}; valid: 0 (got {getattr(self, name)})")
+        if block == "regnet":
+            mid = int(round(stage.width * self.bottleneck_ratio))
+            if mid < 1 or mid % min(self.group_width, mid):
+                raise UserError(f"group_width: {self.group_width} does not divide the 3x3 conv width {mid} of "
+                                f"{where}")
+
+    def _check_split_attention(self) -> None:
+        """sk and splat replace a residual block's first k x k conv (k > 1) and split its input channels:
+        every conv they replace must split evenly (timm's SelectiveKernel and SplitAttn)."""
+        c, mids = (self.stem.width if self.stem.type != "none" else self.in_chans), self.mid_widths()
+        for i, stage in enumerate(self.stages):
+            first = next((j for j, k in enumerate(stage.kernels) if k > 1), None)
+            if stage.block in ("basic", "preact_basic") and first is not None:
+                convs = {(c if first == 0 else stage.width, stage.width, 1)}  # the first block's, then the rest
+                convs |= {(stage.width, stage.width, 1)} if stage.depth > 1 else set()
+            elif stage.block in GROUPED and first is not None:
+                convs = {(mids[i], mids[i], self.cardinality)}
+            else:  # plain stages keep their convs
+                convs = set()
+            for cin, cout, groups in sorted(convs):
+                if self.attention == "sk" and (cin % SK_PATHS or (cin // SK_PATHS) % min(cout, groups)):
+                    raise UserError(f"attention: 'sk' splits {cin} input channels of stages[{i}] over {SK_PATHS} "
+                                    f"paths; cardinality {groups} must divide {cin // SK_PATHS}")
+                rd = splat_channels(cin, self.attn_ratio)
+                if self.attention == "splat" and (cin % (groups * SPLAT_RADIX) or cout % groups or rd % groups):
+                    raise UserError(f"attention: 'splat' needs cardinality {groups} to divide {cin // SPLAT_RADIX} "
+                                    f"input, {cout} output and {rd} attention channels of stages[{i}]")
+            c = stage.width
 
     # ----- derived quantities shared by dse.arch and dse.complexity -----
     def mid_widths(self) -> tuple[int, ...]:

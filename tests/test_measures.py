@@ -336,7 +336,7 @@ def _edge_cases() -> dict[str, Point]:
         "plain-valid-even": Point((Stage("plain", 2, 8, 2, kernels=(3, 1), padding="valid", pool="max3"),
                                    Stage("plain", 1, 8, kernels=(2,), padding="valid", pool="avg2"),
                                    Stage("plain", 1, 8, 1, kernels=(4,), padding="valid", pool="max3_valid")),
-                                  skip="none"),
+                                  skip="none", image_size=64),  # its map vanishes below 55 px
         "plain-stem-5x5-pad0-max2": Point((Stage("plain", 2, 8, kernels=(5, 3), pool="max2"),),
                                           stem=Stem("conv", 8, 5, 2, padding=0, pool="max3"), skip="none"),
         "plain-stem-4x4-pool-max3-valid": Point((Stage("plain", 1, 8, 2, kernels=(3,), padding="valid"),),

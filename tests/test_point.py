@@ -77,7 +77,8 @@ def test_grouped_width_is_always_a_multiple_of_cardinality():
 
 
 def test_count_errors_name_the_field():
-    """Constraints only the counter knows: sk's input split, residual padding, splat's groups."""
+    """sk's input split, residual padding and splat's groups are refused where the Point is made, naming the
+    field, so nothing that exists fails to count."""
     with pytest.raises(UserError, match=r"^attention: 'sk' .*cardinality 8"):
         complexity(resnext_cifar(29, 8, 7).replace(attention="sk"))
     with pytest.raises(UserError, match=r"^stages\[0\]\.padding"):

@@ -62,6 +62,8 @@ def tiny_size(point) -> int:
     (At 1 x 1 with a batch of 2, training-mode BatchNorm divides by a near-zero variance and deep nets
     overflow to NaN gradients.)"""
     for size in (16, 32, 64, 128, 224):
+        if size < point.smallest_image_size():  # the map vanishes: dse.graph.count refuses the size
+            continue
         if all(s.h >= 2 and s.w >= 2 for s in parts(net(point, image_size=size))[:-1]):
             return min(size, point.image_size)
     return point.image_size

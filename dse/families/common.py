@@ -3,15 +3,12 @@ from __future__ import annotations
 
 from dse.graph.nodes import (Act, Add, Conv, Dropout, DropPath, Flatten, GlobalPool, Linear, Norm, Pool, Seq, Subsample,
                              seq)
-from dse.point import PREACT, Point
-
-POOLS = {"none": None, "max2": ("max", 2, 2, 0), "max3": ("max", 3, 2, 1), "max3_valid": ("max", 3, 2, 0),
-         "avg2": ("avg", 2, 2, 0)}
+from dse.point import POOL_WINDOWS, PREACT, Point
 
 
 def pool(name: str) -> list:
     """The named pool (dse.point.POOLS) as a node list (empty for none)."""
-    geo = POOLS[name]
+    geo = POOL_WINDOWS[name]
     return [] if geo is None else [Pool(*geo)]
 
 

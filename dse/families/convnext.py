@@ -7,22 +7,9 @@ the stage's (`Stage.expansion`) or the point's; the depthwise kernel is the stag
 """
 from __future__ import annotations
 
-from dse.errors import UserError
 from dse.families.common import norm
 from dse.graph.nodes import Act, Add, Conv, DropPath, LayerScale, Seq, seq
 from dse.point import Point
-
-
-def check(point: Point, index: int) -> None:
-    """Raise UserError for what a ConvNeXt stage cannot do."""
-    stage = point.stages[index]
-    if stage.padding != "same":
-        raise UserError(f"stages[{index}].padding: convnext blocks need 'same' padding, got {stage.padding!r}")
-    if len(stage.kernels) != 1:
-        raise UserError(f"stages[{index}].kernels: a convnext block has one depthwise kernel, got {stage.kernels}")
-    if point.attention != "none":
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'convnext'; "
-                        "supported: none")
 
 
 def block(point: Point, index: int, c: int, drop_path: float) -> Add:
@@ -37,7 +24,6 @@ def block(point: Point, index: int, c: int, drop_path: float) -> Add:
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """ConvNeXt stage `index`: [norm + s x s / s conv when it downsamples or widens], then its blocks."""
-    check(point, index)
     spec = point.stages[index]
     nodes: list = []
     if spec.stride > 1 or cin != spec.width:

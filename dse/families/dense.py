@@ -8,23 +8,9 @@ from __future__ import annotations
 
 import math
 
-from dse.errors import UserError
 from dse.families.common import conv, norm_act, pool
 from dse.graph.nodes import Concat, Dropout, Seq, seq
 from dse.point import Point
-
-
-def check(point: Point, index: int, family: str) -> None:
-    """Raise UserError when stage `index` asks for what concatenating blocks cannot do (stride, valid, attention)."""
-    stage = point.stages[index]
-    if stage.stride != 1:
-        raise UserError(f"stages[{index}].stride: {family} stages keep their resolution (downsample with the "
-                        f"stage pool); got {stage.stride}")
-    if stage.padding != "same":
-        raise UserError(f"stages[{index}].padding: {family} stages need 'same' padding, got {stage.padding!r}")
-    if point.attention != "none":
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block {stage.block!r}; "
-                        f"supported: none")
 
 
 def _pre_conv(point: Point, cin: int, cout: int, kernel: int) -> list:
@@ -52,7 +38,6 @@ def transition_width(point: Point, c: int) -> int:
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Dense stage `index`: its layers, then the transition and pool when the stage has a pool."""
-    check(point, index, "dense")
     nodes, c = [], cin
     for _ in range(point.stages[index].depth):
         nodes.append(Concat((Seq(), seq(layer(point, index, c)))))

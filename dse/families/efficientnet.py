@@ -13,32 +13,10 @@ depthwise kernel.
 """
 from __future__ import annotations
 
-from dse.errors import UserError
 from dse.families.common import conv_norm_act, pool, residual, shortcut
-from dse.graph.attention import make_divisible
+from dse.channels import make_divisible
 from dse.graph.nodes import Attention, Seq
 from dse.point import Point
-
-ATTENTIONS = ("none", "se")
-
-
-def check(point: Point, index: int) -> None:
-    """Raise UserError for what an MBConv stage cannot do."""
-    stage = point.stages[index]
-    where = f"stages[{index}]"
-    if stage.padding != "same":
-        raise UserError(f"{where}.padding: mbconv blocks need 'same' padding, got {stage.padding!r}")
-    if len(stage.kernels) != 1:
-        raise UserError(f"{where}.kernels: an mbconv block has one depthwise kernel, got {list(stage.kernels)}")
-    if point.attention not in ATTENTIONS:
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'mbconv'; "
-                        f"supported: {', '.join(ATTENTIONS)}")
-    if expansion(point, index) <= 0:
-        raise UserError(f"{where}.expansion: mbconv needs an expansion ratio > 0 (the stage's, or the point's "
-                        f"when the stage's is 0); got {expansion(point, index)}")
-    if point.dropout > 0:
-        raise UserError(f"dropout: mbconv blocks have no inner dropout (use head.dropout or drop_path); valid: 0 "
-                        f"(got {point.dropout})")
 
 
 def expansion(point: Point, index: int) -> float:
@@ -79,7 +57,6 @@ def block(point: Point, index: int, b: int, cin: int, drop_path: float):
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """MBConv stage `index`: its blocks, then its pool."""
-    check(point, index)
     spec, blocks, c = point.stages[index], [], cin
     for b in range(spec.depth):
         blocks.append(block(point, index, b, c, rates[b]))

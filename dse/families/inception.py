@@ -8,7 +8,6 @@ follows each module's concatenation.
 from __future__ import annotations
 
 from dse.families.common import conv_norm_act, pool
-from dse.families.dense import check
 from dse.graph.nodes import Concat, Dropout, Pool, Seq, seq
 from dse.point import Point
 
@@ -28,7 +27,6 @@ def module(point: Point, index: int, m: int, cin: int) -> tuple[list, int]:
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Inception stage `index`: its modules, then its pool."""
-    check(point, index, "inception")
     nodes, c = [], cin
     for m in range(point.stages[index].depth):
         mod, c = module(point, index, m, c)

@@ -13,22 +13,9 @@ add. Attention se/eca/cbam sits after the (last) depthwise act; sk/splat are not
 """
 from __future__ import annotations
 
-from dse.errors import UserError
 from dse.families.common import conv_norm_act, pool, residual, shortcut
 from dse.graph.nodes import Attention, Dropout, Seq
 from dse.point import Point
-
-ATTENTIONS = ("none", "se", "eca", "cbam")
-
-
-def check(point: Point, index: int) -> None:
-    """Raise UserError for padding or attention that mobile blocks do not support."""
-    stage = point.stages[index]
-    if stage.padding != "same":
-        raise UserError(f"stages[{index}].padding: {stage.block} blocks need 'same' padding, got {stage.padding!r}")
-    if point.attention not in ATTENTIONS:
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block {stage.block!r}; "
-                        f"supported: {', '.join(ATTENTIONS)}")
 
 
 def expanded(point: Point, cin: int) -> int:
@@ -64,7 +51,6 @@ def _branch(point: Point, index: int, cin: int, stride: int, linear: bool) -> li
 
 def block(point: Point, index: int, b: int, cin: int, drop_path: float):
     """Block `b` of stage `index`, fed with `cin` channels."""
-    check(point, index)
     stage = point.stages[index]
     stride, cout = stage.stride if b == 0 else 1, stage.width
     short = shortcut(point, cin, cout, stride)

@@ -56,10 +56,7 @@ def block(point: Point, index: int, i: int, cin: int, drop_path: float):
     stage = point.stages[index]
     stride = stage.stride if i == 0 else 1
     mid = int(round(stage.width * point.bottleneck_ratio))
-    g = min(point.group_width, mid)
-    if mid % g:
-        raise UserError(f"group_width: {point.group_width} does not divide the 3x3 conv width {mid} of "
-                        f"stages[{index}]")
+    g = min(point.group_width, mid)  # Point.check holds that g divides mid
     branch = conv_norm_act(point, cin, mid, 1) + conv_norm_act(point, mid, mid, stage.kernels[0], stride, mid // g)
     if point.attention == "se":
         branch.append(Attention("se_mb", mid, mid, act=point.act, rd=int(round(cin * SE_RATIO))))
@@ -71,16 +68,6 @@ def block(point: Point, index: int, i: int, cin: int, drop_path: float):
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """RegNet stage `index`: its blocks, then its pool."""
     spec = point.stages[index]
-    if spec.padding != "same":
-        raise UserError(f"stages[{index}].padding: regnet blocks need 'same' padding, got {spec.padding!r}")
-    if len(spec.kernels) != 1:
-        raise UserError(f"stages[{index}].kernels: a regnet block has one grouped k x k conv (3 in the paper), "
-                        f"got {spec.kernels}")
-    if point.dropout:
-        raise UserError(f"dropout: regnet blocks have no inner dropout; valid: 0 (got {point.dropout})")
-    if point.attention not in ("none", "se"):
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'regnet'; "
-                        "supported: none, se")
     blocks, c = [], cin
     for i in range(spec.depth):
         blocks.append(block(point, index, i, c, rates[i]))

@@ -5,7 +5,6 @@ shape changes, else x). se/eca/cbam follow the branch; sk and splat replace its 
 """
 from __future__ import annotations
 
-from dse.errors import UserError
 from dse.families.common import conv, conv_norm_act, norm_act, pool, residual, shortcut
 from dse.graph.attention import SPATIAL
 from dse.graph.nodes import Act, Attention, Conv, Dropout, Norm, Seq, seq
@@ -57,8 +56,6 @@ def _replace_spatial(point: Point, nodes: list) -> list:
 def block(point: Point, index: int, b: int, cin: int, drop_path: float):
     """Block `b` of stage `index`, fed with `cin` channels."""
     stage = point.stages[index]
-    if stage.padding != "same":
-        raise UserError(f"stages[{index}].padding: residual blocks need 'same' padding, got {stage.padding!r}")
     stride = stage.stride if b == 0 else 1
     cout = stage.width
     preact = stage.block.startswith("preact")

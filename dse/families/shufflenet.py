@@ -12,32 +12,9 @@ SEModule) sits at the end of branch 2, as in the paper's SE-ShuffleNet V2.
 """
 from __future__ import annotations
 
-from dse.errors import UserError
 from dse.families.common import conv_norm_act, pool
 from dse.graph.nodes import Attention, Concat, Seq, Shuffle, Slice, seq
 from dse.point import Point
-
-ATTENTIONS = ("none", "se")
-
-
-def check(point: Point, index: int) -> None:
-    """Raise UserError for what a ShuffleNet V2 stage cannot do."""
-    stage = point.stages[index]
-    where = f"stages[{index}]"
-    if stage.width % 2:
-        raise UserError(f"{where}.width: a shuffle stage's width is split in two halves, so it must be even; "
-                        f"got {stage.width}")
-    if stage.padding != "same":
-        raise UserError(f"{where}.padding: shuffle blocks need 'same' padding, got {stage.padding!r}")
-    if len(stage.kernels) != 1:
-        raise UserError(f"{where}.kernels: a shuffle unit has one depthwise kernel, got {list(stage.kernels)}")
-    if point.attention not in ATTENTIONS:
-        raise UserError(f"attention: attention {point.attention!r} is not supported for block 'shuffle'; "
-                        f"supported: {', '.join(ATTENTIONS)}")
-    for name in ("drop_path", "dropout"):
-        if getattr(point, name) > 0:
-            raise UserError(f"{name}: shuffle units have no residual branch to drop; valid: 0 "
-                            f"(got {getattr(point, name)})")
 
 
 def branch(point: Point, cin: int, c: int, kernel: int, stride: int) -> list:
@@ -62,7 +39,6 @@ def split(point: Point, cout: int, kernel: int) -> Seq:
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """ShuffleNet V2 stage `index`: a two-branch unit where the shape changes, then split units, then its pool."""
-    check(point, index)
     spec = point.stages[index]
     k, cout = spec.kernels[0], spec.width
     units = [down(point, cin, cout, k, spec.stride) if spec.stride > 1 or cin != cout else split(point, cout, k)]

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import math
 
+from dse.channels import SK_PATHS, SPLAT_RADIX, make_divisible, splat_channels
 from dse.errors import UserError
 
 KINDS = ("se", "eca", "cbam", "sk", "splat")
 SPATIAL = ("sk", "splat")  # replace a conv; the others follow the branch
-SK_PATHS = 2  # SelectiveKernel: a 3x3 path and a dilated 3x3 path, input channels split between them
 SK_DIVISOR = 16  # timm's skresnet18/34 setting (rd_divisor=16, split_input=True)
-SPLAT_RADIX = 2  # ResNeSt's radix
-
-
-def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
-    """timm's channel rounding: nearest multiple of `divisor`, at least `min_value`, not below round_limit * v."""
-    min_value = min_value or divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < round_limit * v else new_v
 
 
 def se_channels(c: int, ratio: float) -> int:
@@ -49,11 +41,6 @@ def sk_dilations(kernel: int) -> tuple[int, int]:
 def sk_channels(cout: int, ratio: float) -> int:
     """SelectiveKernelAttn width."""
     return make_divisible(cout * ratio, SK_DIVISOR)
-
-
-def splat_channels(cin: int, ratio: float) -> int:
-    """SplitAttn attention width."""
-    return make_divisible(cin * SPLAT_RADIX * ratio, 8, min_value=32)
 
 
 def _se(node, s):

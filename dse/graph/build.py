@@ -10,7 +10,8 @@ from timm.layers import LayerNorm2d, SelectiveKernel, SplitAttn, create_act_laye
 from timm.models._efficientnet_blocks import SqueezeExcite
 from torch import nn
 
-from dse.graph.attention import SK_DIVISOR, SPLAT_RADIX
+from dse.channels import SPLAT_RADIX
+from dse.graph.attention import SK_DIVISOR
 from dse.graph.nodes import (Act, Add, Attention, Concat, Conv, Dropout, DropPath, Flatten, GlobalPool, LayerScale,
                              Linear, Net, Norm, Pool, Seq, Shuffle, Slice, Subsample)
 

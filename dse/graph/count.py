@@ -46,6 +46,9 @@ class State(NamedTuple):
         """The new h, w and field after a sliding window (floor mode)."""
         span = dilation * (kernel - 1) + 1
         h, w = (self.h + 2 * padding - span) // stride + 1, (self.w + 2 * padding - span) // stride + 1
+        if h < 1 or w < 1:  # a geometry other than the point's own (Point.check refuses its own)
+            raise UserError(f"image_size: too small for this point: a {self.h}x{self.w} px feature map vanishes "
+                            f"in a {span}x{span}/{stride} window")
         return dict(h=h, w=w, r=self.r + (span - 1) * self.j, j=self.j * stride, start=self.start - padding * self.j)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from dse.errors import UserError
-from dse.graph.attention import make_divisible
+from dse.channels import make_divisible
 from dse.point import Head, Point, Stage, Stem
 
 # B0's stages: (expansion, kernel, stride, width, depth)

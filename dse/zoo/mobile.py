@@ -5,7 +5,7 @@ timm's rule) and sets the input resolution.
 """
 from __future__ import annotations
 
-from dse.graph.attention import make_divisible
+from dse.channels import make_divisible
 from dse.errors import UserError
 from dse.point import Head, Point, Stage, Stem
 

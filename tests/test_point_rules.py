@@ -1,0 +1,163 @@
+"""A Point that can be constructed can be counted and built: validation lives in one place, Point.check.
+
+Seeded random edits of every named point and of points drawn from every space (attention, padding, kernels,
+strides, widths, expansion, group width, cardinality, dropout, drop-path, stem, image size, ...) either raise
+UserError when the Point is made, or give a Point that dse.cost counts and dse.network builds, on the meta
+device, into a module whose forward pass gives (batch, num_classes) and whose parameter count is the counted one.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dse import zoo
+from dse.cost import measures
+from dse.errors import Infeasible, UserError
+from dse.network import build
+from dse.point import ATTENTIONS, BLOCK_RULES, Point, Stage
+from dse.space import load, names
+
+EDITS_PER_BASE = 2
+MAX_BLOCKS = 200  # deeper named points (preact_resnet1001) take seconds to build even on meta
+SEED = 20261205
+
+
+def _stage_edit(rng: random.Random, d: dict) -> None:
+    s = rng.choice(d["stages"])
+    key = rng.choice(["padding", "kernels", "stride", "width", "expansion", "depth", "pool"])
+    s[key] = {
+        "padding": lambda: rng.choice(["same", "valid"]),
+        "kernels": lambda: rng.choice([[3], [1, 3], [5], [3, 3], [7], [1]]),
+        "stride": lambda: rng.choice([1, 2, 3]),
+        "width": lambda: max(1, s.get("width", 0) + rng.choice([-3, -1, 1, 2, 5])) if s.get("width") else 0,
+        "expansion": lambda: rng.choice([0.0, 0.1, 1.0, 2.5]),
+        "depth": lambda: rng.choice([1, 2]),
+        "pool": lambda: rng.choice(["none", "max2", "max3", "avg2"]),
+    }[key]()
+
+
+def _point_edit(rng: random.Random, d: dict) -> None:
+    key = rng.choice(["attention", "cardinality", "group_width", "bottleneck_ratio", "expansion", "dropout",
+                      "drop_path", "layer_scale", "image_size", "stem", "skip", "act", "attn_ratio",
+                      "bottleneck_width"])
+    value = {
+        "attention": lambda: rng.choice(ATTENTIONS),
+        "cardinality": lambda: rng.choice([1, 2, 3, 4, 32]),
+        "group_width": lambda: rng.choice([1, 3, 8, 16, 24]),
+        "bottleneck_ratio": lambda: rng.choice([0.25, 0.5, 1.0, 2.0]),
+        "expansion": lambda: rng.choice([0.0, 0.1, 1.0, 4.0]),
+        "dropout": lambda: rng.choice([0.0, 0.2]),
+        "drop_path": lambda: rng.choice([0.0, 0.1]),
+        "layer_scale": lambda: rng.choice([0.0, 1e-6]),
+        "image_size": lambda: rng.choice([8, 15, 32, 33]),
+        "stem": lambda: {**d["stem"], **rng.choice([{"width": 3}, {"kernel": 5}, {"stride": 2}, {"type": "none"},
+                                                      {"type": "conv_bare"}, {"pool": "max3"}])},
+        "skip": lambda: rng.choice(["none", "identity", "projection"]),
+        "act": lambda: rng.choice(["relu", "silu", "gelu"]),
+        "attn_ratio": lambda: rng.choice([0.0625, 0.25, 0.5]),
+        "bottleneck_width": lambda: rng.choice([4, 6, 64]),
+    }[key]()
+    d[key] = value
+
+
+def _bases() -> list[tuple[str, Point]]:
+    out = [(name, zoo.get(name)) for name in zoo.names() if zoo.get(name).num_blocks() <= MAX_BLOCKS]
+    for name in names():
+        space = load(name)
+        for seed in range(3):
+            try:
+                out.append((f"{name}#{seed}", space.sample(seed, feasible=False)))
+            except (Infeasible, UserError):  # a draw the space refuses is no base to edit
+                continue
+    return out
+
+
+def _small(point: Point) -> Point:
+    """The point at a CIFAR-like size so that the meta forward is cheap (ImageNet nets at 64 px)."""
+    return point if point.image_size <= 64 else point.replace(image_size=64)
+
+
+def edited(seed: int) -> list[tuple[str, dict]]:
+    rng = random.Random(seed)
+    out = []
+    for label, base in _bases():
+        for j in range(EDITS_PER_BASE):
+            d = _small(base).to_dict()
+            for _ in range(rng.choice([1, 1, 2, 3])):
+                (_stage_edit if rng.random() < 0.4 else _point_edit)(rng, d)
+            out.append((f"{label}/{j}", d))
+    return out
+
+
+def check_counts_and_builds(point: Point) -> None:
+    m = measures(point)
+    with torch.device("meta"):
+        model = build(point).eval()
+        out = model(torch.empty(2, point.in_chans, point.image_size, point.image_size))
+    assert tuple(out.shape) == (2, point.num_classes)
+    assert sum(p.numel() for p in model.parameters()) == m.params
+
+
+CASES = edited(SEED)
+
+
+@pytest.mark.parametrize("chunk", range(8))
+def test_constructed_points_count_and_build(chunk):
+    made = refused = 0
+    for label, d in CASES[chunk::8]:
+        try:
+            point = Point.from_dict(d)
+        except UserError:
+            refused += 1
+            continue
+        made += 1
+        try:
+            check_counts_and_builds(point)
+        except Exception as exc:  # noqa: BLE001 - any failure here breaks the rule; name the edit
+            raise AssertionError(f"{label}: constructed but not counted/built: {type(exc).__name__}: {exc}\n"
+                                 f"{point.to_json()}") from None
+    assert made > 10  # every chunk builds points
+
+
+def test_the_edits_reach_both_sides_of_the_rule():
+    refused = 0
+    for _, d in CASES:
+        try:
+            Point.from_dict(d)
+        except UserError:
+            refused += 1
+    assert 0.1 * len(CASES) < refused < 0.7 * len(CASES), (refused, len(CASES))
+
+
+def test_every_block_type_has_a_rule():
+    from dse.families import STAGES
+
+    assert set(BLOCK_RULES) == set(STAGES)
+
+
+@pytest.mark.parametrize("stage, field, message", [
+    (Stage("shuffle", 1, 9), {}, "width: a shuffle stage's width is split in two halves"),
+    (Stage("regnet", 1, 24), {"group_width": 16}, "group_width: 16 does not divide the 3x3 conv width 24"),
+    (Stage("mbconv", 1, 16, kernels=(3, 3)), {}, "kernels: a mbconv block has one depthwise or grouped kernel"),
+    (Stage("convnext", 1, 16), {"attention": "se"}, "attention 'se' is not supported for block 'convnext'"),
+    (Stage("mbconv", 1, 16), {"dropout": 0.1}, "dropout: mbconv blocks have no inner dropout"),
+    (Stage("shuffle", 1, 16), {"drop_path": 0.1}, "drop_path: shuffle blocks have no residual branch to drop"),
+    (Stage("basic", 1, 16, padding="valid"), {}, "padding: basic blocks need 'same' padding"),
+])
+def test_refused_at_construction_with_the_field_named(stage, field, message):
+    with pytest.raises(UserError, match=message):
+        Point((stage,), **{"group_width": 8, **field})
+
+
+def test_an_image_too_small_for_the_point_is_refused_with_the_size_it_needs():
+    # VGG-16 halves its map five times (max 2x2/2 after each stage, 'same' convs): 32 px is the least (2^5).
+    # Before: a 16 px VGG-16 counted without a word, through a 0 x 0 map that torch refuses to build.
+    vgg = zoo.get("vgg16")
+    with pytest.raises(UserError, match=r"^image_size: 16 px is too small .* vanishes at stages\[4\]\.pool; "
+                                        r"it needs at least 32 px"):
+        vgg.replace(image_size=16)
+    assert vgg.replace(image_size=32).smallest_image_size() == 32
+    with pytest.raises(UserError, match="^image_size: too small for this point"):
+        measures(vgg, image_size=16)  # a geometry other than the point's own
