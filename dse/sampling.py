@@ -16,7 +16,8 @@ this worker is drawn at random inside the budget instead, which does teach the i
 The end of a timed study is packed. Given the study's deadline, once less time is left than twice its longest
 trained trial, each next point is one of IN_TIME_DRAWS random points inside the budget, picked to fill 80% of
 the time left with as many trials as still fit (dse.deadline.pick_in_time: training seconds predicted from
-FLOPs by the trained trials), instead of the inner sampler's, which knows nothing of time.
+activations by the trained trials), instead of the inner sampler's, which knows nothing of time. Points that
+another trial already holds are left out of those draws: they would come back as repeats.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ class FeasibleStart(BaseSampler):
         """When the study's time is short, draw the point that best fits what is left
         (dse.deadline.pick_in_time, among IN_TIME_DRAWS random points inside the budget); True when drawn."""
         from dse import deadline
-        from dse.cost import complexity
+        from dse.cost import measures
         from dse.errors import UserError
 
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.COMPLETE,))
@@ -98,7 +99,11 @@ class FeasibleStart(BaseSampler):
             drawn = [self.space.sample_with_values(self.rng, feasible=True) for _ in range(IN_TIME_DRAWS)]
         except UserError:
             return False
-        values = deadline.pick_in_time([(complexity(p).flops, v) for p, v in drawn], trials, self.deadline)
+        # Points another trial holds (trained, refused, out of time, running) would only come back as repeats.
+        held = {t.user_attrs.get("point_id") for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}
+        by = deadline.size_measure(trials)
+        fresh = [(getattr(measures(p), by), v) for p, v in drawn if p.id not in held]
+        values = deadline.pick_in_time(fresh, trials, self.deadline, by=by)
         if values is None:
             return False
         self.drawn[trial.number] = values

@@ -215,3 +215,54 @@ def test_when_time_is_short_the_next_point_is_drawn_to_fit_it():
     assert drawn and 1.5e6 <= complexity(point).flops <= 3.5e6, complexity(point).flops
     _, drawn = propose(1000.0)  # plenty of time: the inner sampler proposes
     assert not drawn
+
+
+# The six points trained by the busy default run of results/default/busy_one_core.log: (FLOPs, activations,
+# training seconds). Point 16 is deeper: fewer FLOPs than point 4 but more activations, and it took 87 s.
+BUSY_RUN = [(5683712, 172490, 59.5), (8394496, 224234, 100.2), (3162368, 136426, 52.7),
+            (7264256, 268138, 101.5), (3501056, 136426, 50.7), (2550848, 208162, 86.8)]
+
+
+def _measured(rows) -> list:
+    return [optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.8, float(f)],
+                                user_attrs={"status": "ok", "flops": f, "acts": a, "train_seconds": s})
+            for f, a, s in rows]
+
+
+def test_training_time_is_predicted_from_activations_when_trials_recorded_them():
+    # Before: a line in FLOPs predicted the deeper point (2.55 MFLOPs) at 45 s from the other five; it took 87 s.
+    from dse import deadline
+
+    *others, deep = BUSY_RUN
+    trials = _measured(others)
+    assert deadline.size_measure(trials) == "acts"
+    assert deadline.size_measure(_trained([2, 5], lambda f: 10 * f)) == "flops"  # older trials: no activations
+    by_acts, by_flops = deadline.predictor(trials, "acts"), deadline.predictor(trials, "flops")
+    assert abs(by_acts(deep[1]) - deep[2]) < 10 < 30 < abs(by_flops(deep[0]) - deep[2])
+
+
+def test_when_time_is_short_points_other_trials_hold_are_not_drawn():
+    # Before: the busy default run drew the same trained point five times in a row once time was short, and
+    # each came back as a repeat (results/default/busy_one_core.log, trials 6-15).
+    from dse.sampling import FeasibleStart
+    from dse.space import load as load_space
+
+    space = load_space("resnext").with_geometry(image_size=28, in_chans=1, num_classes=10)
+    space = space.with_constraints(flops={"max": 1e7})
+
+    def propose(held: list[str]):
+        sampler = FeasibleStart(optuna.samplers.RandomSampler(seed=0), space, 0, seed=0,
+                                deadline=time.monotonic() + 90.0)
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for t in _measured(BUSY_RUN):
+            study.add_trial(t)
+        for point_id in held:
+            study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.7, 1e6],
+                                                user_attrs={"status": "rejected", "point_id": point_id}))
+        trial = study.ask()
+        assert trial.number in sampler.drawn  # time is short: the in-time draw chose the point
+        return space.suggest(trial).id
+
+    first = propose([])
+    second = propose([first])  # the same seeded draws, with the first choice now held by a trial
+    assert second != first
