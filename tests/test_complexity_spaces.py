@@ -33,13 +33,7 @@ def measured(point, device: str = "cpu") -> tuple[int, int, tuple]:
     return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2, tuple(out.shape)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny forwards: one thread avoids spin-waiting on a busy two-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("name", SPACES)

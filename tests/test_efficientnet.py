@@ -28,13 +28,7 @@ TIMM_SIZES = (224, 240, 256, 288, 320, 448)  # timm 1.0.31's pretrained_cfg inpu
 COUNTED = (nn.Conv2d, nn.Linear)  # no non-global pools in EfficientNet; the SE mean is no module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small passes on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hooked(model: nn.Module, size: int, in_chans: int = 3) -> tuple[int, int, int]:

@@ -70,13 +70,7 @@ ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.l
 GATES = {SEModule: "fc1", EcaModule: "conv", ChannelAttn: "fc1", SplitAttn: "fc1", SqueezeExcite: "conv_reduce"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, spinning OpenMP workers made small passes much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hooked_acts(model: nn.Module, in_chans: int, size: int, kinds: tuple = COUNTED + ADAPTIVE) -> int:

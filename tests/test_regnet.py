@@ -41,13 +41,7 @@ TIMM = {  # name: (params, multiply-adds, activations)
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small passes on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hooked(model: nn.Module, size: int, in_chans: int = 3) -> tuple[int, int, int]:

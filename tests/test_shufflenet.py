@@ -22,13 +22,7 @@ NAMES = ["shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shuf
 COUNTED = (nn.Conv2d, nn.Linear, nn.MaxPool2d)  # their non-global pools are max-pools; the final mean is no module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: small passes on a busy two-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def hooked(model: nn.Module, size: int) -> tuple[int, int, int]:

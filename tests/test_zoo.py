@@ -30,13 +30,7 @@ REFERENCED = [n for n in NAMES if zoo.reference(n)]
 PAPER = yaml.safe_load((Path(__file__).parents[1] / "dse/data/paper_params.yaml").read_text())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine, spinning OpenMP workers made tiny passes 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def measured(model: torch.nn.Module, size: int, in_chans: int):
