@@ -161,12 +161,15 @@ class Objective:
         owners.mark(trial)  # this host+process owns the trial: if it dies, the next dse process here retries it
         try:
             point, label, seed = self.suggest(trial)
+            point = with_geometry(point, self.data)
         except Infeasible as exc:  # the sampled values break one of the space's checks
             write(trial, status="rejected")
             write(trial, reason=f"infeasible: {exc}")
             trial.set_constraint("checks", 1.0)  # TPE reads constraints of pruned trials too
             raise optuna.TrialPruned("infeasible") from None
-        point = with_geometry(point, self.data)
+        except UserError as exc:  # values that make no valid Point (Point.check): the trial fails, the study goes
+            # on. A space that makes no valid point stops before the first trial (dse.budget samples it).
+            return self.finish(trial, "failed", f"invalid: {exc}")
         write(trial, point=point.to_dict(), point_id=point.id, seed=seed)
         if label is not None:
             write(trial, label=label)

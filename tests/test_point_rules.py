@@ -161,3 +161,23 @@ def test_an_image_too_small_for_the_point_is_refused_with_the_size_it_needs():
     assert vgg.replace(image_size=32).smallest_image_size() == 32
     with pytest.raises(UserError, match="^image_size: too small for this point"):
         measures(vgg, image_size=16)  # a geometry other than the point's own
+
+
+def test_a_trial_whose_values_make_no_valid_point_fails_and_the_study_goes_on():
+    # Before Point.check held every rule, such values failed in counting, recorded as a failed trial; the
+    # same record now, where the Point is made, instead of an error that would end the whole study.
+    import optuna
+
+    from dse.objective import Objective, TrialFailed
+    from dse.space.parse import parse
+
+    space = parse({"base": "resnet20", "params": {"att": {"type": "choice", "values": ["none", "sk"]},
+                                                  "w": {"type": "choice", "values": [15, 16]}},
+                   "set": {"attention": "att", "stem.width": "w", "stages[0].width": "w"}}, "odd", validate=False)
+    study = optuna.create_study()
+    study.enqueue_trial({"att": "sk", "w": 15})  # sk splits its input channels in two: 15 does not split
+    trial = study.ask()
+    with pytest.raises(TrialFailed, match="^failed: invalid: odd: invalid point .*'sk' splits 15 input channels"):
+        Objective(study=None, space=space, cells=None, data=None, recipe=None, loggers=None)(trial)
+    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    assert attrs["status"] == "failed" and attrs["reason"].startswith("invalid: ")
