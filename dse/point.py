@@ -68,17 +68,19 @@ class BlockRule(NamedTuple):
     strides: bool = True  # the stage's first block may stride (dense and inception stages downsample by pool)
     even_width: bool = False  # the width is split in halves (ShuffleNet V2)
     expansion: bool = False  # needs an expansion ratio > 0 (the stage's, or the point's when the stage's is 0)
+    ignores: tuple[str, ...] = ()  # point fields this block has no use for: a point none of whose stages uses
+    # one of them may not set it (two ids for one net)
 
 
 MOBILE_ATTENTIONS = ("none", "se", "eca", "cbam")
 BLOCK_RULES = {
-    "plain": BlockRule(paddings=PADDINGS),
+    "plain": BlockRule(paddings=PADDINGS, ignores=("attention", "drop_path")),
     "basic": BlockRule(),
     "bottleneck": BlockRule(),
     "preact_basic": BlockRule(),
     "preact_bottleneck": BlockRule(),
-    "dense": BlockRule(attentions=("none",), strides=False),
-    "inception": BlockRule(attentions=("none",), strides=False),
+    "dense": BlockRule(attentions=("none",), strides=False, ignores=("drop_path",)),
+    "inception": BlockRule(attentions=("none",), strides=False, ignores=("drop_path",)),
     "dwsep": BlockRule(attentions=MOBILE_ATTENTIONS),
     "inverted": BlockRule(attentions=MOBILE_ATTENTIONS),  # its ratio is the point's `expansion`
     "regnet": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False),
@@ -275,6 +277,10 @@ class Point:
             self._check_block(i)
         if self.attention in ("sk", "splat"):
             self._check_split_attention()
+        for name, unset in (("attention", "none"), ("drop_path", 0.0)):
+            if getattr(self, name) != unset and all(name in BLOCK_RULES[s.block].ignores for s in self.stages):
+                raise UserError(f"{name}: no stage of this point uses it (blocks "
+                                f"{', '.join(sorted({s.block for s in self.stages}))}); valid: {unset!r}")
         _positive("layer_scale", self.layer_scale, allow_zero=True)
         if not 0.0 < self.attn_ratio <= 1.0:
             raise UserError(f"attn_ratio: must be in (0, 1], got {self.attn_ratio}")

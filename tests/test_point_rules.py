@@ -181,3 +181,16 @@ def test_a_trial_whose_values_make_no_valid_point_fails_and_the_study_goes_on():
         Objective(study=None, space=space, cells=None, data=None, recipe=None, loggers=None)(trial)
     attrs = study._storage.get_trial(trial._trial_id).user_attrs
     assert attrs["status"] == "failed" and attrs["reason"].startswith("invalid: ")
+
+
+@pytest.mark.parametrize("name, field, value", [("vgg16", "attention", "se"), ("vgg16", "drop_path", 0.1),
+                                                ("densenet121", "drop_path", 0.1), ("googlenet", "drop_path", 0.1)])
+def test_a_field_no_stage_uses_is_refused(name, field, value):
+    # Before: VGG-16 with attention 'se' built the same net as without, under another id (trained twice).
+    with pytest.raises(UserError, match=f"^{field}: no stage of this point uses it"):
+        zoo.get(name).replace(**{field: value})
+
+
+def test_a_field_one_stage_uses_is_accepted():
+    mixed = Point((Stage("plain", 1, 16), Stage("basic", 1, 32, 2)), attention="se", drop_path=0.1)
+    assert measures(mixed).params > measures(mixed.replace(attention="none")).params
