@@ -2,7 +2,7 @@
 
 For each net (resnet20, wrn_16_4, resnet18_cifar = ResNet-18's four stages on a 3x3 stem at 32 px), side by
 side in one run, on the same synthetic CIFAR-shaped data (uint8 3x32x32, 10 classes, made on the device):
-- dse: `dse.train.fit` on the Point, with its defaults (bf16 autocast, channels_last, trainer.compile=auto);
+- dse: `dse.train.fit.fit` on the Point, with its defaults (bf16 autocast, channels_last, trainer.compile=auto);
 - reference: a plain PyTorch loop written here the way the fastest CIFAR-10 trainers run (airbench,
   hlb-cifar10): data on the GPU, flip and pad-crop on the GPU, bf16 autocast, channels_last,
   torch.compile(model), SGD Nesterov with a one-cycle lr, and no host work per step beyond launching it
@@ -59,7 +59,7 @@ def point(name: str, size: int):
 
 def cifar_like(n_train: int, n_val: int, device, size: int = 32, seed: int = 0):
     """A dse Data of learnable CIFAR-shaped images made on `device`: a class template (4x4 blocks) plus noise."""
-    from dse.datasets import Data, Split
+    from dse.train.datasets import Data, Split
 
     gen = torch.Generator(device=device).manual_seed(seed)
     coarse = (torch.rand(10, 3, 4, 4, generator=gen, device=device) > 0.5).float() * 0.6 + 0.2
@@ -146,11 +146,10 @@ def _now(cuda: bool) -> float:
 # ----- dse's trial loop -----
 
 def dse_side(pt, data, recipe, steps: int, warmup: int, cuda: bool) -> dict:
-    """dse.train.fit on the Point for warmup + steps steps; img/s over the steps after warm-up, fit seconds."""
+    """dse.train.fit.fit on the Point for warmup + steps steps; img/s over the steps after warm-up, fit seconds."""
     import lightning.pytorch as pl
 
-    from dse import train
-
+    from dse.train import fit as train
     class Clock(pl.Callback):
         """Notes the time (after a sync) when the first timed step starts and when the last one ends."""
 
@@ -167,7 +166,7 @@ def dse_side(pt, data, recipe, steps: int, warmup: int, cuda: bool) -> dict:
     clock = Clock()
     result = train.fit(pt, data, recipe, callbacks=[clock], progress=False)
     if result.status != "ok":
-        sys.exit(f"dse.train.fit ended {result.status}: {result.reason}")
+        sys.exit(f"dse.train.fit.fit ended {result.status}: {result.reason}")
     return {"img_s": steps * recipe.batch_size / (clock.end - clock.start), "fit_s": result.seconds,
             "loss": result.history[-1]["train/loss"]}
 
@@ -186,7 +185,7 @@ def matmul_tflops(cuda: bool) -> float:
 
 def compare(args, cuda: bool) -> None:
     """The side-by-side table and the ratio line."""
-    from dse import train
+    from dse.train import fit as train
     from dse.network import build
     from dse.cost import complexity
 
@@ -226,8 +225,7 @@ def _device_name(cuda: bool) -> str:
 
 def pack_worker(args, cuda: bool) -> None:
     """A --pack worker: one warm-up trial, then on 'go M' M trials ('PACK done s,s,... peak_GiB'); 'quit' ends."""
-    from dse import train
-
+    from dse.train import fit as train
     size = 16 if args.smoke else 32
     device = torch.device("cuda" if cuda else "cpu")
     data = cifar_like(args.pack_images, args.batch_size, device, size, seed=os.getpid())
@@ -252,8 +250,7 @@ def pack_worker(args, cuda: bool) -> None:
 
 def pack(args, cuda: bool) -> None:
     """Trials/hour at each K of --pack-ks, on one GPU, with persistent worker processes."""
-    from dse import pool
-
+    from dse.trials import pool
     ks = [int(k) for k in args.pack_ks.split(",")]
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(ks))
@@ -265,7 +262,7 @@ def pack(args, cuda: bool) -> None:
     argv = [sys.executable, str(Path(__file__).resolve()), "--pack-worker", "--batch-size", str(args.batch_size),
             "--pack-images", str(args.pack_images), "--pack-epochs", str(args.pack_epochs), "--threads", str(threads)]
     argv += ["--smoke"] if args.smoke else []
-    print(f"bench/gpu.py --pack on {_device_name(cuda)}: a trial is dse.train.fit of resnet20 on {args.pack_images} "
+    print(f"bench/gpu.py --pack on {_device_name(cuda)}: a trial is dse.train.fit.fit of resnet20 on {args.pack_images} "
           f"synthetic images x {args.pack_epochs} epochs at batch {args.batch_size} (compile "
           f"{'auto: on' if cuda else 'off'}); {max(ks)} workers, {threads} threads each, {args.pack_trials} "
           f"trials per worker per round")

@@ -2,7 +2,7 @@
 
 Each grid point of the space (all choice params crossed) at the data's geometry gets one row. Points within
 the study's budget (the study's `constraints` over the space's own bounds, exactly as `python -m dse.search`
-applies them) are trained with the real `dse.train.fit` (one-cycle SGD, the proxy recipe) on a seeded
+applies them) are trained with the real `dse.train.fit.fit` (one-cycle SGD, the proxy recipe) on a seeded
 Fashion-MNIST subset; points over budget are recorded with their exact params/FLOPs, their relative
 violations and status over_budget, untrained. A replay of samplers and pruners can then look training up
 instead of running it, and charge the recorded seconds as its simulated cost.
@@ -200,8 +200,7 @@ def main(argv=None) -> int:
         data = load_data(args)
     recipe = None
     if feasible:
-        from dse import train
-
+        from dse.train import fit as train
         train.quiet()
         recipe = train.recipe({"recipe": "proxy", "epochs": args.epochs, "batch_size": args.batch_size,
                                "lr": args.lr, "schedule": "onecycle", "threads": args.threads, "seed": args.seed})
@@ -246,16 +245,14 @@ def main(argv=None) -> int:
 
 
 def load_data(args):
-    from dse import datasets
-
+    from dse.train import datasets
     return datasets.load(args.dataset, subset=args.subset, val_subset=args.val_subset, augment=bool(args.augment),
                          seed=args.seed)
 
 
 def train_one(point, data, recipe, epochs: int) -> dict:
     """Fit one point; the per-epoch columns of its row."""
-    from dse import train
-
+    from dse.train import fit as train
     cpu0, wall0 = time.process_time(), time.perf_counter()
     clock = _cpu_clock()
     try:

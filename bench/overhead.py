@@ -20,8 +20,7 @@ import torch
 
 def plain_loop(model, batches, recipe, steps: int, warmup: int) -> float:
     """A minimal SGD loop over the same batches; img/s over the steps after warm-up."""
-    from dse import train
-
+    from dse.train import fit as train
     model.train()
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -47,11 +46,10 @@ def plain_loop(model, batches, recipe, steps: int, warmup: int) -> float:
 
 
 def dse_loop(model, data, recipe, steps: int, warmup: int) -> float:
-    """dse.train.fit for warmup + steps steps (one epoch); img/s over the steps after warm-up."""
+    """dse.train.fit.fit for warmup + steps steps (one epoch); img/s over the steps after warm-up."""
     import lightning.pytorch as pl
 
-    from dse import train
-
+    from dse.train import fit as train
     class Clock(pl.Callback):
         """Notes the time when the first timed step starts and when the last one ends."""
 
@@ -82,7 +80,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from dse import datasets, train, zoo
+    from dse import zoo
+
+    from dse.train import datasets
+
+    from dse.train import fit as train
     from dse.network import build
 
     name = "fashion_mnist" if datasets._idx_folder(datasets.DEBIAN_FASHION_MNIST) else "synthetic"
@@ -102,7 +104,7 @@ def main() -> None:
         best["plain"], best["dse"] = max(best["plain"], plain), max(best["dse"], ours)
         print(f"repeat {r}: plain {plain:.1f} img/s, dse {ours:.1f} img/s", flush=True)
     print(f"plain PyTorch loop: {best['plain']:.1f} img/s")
-    print(f"dse.train.fit:      {best['dse']:.1f} img/s")
+    print(f"dse.train.fit.fit:      {best['dse']:.1f} img/s")
     print(f"ratio: {best['dse'] / best['plain']:.3f}")
 
 

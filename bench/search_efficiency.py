@@ -7,12 +7,12 @@ usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv
        python bench/search_efficiency.py --make-synthetic FILE [--epochs 4]   (a fake table, same format)
 
 Each run is a real Optuna study (in-memory storage, objectives accuracy max / FLOPs min, the table's budget
-as constraints) driven by dse's own trial function (`dse.objective.Objective`) and samplers
-(`dse.objective.make_sampler` with dse/conf/sampler/<name>.yaml, wrapped in `dse.sampling.FeasibleStart` as
+as constraints) driven by dse's own trial function (`dse.trials.objective.Objective`) and samplers
+(`dse.trials.objective.make_sampler` with dse/conf/sampler/<name>.yaml, wrapped in `dse.trials.sampling.FeasibleStart` as
 `python -m dse.search` wraps it: start-up trials drawn inside the budget, `random` is random search inside
 the budget, and a repeated proposal is followed by a random feasible point): only `Objective.train` is
 replaced, by a look-up of the point's row. So over-budget points are rejected without training, repeated points are not
-trained again, and under the dominance pruner every epoch runs `dse.dominance.check` on the study's
+trained again, and under the dominance pruner every epoch runs `dse.trials.dominance.check` on the study's
 storage, exactly as in `python -m dse.search`. The x-axes:
 - proposals: Optuna trials (every sampled point, also the rejected and repeated ones, which cost nothing);
 - simulated compute: the table's recorded training seconds of every point actually trained: CPU seconds
@@ -48,7 +48,7 @@ SAMPLERS = ("random", "tpe", "nsga2", "gp")
 AT = (10, 25, 50, 100, 150)  # proposals at which HV is printed
 SHARES = (0.1, 0.25, 0.5, 1.0)  # fractions of the exhaustive compute at which HV is printed
 # A run whose sampler proposes the same already-held point this many times in a row is stuck (a duplicate is
-# a FAIL trial in dse, which a model-based sampler ignores; dse.sampling answers each repeat with a random
+# a FAIL trial in dse, which a model-based sampler ignores; dse.trials.sampling answers each repeat with a random
 # feasible point, so this guard should no longer fire): it ends there and the rest of its proposals count
 # as changing nothing (which is what dse would get, only slower).
 STUCK = 10
@@ -151,11 +151,11 @@ def make_synthetic(path: Path, epochs: int = 4, seed: int = 0) -> None:
 
 def sampler_for(name: str, seed: int, space):
     """dse's sampler for dse/conf/sampler/<name>.yaml, wrapped as `python -m dse.search` wraps it
-    (dse.sampling.FeasibleStart: start-up trials inside the budget, a random feasible point after a repeat)."""
+    (dse.trials.sampling.FeasibleStart: start-up trials inside the budget, a random feasible point after a repeat)."""
     import yaml
 
-    from dse.objective import make_sampler
-    from dse.sampling import FeasibleStart, SamplerConfig, startup_count
+    from dse.trials.objective import make_sampler
+    from dse.trials.sampling import FeasibleStart, SamplerConfig, startup_count
 
     conf = ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml"
     cfg = SamplerConfig.of(yaml.safe_load(conf.read_text()) if conf.is_file() else {"name": name})
@@ -167,16 +167,18 @@ def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: i
     cumulative compute, HV, trained count; and the notes."""
     import optuna
 
-    from dse import dominance, study as studies
-    from dse import objective as obj
-    from dse.train import TrainResult
+    from dse import study as studies
+
+    from dse.trials import dominance
+    from dse.trials import objective as obj
+    from dse.train.fit import TrainResult
 
     epochs = meta["epochs"]
     ref = float(space.constraints["flops"]["max"])
     state = {"compute": 0.0, "front": [], "trained": 0, "pruned": 0, "missing": 0}
 
     class Replay(obj.Objective):
-        """dse's trial function; training looked up in the table (and pruned by dse.dominance.check)."""
+        """dse's trial function; training looked up in the table (and pruned by dse.trials.dominance.check)."""
 
         def train(self, trial, point, seed, params, flops, *args, **kwargs):
             row = table.get(point.id)
@@ -242,7 +244,7 @@ def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: i
 
 def dominance_rungs(pruner, epochs: int) -> str:
     """The epochs at which the pruner may stop a fit of `epochs` epochs, e.g. '2-3' (or 'none')."""
-    from dse.dominance import first_rung
+    from dse.trials.dominance import first_rung
 
     lo, hi = first_rung(epochs, pruner.warmup), epochs - 1
     return "none" if lo > hi else str(lo) if lo == hi else f"{lo}-{hi}"
@@ -290,7 +292,7 @@ def report(table: dict, meta: dict, space, results: dict, args, source: str) -> 
     pruner = results.get("_pruner")
     if pruner:
         lines.append(f"dominance pruner: eps {pruner.eps:g}, min_trials {pruner.min_trials}, warmup "
-                     f"{pruner.warmup:g} (prunes at epochs {dominance_rungs(pruner, meta['epochs'])}; dse.dominance's "
+                     f"{pruner.warmup:g} (prunes at epochs {dominance_rungs(pruner, meta['epochs'])}; dse.trials.dominance's "
                      "defaults unless --eps/--min-trials/--warmup)")
     runs_all = [r for runs in results.values() if isinstance(runs, list) for r in runs]
     notes = sorted({r["note"] for r in runs_all if r["note"]})
@@ -373,7 +375,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--samplers", default=",".join(SAMPLERS))
     ap.add_argument("--pruned", default="tpe,random", help="samplers also run with the dominance pruner")
-    ap.add_argument("--eps", type=float, default=None, help="dominance margin (default: dse.dominance.EPS)")
+    ap.add_argument("--eps", type=float, default=None, help="dominance margin (default: dse.trials.dominance.EPS)")
     ap.add_argument("--min-trials", type=int, default=None, help="dominance: records needed at a rung")
     ap.add_argument("--warmup", type=float, default=None, help="dominance: share of epochs never pruned")
     ap.add_argument("--out", default=None, help="also write the printed lines to this file")
@@ -394,8 +396,7 @@ def main(argv=None) -> int:
     table, meta = read_table(path)
     space = load_space(meta)
     check_ids(table, space)
-    from dse import dominance
-
+    from dse.trials import dominance
     settings = dominance.DominancePruner(**{k: v for k, v in (("eps", args.eps), ("min_trials", args.min_trials),
                                                                ("warmup", args.warmup)) if v is not None})
     results: dict = {}

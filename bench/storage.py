@@ -7,24 +7,24 @@ For each storage (SQLite file, a real PostgreSQL server started here like tests/
 journal file) the study is prefilled to each size with trials that look like dse's (the params, user attrs
 and system attrs a real dse trial writes, one point claim per trial), then `--workers` processes run
 `--trials-per-worker` trials each, all at once (a barrier, after each has read the trials new to it). A worker
-keeps one storage object (dse.storage.open_storage) and its Optuna cache for all configs and sizes, like a
+keeps one storage object (dse.trials.storage.open_storage) and its Optuna cache for all configs and sizes, like a
 long-lived dse worker; its start-up (open + read every trial) is timed apart (open_s). Configs:
 
     optuna/random, optuna/tpe  plain Optuna: a study on the same storage object, an ask / suggest the space's
                                4 params / tell loop (ask/tell never use the heartbeat): what a user of plain
                                Optuna pays
     dse/random, dse/tpe        dse's path: dse.search.make_sampler (FeasibleStart around
-                               dse/conf/sampler/{random,tpe}.yaml), the real dse.objective.Objective with
+                               dse/conf/sampler/{random,tpe}.yaml), the real dse.trials.objective.Objective with
                                training replaced by an instant result (so owners.mark, Space.suggest,
                                claims.claim / take_over, every set_user_attr and set_constraint are dse's own),
                                signals.guard, study.optimize with catch, gc_after_trial=True, dse.search's
-                               per-trial lines (dse.screen) and the StopAt and StopOnSignal callbacks
+                               per-trial lines (dse.trials.screen) and the StopAt and StopOnSignal callbacks
 
 Each trial is timed from Optuna's `_run_trial` to the end of its callbacks, with its pieces timed by wrapping
 the functions dse and Optuna call (ask: create the trial + the sampler's relative sampling; stale: Optuna's
 fail_stale_trials; hb: the heartbeat thread; mark, suggest, claim, attrs (set_user_attr + set_constraint),
 count (analytic params/FLOPs), tell, stopat, gc). dse.search's `after` callback rewrites trials.csv
-(dse.results.write_all) after every counted trial; it is timed on its own, in this process, after the workers
+(dse.results.files.write_all) after every counted trial; it is timed on its own, in this process, after the workers
 (write_all without plots, and the plots it adds every 5th trial), because at 10k trials one call takes
 seconds. The table's "dse+after" adds it (times the share of trials that count) to dse/tpe.
 
@@ -62,7 +62,7 @@ CONFIGS = ("optuna/random", "optuna/tpe", "dse/random", "dse/tpe")
 PIECES = ("ask", "suggest", "mark", "claim", "attrs", "count", "tell", "stale", "hb", "after", "stopat", "gc",
           "gc_cpu")
 REPORT_EVERY = 5  # dse.search's report_every default: plots are redrawn every 5th counted trial
-SETTINGS = {  # what dse.provenance.settings records on every trial of the default study
+SETTINGS = {  # what dse.trials.provenance.settings records on every trial of the default study
     "data": {"name": "fashion_mnist", "subset": 20000, "val_subset": None, "val_fraction": 0.1, "image_size": None,
              "augment": False},
     "trainer": {"epochs": 2, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "nesterov": True,
@@ -162,7 +162,7 @@ def space_facts(space) -> list[dict]:
     import optuna
 
     from dse import complexity
-    from dse.objective import violations, with_geometry
+    from dse.trials.objective import violations, with_geometry
     from dse.errors import Infeasible
 
     choice = {name: [p.label(v) for v in p.values] for name, p in space.params.items()}
@@ -222,8 +222,8 @@ def prefill_rdb(url: str, facts: list[dict], upto: int, rng: random.Random) -> i
     from optuna.storages._rdb import models
     from sqlalchemy import func, insert, select
 
-    from dse.claims import CLAIM
-    from dse.storage import _driver
+    from dse.trials.claims import CLAIM
+    from dse.trials.storage import _driver
 
     storage = optuna.storages.RDBStorage(_driver(url), engine_kwargs={"connect_args": {"timeout": 120}}
                                          if url.startswith("sqlite") else {})
@@ -304,7 +304,7 @@ _JOURNALS: dict = {}  # journal path -> (backend, JournalStorage) of this proces
 
 
 def prefill_journal(path: Path, facts: list[dict], upto: int, rng: random.Random) -> int:
-    """Add trials (and one claim marker study each, as dse.claims writes them) until the study holds `upto`."""
+    """Add trials (and one claim marker study each, as dse.trials.claims writes them) until the study holds `upto`."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import BaseJournalBackend
@@ -364,8 +364,9 @@ def _instrument() -> None:
     from optuna.trial import Trial
 
     import dse
-    from dse import claims, objective, owners
-
+    from dse.trials import claims
+    from dse.trials import objective
+    from dse.trials import owners
     global _CUR
     optuna.storages.fail_stale_trials = _timed("stale", optuna.storages.fail_stale_trials)
     opt._tell_with_warning = _timed("tell", opt._tell_with_warning)
@@ -415,17 +416,16 @@ def _unwrap_cache(storage):
 
 
 def claims_unwrap_journal() -> bool:
-    """Does dse.claims._backend unwrap a JournalStorage to its file backend (so that every claim fails)?
+    """Does dse.trials.claims._backend unwrap a JournalStorage to its file backend (so that every claim fails)?
 
-    JournalStorage keeps its file backend in `_backend`, the attribute dse.claims reads to look under
+    JournalStorage keeps its file backend in `_backend`, the attribute dse.trials.claims reads to look under
     Optuna's _CachedStorage; claim() then takes the in-memory branch on a JournalFileBackend and raises
     AttributeError, which ends the study. The bench then times the marker-study claim dse means to make.
     """
     from optuna.storages import BaseStorage, JournalStorage
     from optuna.storages.journal import BaseJournalBackend
 
-    from dse import claims
-
+    from dse.trials import claims
     class Nothing(BaseJournalBackend):  # no file: only the attribute layout matters
         def read_logs(self, log_number_from):
             return []
@@ -450,9 +450,8 @@ def _finish_record(records: list, trial) -> None:
 
 
 def _fake_objective(space, seed: int):
-    """dse.objective.Objective whose training returns at once (what is left is dse's storage work)."""
-    from dse import objective as obj
-
+    """dse.trials.objective.Objective whose training returns at once (what is left is dse's storage work)."""
+    from dse.trials import objective as obj
     class Instant(obj.Objective):
         """Trains nothing: a result like a 2-epoch fit."""
 
@@ -469,10 +468,10 @@ def _fake_objective(space, seed: int):
 
 
 def _open(task: dict):
-    """dse's storage on the task's URL (dse.storage.open_storage: heartbeats on RDB storages)."""
+    """dse's storage on the task's URL (dse.trials.storage.open_storage: heartbeats on RDB storages)."""
     import optuna
 
-    from dse.storage import open_storage
+    from dse.trials.storage import open_storage
 
     try:
         return open_storage(task["url"], Path(task["run_dir"]))
@@ -483,7 +482,7 @@ def _open(task: dict):
 def _sampler_cfg(name: str):
     import yaml
 
-    from dse.sampling import SamplerConfig
+    from dse.trials.sampling import SamplerConfig
 
     return SamplerConfig.of(yaml.safe_load((ROOT / "dse" / "conf" / "sampler" / f"{name}.yaml").read_text()))
 
@@ -504,8 +503,7 @@ def _plain_study(task: dict):
 
 def _run_plain(task: dict, index: int, barrier, space) -> dict:
     """Plain Optuna: ask / suggest the space's 4 params / tell, timed per piece."""
-    from dse import objective as obj
-
+    from dse.trials import objective as obj
     start = time.perf_counter()
     study = _plain_study(task)
     study.sampler = obj.make_sampler(_sampler_cfg(task["sampler"]), 1000 * task["run"] + index, multi=True)
@@ -535,9 +533,9 @@ def _run_plain(task: dict, index: int, barrier, space) -> dict:
 
 def _dse_study(task: dict):
     """dse's study on the task's storage, opened as dse.search.run opens it (once per worker)."""
-    from dse import objective as obj
-    from dse import owners, search
-
+    from dse.trials import objective as obj
+    from dse import search
+    from dse.trials import owners
     key = (task["url"], False)
     if key not in _OPEN:
         storage = _open(task)
@@ -553,9 +551,9 @@ def _dse_study(task: dict):
 
 def _run_dse(task: dict, index: int, barrier, space) -> dict:
     """dse's path: the sampler of dse.search.make_sampler, then study.optimize as dse.search.run calls it."""
-    from dse import objective as obj
-    from dse import search, signals
-
+    from dse.trials import objective as obj
+    from dse import search
+    from dse.trials import signals
     os.environ["DSE_WORKER"] = str(index)  # dse.search.make_sampler seeds each worker apart
     start = time.perf_counter()
     optuna_study, done = _dse_study(task)
@@ -567,7 +565,7 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
     records = []
     line = getattr(search, "_summary_line", None)  # dse.search.run's per-trial lines, where they live now
     try:
-        from dse.screen import Screen, trial_line
+        from dse.trials.screen import Screen, trial_line
 
         screen = Screen(optuna_study.get_trials(deepcopy=False), None)
     except ImportError:
@@ -678,13 +676,13 @@ class Pool:
 # ----------------------------------------------------------------------------------------------------------
 
 def training_imports() -> float:
-    """Import what a dse worker that trains has imported (torch, Lightning, timm, dse.train); seconds."""
+    """Import what a dse worker that trains has imported (torch, Lightning, timm, dse.train.fit); seconds."""
     t = time.perf_counter()
     import lightning.pytorch  # noqa: F401
     import timm  # noqa: F401
 
     import dse.network  # noqa: F401
-    import dse.train  # noqa: F401
+    import dse.train.fit  # noqa: F401
     return time.perf_counter() - t
 
 
@@ -692,7 +690,7 @@ def parent_study(url: str, run_dir: Path):
     """This process's study on `url` (kept across sizes: later sizes read only the new trials)."""
     import optuna
 
-    from dse.storage import open_storage
+    from dse.trials.storage import open_storage
 
     run_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.load_study(study_name=STUDY, storage=open_storage(url, run_dir))
@@ -712,12 +710,12 @@ def cold_open(url: str, run_dir: Path) -> float:
 
 
 def time_write_all(study, run_dir: Path, reps: int, plots: bool = True) -> dict:
-    """ms of dse.results.write_all without plots (median of reps) and its parts, and of the plots it adds;
+    """ms of dse.results.files.write_all without plots (median of reps) and its parts, and of the plots it adds;
     and of one gc.collect() (what gc_after_trial=True costs) in this process, which holds the study's trials
     in Optuna's cache like a worker does."""
     import gc
 
-    from dse import results as report  # the result files dse.search writes after each trial
+    from dse.results import files as report  # the result files dse.search writes after each trial
 
     study.get_trials(deepcopy=False)  # the new trials into the cache, as a worker that has run trials has them
     out = {}
@@ -775,8 +773,8 @@ def time_write_all(study, run_dir: Path, reps: int, plots: bool = True) -> dict:
 
 def _create_study(url: str, run_dir: Path) -> None:
     """The empty study, created the way dse creates it."""
-    from dse import objective as obj
-    from dse.storage import open_storage
+    from dse.trials import objective as obj
+    from dse.trials.storage import open_storage
 
     storage = open_storage(url, run_dir)
     study = dse_study()
@@ -843,14 +841,14 @@ def main(argv=None) -> int:
     facts = space_facts(space)
     over = sum(any(v > 0 for v in f["over"].values()) for f in facts)
     if "journal" in args.storages and claims_unwrap_journal():
-        print("NOTE journal: dse.claims._backend(JournalStorage) returns its JournalFileBackend, so every dse claim "
+        print("NOTE journal: dse.trials.claims._backend(JournalStorage) returns its JournalFileBackend, so every dse claim "
               "on a journal raises AttributeError and ends the study; the journal rows below time the marker-study "
               "claim with that unwrapping fixed (only Optuna's _CachedStorage unwrapped)", flush=True)
     print(f"space resnext: {len(facts)} points, {over} over budget (prefilled trials pick points uniformly)",
           flush=True)
     pool = Pool(args.workers)
     if not args.bare:
-        print(f"this process imported torch, Lightning, timm, dse.train in {training_imports():.1f} s (for the gc "
+        print(f"this process imported torch, Lightning, timm, dse.train.fit in {training_imports():.1f} s (for the gc "
               "column of write_all: a training worker's gc.collect)", flush=True)
     results, writes, skipped = [], [], []
     run = 0

@@ -9,7 +9,7 @@ trials count (user attr status 'ok' with a validation accuracy); error = 1 - val
 
     edf.csv, edf.png     per trained trial: group, number, error, complexity, weight, edf, edf_normalized;
                          the plain and the complexity-normalized error EDF of each group with 95% bootstrap
-                         bands (the rule: dse.edf)
+                         bands (the rule: dse.results.edf)
     ks.csv               pairwise KS statistics between the groups' normalized (and plain) EDFs
     trends.csv/.png      per sampled parameter value: median error, and RegNet's empirical-bootstrap estimate
                          of the minimum error (25% resamples, 10^4 times) with its 95% interval
@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dse.analysis import MEASURES, Analysis, Run, analyze_runs, check_options, study_run, summary, write
+from dse.results.analysis import MEASURES, Analysis, Run, analyze_runs, check_options, study_run, summary, write
 from dse.errors import UserError
 
 

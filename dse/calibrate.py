@@ -180,7 +180,7 @@ def prepare(args: dict, budget: dict):
 
 def finished(study) -> set[tuple[str, int]]:
     """The cells x seeds whose trial is final: trained, refused (over the budget), or failed with a reason."""
-    from dse.claims import cell_of
+    from dse.trials.claims import cell_of
 
     out = set()
     for t in study.get_trials(deepcopy=False):
@@ -193,7 +193,7 @@ def finished(study) -> set[tuple[str, int]]:
 
 def cost(study) -> tuple[float, str]:
     """(CPU seconds of the study's grid trials, where they come from): `cpu_seconds`, else `train_seconds`."""
-    from dse.claims import cell_of
+    from dse.trials.claims import cell_of
 
     total, fallback, counted, none = 0.0, 0, 0, 0
     for t in study.get_trials(deepcopy=False) if study is not None else []:
@@ -217,7 +217,7 @@ def cost(study) -> tuple[float, str]:
 
 def measure(args: dict, budget: dict, job) -> dict:
     """What a budget's storage holds: errors per seed, cost, seeds completed (plain data)."""
-    from dse import table
+    from dse.results import tables as table
 
     study = table.stored_study(job.study.name, None, job.run_dir)
     per_seed = table.by_seed(study) if study is not None else {}
@@ -238,7 +238,7 @@ def means(result: dict) -> dict[str, float]:
 
 def score(results: list[dict], paper: dict[str, float]) -> dict | None:
     """Add rows, tau, tau_lo, tau_hi, tau_vs_dearest and reference to each result; returns the dearest."""
-    from dse import table
+    from dse.results import tables as table
 
     trained = [r for r in results if r["per_seed"]]
     dearest = max(trained, key=lambda r: r["cpu_minutes"], default=None)
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
         check_study(args["study"])
         check_keys(args["budgets"])
         jobs = [prepare(args, b) for b in args["budgets"]]  # every value checked before anything runs
-        from dse.table import paper_column
+        from dse.results.tables import paper_column
 
         paper = paper_column(jobs[0].study.paper)
     except UserError as exc:
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
 
 def train(args: dict, budget: dict, job) -> int:
     """Run dse.search for a budget unless its storage holds every cell x seed finished (or --dry-run)."""
-    from dse import table
+    from dse.results import tables as table
 
     study = table.stored_study(job.study.name, None, job.run_dir)
     want = {(lab, s) for lab in job.cells for s in range(args["seeds"])}
@@ -385,7 +385,7 @@ def train(args: dict, budget: dict, job) -> int:
 
 def summarize(args: dict, jobs: list, paper: dict[str, float], command: str) -> int:
     """Measure every budget's storage, print the table and the pick, write calibration.csv and .png."""
-    from dse.calibrate_plot import plot
+    from dse.results.calibration_plot import plot
 
     name = jobs[0].study.name
     results = [measure(args, b, job) for b, job in zip(args["budgets"], jobs)]

@@ -36,7 +36,7 @@ class TrialRecord:
     rf_stride: int | None = None
     latency_ms: float | None = None  # measured on the trial's device (objective `latency`)
     latency_device: str | None = None
-    settings: dict | None = None  # what it was trained with (dse.provenance)
+    settings: dict | None = None  # what it was trained with (dse.trials.provenance)
     # the net actually trained, when a proxy thins it (model.width_scale < 1)
     width_scale: float | None = None
     trained_params: int | None = None
@@ -54,7 +54,7 @@ class TrialRecord:
     history: list | None = None  # per-epoch metrics of the (first) fit
     # the outcome: set last
     duplicate_of: int | None = None  # the trial number that holds the same point and seed
-    detail: str | None = None  # a stopped trial's words (dse.signals)
+    detail: str | None = None  # a stopped trial's words (dse.trials.signals)
     reason: str | None = None
     status: str | None = None
 

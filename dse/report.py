@@ -3,8 +3,8 @@
     python -m dse.report runs/<name> [storage=URL] [--wandb-workspace]   (the W&B workspace needs a key)
     python -m dse.report study.name=<name> [run_dir=runs/<name>] [storage=URL]
 
-writes trials.csv, pareto.csv, pareto.png, pareto.html and best.yaml (dse.results, as dse.search does after
-every trial) and report.html (dse.report_html).
+writes trials.csv, pareto.csv, pareto.png, pareto.html and best.yaml (dse.results.files, as dse.search does after
+every trial) and report.html (dse.results.page).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dse.errors import UserError
-from dse.results import (FIXED, flatten, objectives_of, pareto, row, rows, scored,  # noqa: F401 (its files' names)
+from dse.results.files import (FIXED, flatten, objectives_of, pareto, row, rows, scored,  # noqa: F401 (its files' names)
                          write_all, write_best)
 from dse.rundir import SavedRun
 
@@ -47,7 +47,7 @@ def load_study(run_dir: Path, name: str, storage: str | None):
     """The stored study (a UserError when it is not there)."""
     import optuna
 
-    from dse.storage import open_storage
+    from dse.trials.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -59,19 +59,17 @@ def load_study(run_dir: Path, name: str, storage: str | None):
 def main(argv=None) -> int:
     """Entry point: rebuild the result files of one study."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    workspace = "--wandb-workspace" in argv  # also save the study's W&B workspace (dse.wandb_panels)
+    workspace = "--wandb-workspace" in argv  # also save the study's W&B workspace (dse.results.wandb_panels)
     argv = [a for a in argv if a != "--wandb-workspace"]
     url = None
     try:
         run_dir, name, storage, saved = locate(argv)
         study = load_study(run_dir, name, storage)
         out = write_all(study, run_dir)
-        from dse import report_html
-
+        from dse.results import page as report_html
         report_html.write(run_dir, study, out["rows"], out["front"])
         if workspace:
-            from dse import wandb_panels
-
+            from dse.results import wandb_panels
             url = wandb_panels.save_workspace(study, out["rows"], saved.wandb_entity, saved.wandb_project)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

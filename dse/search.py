@@ -28,10 +28,10 @@ import yaml
 from dse.errors import UserError
 
 if TYPE_CHECKING:  # the typed pieces of a Job (imported where they are made: heavy imports stay lazy)
-    from dse.pool import PoolConfig
-    from dse.sampling import SamplerConfig
+    from dse.trials.pool import PoolConfig
+    from dse.trials.sampling import SamplerConfig
     from dse.study import Study
-    from dse.wandb_log import LoggerConfig
+    from dse.results.wandb_log import LoggerConfig
 
 GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger")
 USAGE = """usage: python -m dse.search [space=NAME] [study=NAME] [data=NAME] [fidelity=NAME] [sampler=NAME] [logger=NAME]
@@ -257,13 +257,13 @@ class Job:
     logger: LoggerConfig
     pool: PoolConfig
     options: Options
-    data: object  # dse.datasets.Data (or dse.imagenet.Streamed)
-    recipe: object  # dse.train.Recipe
+    data: object  # dse.train.datasets.Data (or dse.train.imagenet.Streamed)
+    recipe: object  # dse.train.fit.Recipe
     run_dir: Path
     storage_url: str | None
     config_yaml: str  # the resolved config, storage password masked: the run directory's config.yaml
     thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
-    settings: dict | None = None  # what trials are trained with (dse.provenance), recorded per trial
+    settings: dict | None = None  # what trials are trained with (dse.trials.provenance), recorded per trial
     argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
     started: float = 0.0  # time.monotonic() when the command started: study.timeout counts from here
 
@@ -282,7 +282,7 @@ def prepare(cfg: dict) -> Job:
     study = studies.from_dict(study_cfg)
     data = load_data(cfg)
     space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
-    from dse.sampling import SamplerConfig, auto
+    from dse.trials.sampling import SamplerConfig, auto
 
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     if sampler["name"] == "auto":
@@ -301,16 +301,14 @@ def prepare(cfg: dict) -> Job:
                         f"(valid: {', '.join(options('space'))})")
     if cells is not None and not cells:
         raise UserError(f"study {study.name!r}: the grid has no cells")
-    from dse import budget
-
+    from dse.trials import budget
     if cells is not None:
         budget.check_cells(space, cells)  # before the storage is touched
     elif not os.environ.get("DSE_WORKER"):  # the pool's parent has said it already
         budget.check_space(space)
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
-    from dse import provenance
-
+    from dse.trials import provenance
     thin = model_thinning(cfg)
     root = Options(seed=int(cfg.get("seed", 0)), progress=cfg.get("progress", True),
                    report_every=int(cfg.get("report_every", 5)))
@@ -323,7 +321,7 @@ def prepare(cfg: dict) -> Job:
 
 def logger_config(cfg: dict) -> LoggerConfig:
     """The `logger` node as a LoggerConfig (keys it does not know are left out)."""
-    from dse.wandb_log import LoggerConfig
+    from dse.results.wandb_log import LoggerConfig
 
     node = dict(cfg.get("logger") or {"name": "none"})
     return LoggerConfig(**{f.name: node[f.name] for f in dataclasses.fields(LoggerConfig) if f.name in node})
@@ -331,7 +329,7 @@ def logger_config(cfg: dict) -> LoggerConfig:
 
 def pool_config(cfg: dict) -> PoolConfig:
     """`workers`, `workers_per_gpu`, the GPUs per trial (trainer.devices when a number, else 1) and `progress`."""
-    from dse.pool import PoolConfig
+    from dse.trials.pool import PoolConfig
 
     devices = (cfg.get("trainer") or {}).get("devices", 1)
     return PoolConfig(workers=cfg.get("workers", 1), per_gpu=cfg.get("workers_per_gpu", "auto"),
@@ -386,8 +384,7 @@ def load_space(node: dict, data, study_bounds: dict | None = None):
 
 def load_data(cfg: dict):
     """The dataset as tensors (a UserError if it is unknown or missing)."""
-    from dse import datasets
-
+    from dse.train import datasets
     data_cfg = {k: v for k, v in dict(cfg.get("data") or {}).items()}
     name = data_cfg.pop("name", None)
     return datasets.load(name, **_accepted(datasets.load, data_cfg), seed=cfg.get("seed", 0))
@@ -398,8 +395,7 @@ def make_recipe(cfg: dict, study):
 
     Grid studies (ablation tables) also score the test set unless trainer.eval_test says otherwise.
     """
-    from dse import train
-
+    from dse.train import fit as train
     given = {k: v for k, v in dict(cfg.get("trainer") or {}).items() if v is not None}
     trainer = {"seed": int(cfg.get("seed", 0)), **given}
     if study.is_grid:
@@ -417,7 +413,7 @@ def _accepted(fn, kwargs: dict) -> dict:
 
 def masked_config(cfg: dict) -> dict:
     """The config with the storage password masked, fit to save or log."""
-    from dse.storage import mask
+    from dse.trials.storage import mask
 
     out = dict(cfg)
     if out.get("storage"):
@@ -429,11 +425,17 @@ def run(job: Job) -> int:
     """Open the storage, create or resume the study, run the remaining trials, write the results; exit code."""
     import optuna
 
-    from dse import claims, owners, pool, signals
-    from dse import objective as obj
-    from dse import results
-    from dse.storage import default_url, open_storage
-    from dse.wandb_log import Loggers
+    from dse.trials import claims
+
+    from dse.trials import owners
+
+    from dse.trials import pool
+
+    from dse.trials import signals
+    from dse.trials import objective as obj
+    from dse.results import files as results
+    from dse.trials.storage import default_url, open_storage
+    from dse.results.wandb_log import Loggers
 
     study = job.study
     storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
@@ -445,8 +447,7 @@ def run(job: Job) -> int:
     prune = study.pruner != "none"
     optuna_study = obj.open_study(storage, study, make_sampler(job, len(done)),
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
-    from dse import provenance
-
+    from dse.trials import provenance
     job = size_trials(job, optuna_study)
     provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
     write_config(job)
@@ -468,8 +469,8 @@ def run(job: Job) -> int:
         _final_line(study.name, job.run_dir, out)
         return code
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
-    from dse import deadline as pace
-    from dse.screen import Screen, trial_line
+    from dse.trials import deadline as pace
+    from dse.trials.screen import Screen, trial_line
 
     screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
     bar = _bar(total, total - remaining, study.name, job.options.progress, study.timeout)
@@ -547,8 +548,8 @@ def deadline(job: Job) -> float | None:
 def size_trials(job: Job, optuna_study) -> Job:
     """study.trials_per_timeout: measure, then cut data.subset so ~N trials fit (a resume reuses the size);
     returns the job with its data, recipe and settings sized (the same job when nothing changes)."""
-    from dse import provenance, sizing
-
+    from dse.trials import provenance
+    from dse.trials import sizing
     study = job.study
     if not (study.trials_per_timeout and study.timeout) or job.space is None or job.cells is not None:
         return job
@@ -590,10 +591,10 @@ def make_sampler(job: Job, done: int):
 
     Each pool worker (env DSE_WORKER) gets its own seed, so workers do not propose the same points; a
     resumed study starts from a new seed, so it does not replay its first draws. With a timeout, the last
-    points are chosen to fit the time left (dse.sampling).
+    points are chosen to fit the time left (dse.trials.sampling).
     """
-    from dse import objective as obj
-    from dse.sampling import FeasibleStart, startup_count
+    from dse.trials import objective as obj
+    from dse.trials.sampling import FeasibleStart, startup_count
 
     worker = int(os.environ.get("DSE_WORKER", "0") or 0)
     seed = job.options.seed + done + 7919 * worker
@@ -638,7 +639,7 @@ def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | No
 
 def _final_line(name: str, run_dir: Path, out: dict) -> None:
     """What the run left behind."""
-    from dse.results import scored
+    from dse.results.files import scored
 
     ok = scored(out["rows"])
     best = max(ok, key=lambda r: r["accuracy"], default=None)
@@ -652,7 +653,7 @@ def main(argv=None) -> int:
     """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
     started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from dse.storage import hide_in_env
+    from dse.trials.storage import hide_in_env
 
     sys.argv[1:] = hide_in_env(sys.argv[1:])  # W&B records the command line; DDP re-runs it
     if any(a in ("-h", "--help") for a in argv):
@@ -670,11 +671,9 @@ def main(argv=None) -> int:
             return 0
         _quiet()
         job = dataclasses.replace(prepare(cfg), argv=tuple(argv), started=started)
-        from dse import ddp
-
+        from dse.train import ddp
         if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
-            from dse import train
-
+            from dse.train import fit as train
             code = ddp.follow(train.fit, job.data, job.recipe)
         else:
             code = run(job)

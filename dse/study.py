@@ -11,7 +11,7 @@ Schema (every key optional except where said):
     objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
     sampler: tpe              # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random)
     pruner: none              # single-objective only: none, median, halving, hyperband; or dominance
-                              # (multi-objective, needs a cost objective: dse.dominance)
+                              # (multi-objective, needs a cost objective: dse.trials.dominance)
     grid:                     # an ablation: fixed cells instead of sampling
       - {label: wrn_28_10, point: wrn_28_10}           # a zoo name
       - {label: custom, point: {stages: [...], ...}}   # a Point as a dict
@@ -37,7 +37,7 @@ import yaml
 from dse.errors import UserError
 
 # Objectives: accuracy or error, plus costs from dse.cost.measures (flops, params, acts; rf, the receptive
-# field, is maximized: a wider view at the same cost) and the measured `latency` (dse.latency, ms per batch).
+# field, is maximized: a wider view at the same cost) and the measured `latency` (dse.train.latency, ms per batch).
 DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", "params": "minimize",
               "acts": "minimize", "rf": "maximize", "latency": "minimize"}
 BOUNDED = ("flops", "params", "acts", "rf")  # what `constraints` may bound (analytic, known before training)

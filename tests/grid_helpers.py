@@ -37,8 +37,8 @@ def per_cell(url: str, name: str) -> tuple[Counter, list]:
     """(COMPLETE trials per (cell, seed), all trials) of the study."""
     import optuna
 
-    from dse.claims import cell_of
-    from dse.storage import open_storage
+    from dse.trials.claims import cell_of
+    from dse.trials.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, "."))
     trials = study.get_trials(deepcopy=False)

@@ -1,5 +1,5 @@
 """A claimer for the point-claim race test, run as a subprocess: waits until START (epoch seconds), then
-claims keys k0..k{N-1} of one study through the real dse.claims.claim and prints the keys it won.
+claims keys k0..k{N-1} of one study through the real dse.trials.claims.claim and prints the keys it won.
 
 usage: python tests/point_claims_worker.py URL STUDY N START HOLDER
 """
@@ -8,8 +8,8 @@ import time
 
 import optuna
 
-from dse import claims
-from dse.storage import open_storage
+from dse.trials import claims
+from dse.trials.storage import open_storage
 
 
 def main(url: str, name: str, n: str, start: str, holder: str) -> int:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from scipy.stats import kendalltau
 
-from dse import calibrate, table
+from dse import calibrate
+from dse.results import tables as table
 
 PAPER = {r["label"]: r["cifar10"] for r in table.paper_table("wrn_table4")["rows"]}
 # Three paper rows of WRN Table 4, as tiny nets (the labels pick the paper's errors; the nets only need to differ)

@@ -1,6 +1,6 @@
 """Crash safety of `python -m dse.search` (subprocesses, SQLite): SIGKILL, SIGTERM, NaN and OOM trials.
 
-Faults come from the documented test hook DSE_TEST_FAULT (dse/faults.py). There is no GPU here: the OOM is
+Faults come from the documented test hook DSE_TEST_FAULT (dse/train/faults.py). There is no GPU here: the OOM is
 torch.cuda.OutOfMemoryError raised inside the first training step, which is what CUDA raises.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from crash_helpers import kill_and_resume, ok, search, start, trials, wait_runni
 def test_sigkill_mid_trial_then_resume_sqlite(tmp_path):
     got, victim, _ = kill_and_resume(tmp_path, None, "kill")
     dead = next(t for t in got if t.number == victim.number)
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.owners
+    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.trials.owners
     trained = [t for t in got if t.user_attrs.get("status") not in ("rejected", "duplicate")]  # over budget: cheap
     before = [t for t in trained if t.number < victim.number]
     assert [t.state.name for t in before] == ["COMPLETE"]  # done before the kill: kept

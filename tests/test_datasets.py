@@ -1,4 +1,4 @@
-"""dse.datasets: every loader on real files (CIFAR pickles and PNGs written here), splits, batches."""
+"""dse.train.datasets: every loader on real files (CIFAR pickles and PNGs written here), splits, batches."""
 import gzip
 import pickle
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dse import datasets
+from dse.train import datasets
 from dse.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Multi-objective pruning by epsilon-dominance at a rung (dse.dominance): the rule on hand-computed cases,
+"""Multi-objective pruning by epsilon-dominance at a rung (dse.trials.dominance): the rule on hand-computed cases,
 the rung records in an Optuna storage, the wiring (study file, pruner, train callback), and real
 `dse.search` runs where the rule fires (one process, and a two-rank DDP trial on CPU)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import optuna
 import pytest
 
-from dse import dominance as dom
+from dse.trials import dominance as dom
 from dse.errors import UserError
 from search_helpers import load_study, ok, read_csv, search, search_here
 
@@ -117,8 +117,8 @@ def test_study_file_accepts_dominance_for_multi_objective_only():
 
 
 def test_make_pruner_and_train_pick_the_dominance_callback():
-    from dse import train
-    from dse.objective import make_pruner
+    from dse.train import fit as train
+    from dse.trials.objective import make_pruner
 
     pruner = make_pruner("dominance", 3)
     assert isinstance(pruner, optuna.pruners.NopPruner) and pruner.eps == dom.EPS
@@ -144,7 +144,9 @@ def _seed_study(run_dir, name: str, epochs: int) -> list[dict]:
     CHEAP costs fewer FLOPs than every other trial, so nothing can dominate it."""
     from optuna.distributions import CategoricalDistribution
 
-    from dse import complexity, datasets
+    from dse import complexity
+
+    from dse.train import datasets
     from dse.space.parse import load
 
     data = datasets.load("synthetic", subset=512, val_subset=256)

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from dse import datasets, pool, train
+from dse.train import datasets
+
+from dse.trials import pool
+
+from dse.train import fit as train
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 
@@ -110,7 +114,7 @@ def test_val_acc_and_loss_are_those_of_the_trained_net(data):
 
 def test_loss_watch_stops_a_nan_run_mid_epoch(data, monkeypatch):
     monkeypatch.setattr(train, "WATCH_EVERY", 4)
-    monkeypatch.setenv("DSE_TEST_FAULT", "nan")  # dse.faults: NaN weights before the first step
+    monkeypatch.setenv("DSE_TEST_FAULT", "nan")  # dse.train.faults: NaN weights before the first step
     result = train.fit(POINT, data, small(batch_size=8), progress=False)  # 128 steps in the epoch
     assert result.status == "diverged"
     assert "step 4 (seen at step 8)" in result.reason  # on CPU the copy made at step 4 is read at step 8
@@ -200,8 +204,8 @@ class FakeWorker:
 
 
 def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, monkeypatch):
-    from dse import signals, storage
-
+    from dse.trials import signals
+    from dse.trials import storage
     started = []
     monkeypatch.setattr(pool, "_start", lambda argv, url, run_dir, slot: started.append(slot) or FakeWorker(slot))
     monkeypatch.setattr(pool, "visible_gpus", lambda env=None: ["0"])

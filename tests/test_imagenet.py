@@ -1,4 +1,4 @@
-"""data=imagenet (dse.imagenet): an ImageFolder tree of generated JPEGs, streamed by DataLoader workers, on CPU."""
+"""data=imagenet (dse.train.imagenet): an ImageFolder tree of generated JPEGs, streamed by DataLoader workers, on CPU."""
 import shutil
 from pathlib import Path
 
@@ -7,7 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dse import datasets, imagenet, train
+from dse.train import datasets
+
+from dse.train import imagenet
+
+from dse.train import fit as train
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 

@@ -5,9 +5,7 @@ import optuna
 import pytest
 
 import dse.zoo as zoo
-from dse import latency
-
-
+from dse.train import latency
 @pytest.fixture
 def point():
     return zoo.get("resnet20")

@@ -15,9 +15,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dse"
 GROUND = ("dse.record",)  # plain data types: nothing of dse below them
 # Modules with a `python -m` command that are libraries first: other modules read through them, and their
-# command calls only their own functions. dse.imagenet loads ImageFolder trees and litdata shards for
-# dse.datasets; `python -m dse.imagenet to-litdata` converts a tree.
-TOOLS = {"dse.imagenet"}
+# command calls only their own functions. dse.train.imagenet loads ImageFolder trees and litdata shards for
+# dse.train.datasets; `python -m dse.train.imagenet to-litdata` converts a tree.
+TOOLS = {"dse.train.imagenet"}
 
 
 def module_files() -> dict[str, Path]:
@@ -126,7 +126,7 @@ def test_entry_points_are_found():
     found = entry_points()
     assert {"dse.search", "dse.report", "dse.table", "dse.analyze", "dse.calibrate", "dse.inspect",
             "dse.match"} <= found
-    assert not found & {"dse.study", "dse.objective", "dse.wandb_log", "dse.point", "dse.imagenet"}
+    assert not found & {"dse.study", "dse.trials.objective", "dse.results.wandb_log", "dse.point", "dse.train.imagenet"}
 
 
 def test_no_import_loops():

@@ -3,7 +3,7 @@ import pytest
 
 from dse import match, zoo
 from dse.errors import UserError
-from dse.table import paper_table
+from dse.results.tables import paper_table
 
 
 def test_resnext_table2_widths_from_the_paper_data():

@@ -1,4 +1,4 @@
-"""A killed trial is failed and retried at once by the next dse process on its host (dse/owners.py), not after
+"""A killed trial is failed and retried at once by the next dse process on its host (dse/trials/owners.py), not after
 the heartbeat grace, and also on a journal storage (no heartbeats); live owners and other hosts are left alone.
 
 The crash tests run a real `python -m dse.search` with the heartbeat at its default (30 s, stale after 90 s),
@@ -14,8 +14,7 @@ import pytest
 
 from crash_helpers import ROOT, command, env, ok, trials, wait_running
 
-from dse import owners
-
+from dse.trials import owners
 CHEAP = ["trainer.limit_batches=1", "model.width_scale=0.125", "data.subset=128", "data.val_subset=64"]
 
 
@@ -77,7 +76,7 @@ def _running(study, owner: dict) -> int:
 def test_reap_spares_live_owners_and_other_hosts(tmp_path, sleeper, kind):
     import optuna
 
-    from dse.storage import open_storage
+    from dse.trials.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'o.log'}"
     study = optuna.create_study(study_name="o", storage=open_storage(url, tmp_path))

@@ -15,8 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from dse import claims
-from dse.storage import open_storage
+from dse.trials import claims
+from dse.trials.storage import open_storage
 from search_helpers import env, load_study, ok, search
 
 HERE = Path(__file__).parent

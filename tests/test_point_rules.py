@@ -168,7 +168,7 @@ def test_a_trial_whose_values_make_no_valid_point_fails_and_the_study_goes_on():
     # same record now, where the Point is made, instead of an error that would end the whole study.
     import optuna
 
-    from dse.objective import Objective, TrialFailed
+    from dse.trials.objective import Objective, TrialFailed
     from dse.space.parse import parse
 
     space = parse({"base": "resnet20", "params": {"att": {"type": "choice", "values": ["none", "sk"]},

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dse import pool
+from dse.trials import pool
 from dse.errors import UserError
 from grid_helpers import per_cell, run_pool
 

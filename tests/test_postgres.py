@@ -25,7 +25,7 @@ def test_postgres_search_sigkill_mid_trial_then_resume(fresh_postgres_db, tmp_pa
 
     got, victim, rerun = kill_and_resume(tmp_path, fresh_postgres_db, "pg_kill")
     dead = next(t for t in got if t.number == victim.number)
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.owners
+    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.trials.owners
     assert next(t for t in got if t.number == 0).state.name in ("COMPLETE", "PRUNED")  # kept
     again = [t for t in got if t.system_attrs.get("failed_trial") == victim.number]
     assert [t.state.name for t in again] == ["COMPLETE"] and again[0].params == victim.params

@@ -11,7 +11,9 @@ import optuna
 import pytest
 import torch
 
-from dse import datasets, train
+from dse.train import datasets
+
+from dse.train import fit as train
 from dse.point import Point, Stage, Stem
 
 torch.set_num_threads(1)

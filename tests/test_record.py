@@ -63,7 +63,7 @@ def test_objective_values_and_new_measures():
 
 
 def test_every_measure_a_trial_records_has_a_field():
-    """dse.objective stores every field of dse.cost.measures on the trial: a new measure needs a record field."""
+    """dse.trials.objective stores every field of dse.cost.measures on the trial: a new measure needs a record field."""
     from dse.graph.count import Measures
 
     assert set(Measures._fields) <= set(NAMES)

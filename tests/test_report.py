@@ -79,8 +79,7 @@ def test_paper_figures_caption_and_a_shared_plotly_bundle(finished):
 
 
 def test_rejected_points_budget_and_seed_error_bars_are_drawn(tmp_path):
-    from dse import figures
-
+    from dse.results import figures
     rows = [dict(_row(0, 0.80, 2_000_000), point_id="a", flops_violation=-0.8),
             dict(_row(1, 0.84, 2_000_000), point_id="a", flops_violation=-0.8),  # a second seed of point a
             dict(_row(2, 0.90, 6_000_000), point_id="b", flops_violation=-0.4),

@@ -1,6 +1,6 @@
-"""dse.sampling.FeasibleStart: start-up trials inside the budget, and the escape from repeated proposals.
+"""dse.trials.sampling.FeasibleStart: start-up trials inside the budget, and the escape from repeated proposals.
 
-The studies here are real Optuna studies driven by dse's own trial function (`dse.objective.Objective`);
+The studies here are real Optuna studies driven by dse's own trial function (`dse.trials.objective.Objective`);
 only its `train` is replaced by a constant result, so no network is trained.
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ import types
 import optuna
 from optuna.samplers import BaseSampler
 
-from dse import objective as obj
+from dse.trials import objective as obj
 from dse import study as studies
-from dse.sampling import FeasibleStart
+from dse.trials.sampling import FeasibleStart
 from dse.space import load
-from dse.train import TrainResult
+from dse.train.fit import TrainResult
 
 
 class Stubborn(BaseSampler):

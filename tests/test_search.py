@@ -21,7 +21,7 @@ RESULTS = ("study.db", "trials.csv", "pareto.csv", "pareto.png", "pareto.html", 
 
 
 def test_smoke_synthetic_writes_every_result(tmp_path):
-    from dse.datasets import load
+    from dse.train.datasets import load
 
     data = load("synthetic")
     geometry = (data.image_size, data.in_chans)
@@ -106,7 +106,7 @@ def test_a_grid_whose_cells_all_break_the_budget_stops_before_running(tmp_path):
 def test_a_study_that_trains_nothing_exits_non_zero(tmp_path):
     import os
 
-    os.environ["DSE_TEST_FAULT"] = "nan"  # every fit diverges (see dse/faults.py)
+    os.environ["DSE_TEST_FAULT"] = "nan"  # every fit diverges (see dse/train/faults.py)
     try:
         proc = search_here("space=resnext", "study.n_trials=2", "study.name=z", cwd=tmp_path)
     finally:

@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from dse import study
-from dse.table import PENDING, error_pct, like_printed, make, paper_table
+from dse.results.tables import PENDING, error_pct, like_printed, paper_table
+from dse.table import make
 
 STUDIES = {"wrn_table4": "wrn_table4", "wrn_blocks": "wrn_table2", "wrn_dropout": "wrn_table6",
            "resnext_table3": "resnext_table3", "resnext_cifar": "resnext_table7"}
@@ -119,8 +120,9 @@ def test_trained_as_comes_from_the_trials_not_config_yaml(tmp_path):
     """Provenance per trial (issue 11): a config.yaml rewritten by a later run cannot relabel the table."""
     import yaml
 
-    from dse import provenance, train
+    from dse.trials import provenance
 
+    from dse.train import fit as train
     runs = tmp_path / "runs"
     settings = [provenance.settings({"name": "fashion_mnist", "subset": n}, train.recipe({"max_epochs": e}),
                                     (0.125, 4), 0) for n, e in ((20000, 4), (8000, 2))]
@@ -179,13 +181,13 @@ def test_tau_of_the_seed_means_is_scipys_kendall_tau_b(tmp_path):
 
 
 def _rows(errors: dict[str, list[float]], paper: dict[str, float]):
-    from dse.table import seed_rows
+    from dse.results.tables import seed_rows
 
     return seed_rows(list(errors), {k: dict(enumerate(v)) for k, v in errors.items()}, paper)
 
 
 def test_bootstrap_of_concordant_rows_without_spread_is_one():
-    from dse.table import bootstrap_tau
+    from dse.results.tables import bootstrap_tau
 
     paper = {"a": 4.0, "b": 5.0, "c": 6.0, "d": 7.0}
     # every seed ranks like the paper, with the same errors: any resample of seeds and rows has τ-b = 1
@@ -194,7 +196,7 @@ def test_bootstrap_of_concordant_rows_without_spread_is_one():
 
 
 def test_bootstrap_widens_when_seeds_disagree():
-    from dse.table import bootstrap_tau, kendall
+    from dse.results.tables import bootstrap_tau, kendall
 
     paper = {f"r{i}": float(i) for i in range(8)}
     agree = {k: [v + d for d in (0.1, -0.1, 0.05)] for k, v in paper.items()}  # every seed in the paper's order
@@ -216,7 +218,7 @@ def test_vectorized_tau_b_is_scipys_with_ties_and_dropped_entries():
     import numpy as np
     from scipy.stats import kendalltau
 
-    from dse.table import tau_b_rows
+    from dse.results.tables import tau_b_rows
 
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 4, size=(200, 7)).astype(float), rng.integers(0, 3, size=(200, 7)).astype(float)

@@ -12,7 +12,7 @@ import time
 import optuna
 import pytest
 
-from dse import sizing
+from dse.trials import sizing
 from search_helpers import load_study, ok, search_here
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -72,9 +72,9 @@ def test_small_trials_keep_enough_optimizer_steps():
 
 
 def test_one_validation_sample_costs_less_than_one_training_sample():
-    from dse.datasets import load
+    from dse.train.datasets import load
     from dse.space import load as load_space
-    from dse.train import Recipe
+    from dse.train.fit import Recipe
 
     data = load("synthetic")
     point = sizing.typical_point(load_space("resnext").with_constraints(flops={"max": 1e7}))
@@ -106,7 +106,7 @@ def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
 def _points(n: int, args: list[str]) -> list[tuple[dict, str]]:
     """`n` distinct points inside the study's budget as (Optuna params, point id), drawn as dse.search would
     propose them (same space, geometry and budget)."""
-    from dse import objective as obj
+    from dse.trials import objective as obj
     from dse import search
     from search_helpers import FAST
 
@@ -126,8 +126,8 @@ def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tm
     # Before: the out-of-time trial stopped the whole study (a busy default run ended 4 minutes early). Now the
     # study goes on while the time left exceeds its shortest trained trial; the stopped point is not tried
     # again in this run and is queued (WAITING) only when the run ends, for the next run to train first.
-    from dse import search, train
-
+    from dse import search
+    from dse.train import fit as train
     timeout = 50
     args = ["space=resnext", "study.name=o", f"study.timeout={timeout}", "study.n_trials=100"]
     (cheap, _), (slow, slow_id) = _points(2, args)
@@ -171,8 +171,7 @@ def _trained(flops_mf: list[float], seconds_of) -> list:
 
 
 def test_training_time_is_predicted_from_the_trained_trials_flops():
-    from dse import deadline
-
+    from dse.trials import deadline
     trials = _trained([2, 5, 8], lambda f: 20 + 8 * f)  # 36, 60, 84 s
     rejected = optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.0, 9e6],
                                    user_attrs={"status": "rejected", "flops": 9_000_000})
@@ -196,7 +195,7 @@ def test_when_time_is_short_the_next_point_is_drawn_to_fit_it():
     # 6 points by 6:43 of 9:00, then spent its last two minutes on six proposals that each ran out of time
     # and ended 44 s before its timeout.
     from dse.cost import complexity
-    from dse.sampling import FeasibleStart
+    from dse.trials.sampling import FeasibleStart
     from dse.space import load as load_space
 
     space = load_space("resnext").with_geometry(image_size=28, in_chans=1, num_classes=10)
@@ -231,8 +230,7 @@ def _measured(rows) -> list:
 
 def test_training_time_is_predicted_from_activations_when_trials_recorded_them():
     # Before: a line in FLOPs predicted the deeper point (2.55 MFLOPs) at 45 s from the other five; it took 87 s.
-    from dse import deadline
-
+    from dse.trials import deadline
     *others, deep = BUSY_RUN
     trials = _measured(others)
     assert deadline.size_measure(trials) == "acts"
@@ -244,7 +242,7 @@ def test_training_time_is_predicted_from_activations_when_trials_recorded_them()
 def test_when_time_is_short_points_other_trials_hold_are_not_drawn():
     # Before: the busy default run drew the same trained point five times in a row once time was short, and
     # each came back as a repeat (results/default/busy_one_core.log, trials 6-15).
-    from dse.sampling import FeasibleStart
+    from dse.trials.sampling import FeasibleStart
     from dse.space import load as load_space
 
     space = load_space("resnext").with_geometry(image_size=28, in_chans=1, num_classes=10)

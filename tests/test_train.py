@@ -1,8 +1,10 @@
-"""dse.train: real Lightning fits on small synthetic data (one thread, a few dozen steps each)."""
+"""dse.train.fit: real Lightning fits on small synthetic data (one thread, a few dozen steps each)."""
 import pytest
 import torch
 
-from dse import datasets, train
+from dse.train import datasets
+
+from dse.train import fit as train
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 

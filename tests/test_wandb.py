@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dse.wandb_log import hypervolume_2d, hypervolume_curve, wandb_mode
+from dse.results.wandb_log import hypervolume_2d, hypervolume_curve, wandb_mode
 from search_helpers import ok, search
 
 

@@ -15,8 +15,8 @@ from analysis_helpers import make_study
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     """A real offline summary run of a stored study: (run_dir, offline run folder, rows)."""
-    from dse import report, wandb_log
-
+    from dse import report
+    from dse.results import wandb_log
     run_dir = tmp_path_factory.mktemp("wb") / "study_w"
     study = make_study(run_dir)
     rows = report.rows(study)
@@ -42,7 +42,7 @@ def tables(folder) -> dict:
 
 
 def test_summary_logs_edf_trends_and_importance(summary):
-    from dse.wandb_panels import analysis_of
+    from dse.results.wandb_panels import analysis_of
 
     run_dir, folder, rows = summary
     logged = tables(folder)
@@ -66,7 +66,7 @@ def test_summary_logs_edf_trends_and_importance(summary):
 def test_workspace_panels_read_the_logged_tables(summary):
     import wandb_workspaces.reports.v2 as wr
 
-    from dse.wandb_panels import workspace
+    from dse.results.wandb_panels import workspace
 
     _, folder, _ = summary
     logged = tables(folder)
@@ -101,8 +101,9 @@ def test_save_with_a_key_uploads_the_built_workspace(tmp_path, monkeypatch):
     """With a key, save_workspace saves what it built (the upload itself is stubbed: no network here)."""
     import wandb_workspaces.workspaces as ws
 
-    from dse import report, wandb_panels
+    from dse import report
 
+    from dse.results import wandb_panels
     run_dir = tmp_path / "study_s"
     study = make_study(run_dir, n=4)
     saved = []

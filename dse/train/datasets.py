@@ -285,7 +285,7 @@ DATASETS = {
     "cifar100": (_cifar100, 4, True),
     "digits": (_digits, 1, False),
     "imagefolder": (_imagefolder, 4, True),
-    "imagenet": (None, 0, True),  # streamed from files by dse.imagenet: only the file list is held in memory
+    "imagenet": (None, 0, True),  # streamed from files by dse.train.imagenet: only the file list is held in memory
     "synthetic": (_synthetic, 1, False),
 }
 
@@ -308,8 +308,8 @@ def load(name: str, root=None, subset: int | None = None, val_fraction: float = 
 
     `augment` keeps the dataset's standard augmentation (pad-and-crop, flip); short proxy budgets train
     better without it.
-    `format` and `workers` are for the streamed datasets (imagenet: dse.imagenet), which return a
-    `dse.imagenet.Streamed` instead.
+    `format` and `workers` are for the streamed datasets (imagenet: dse.train.imagenet), which return a
+    `dse.train.imagenet.Streamed` instead.
     """
     loader, pad, flip = choose("dataset", name, DATASETS)
     if not isinstance(augment, bool):
@@ -322,8 +322,7 @@ def load(name: str, root=None, subset: int | None = None, val_fraction: float = 
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise UserError(f"data.{key}: must be a positive integer or null, got {value!r}")
     if loader is None:
-        from dse import imagenet
-
+        from dse.train import imagenet
         where = str(root) if "://" in str(root) else _root(root)  # litdata may read an object store URL
         return imagenet.load(where, subset, val_subset, val_fraction, seed, image_size, augment, workers,
                              format, name)

@@ -14,7 +14,7 @@ Several trials per GPU (single-GPU trials): a proxy-sized net uses a few percent
 `workers_per_gpu=K` packs K workers on each GPU (worker i on GPU i mod #GPUs); `workers=auto` then starts
 #GPUs x K, and `workers=N` may exceed the GPUs up to #GPUs x K. With `workers_per_gpu=auto` (the
 default) and `workers=auto`, K is measured (`trials_per_gpu`): one worker per GPU starts first, and its first
-fit writes its GPU memory after a few steps (dse.train.write_memory_probe); the parent turns that into one
+fit writes its GPU memory after a few steps (dse.train.fit.write_memory_probe); the parent turns that into one
 trial's footprint (CUDA context + the allocator's peak) and starts the others:
 
     K = min(8, cores per GPU, floor((free - 2 GiB) / (1.5 x footprint))), at least 1
@@ -39,8 +39,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dse.errors import UserError
-from dse.storage import mask
-from dse.train import MEMORY_PROBE_ENV
+from dse.trials.storage import mask
+from dse.train.fit import MEMORY_PROBE_ENV
 
 # Overrides the parent sets for its workers (the user's values for these keys are dropped).
 OWN_KEYS = ("workers", "storage", "run_dir", "progress")
@@ -189,8 +189,8 @@ def worker_argv(argv: list[str], run_dir: Path, index: int) -> list[str]:
 def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, run_dir: Path, total: int, counted,
         say=print) -> int:
     """Start the workers, show one progress bar until they end, and return the pool's exit code."""
-    from dse import signals
-    from dse.storage import open_storage
+    from dse.trials import signals
+    from dse.trials.storage import open_storage
 
     workers, devices, gpus = config.workers, config.devices, visible_gpus()
     setting = per_gpu_setting(config.per_gpu)

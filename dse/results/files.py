@@ -10,7 +10,7 @@ dse.search and rebuilt by `python -m dse.report` (which adds report.html):
                   budget faint (matplotlib); pareto.pdf and pareto.svg for papers, pareto.caption.txt
     pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
     report.html   one self-contained page: Pareto front, EDF, trends, importance, ablation table, learning
-                  curves, sortable trials (dse.report_html; written by `python -m dse.report` only)
+                  curves, sortable trials (dse.results.page; written by `python -m dse.report` only)
     best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
                   `python -m dse.inspect best/0_<id>.yaml`
 
@@ -114,16 +114,14 @@ def write_csv(path: Path, table: list[dict]) -> None:
 
 
 def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> None:
-    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt beside it (dse.figures)."""
-    from dse import figures
-
+    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt beside it (dse.results.figures)."""
+    from dse.results import figures
     figures.write_static(Path(path).parent, title.split(":")[0], table, front, title)
 
 
 def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:
-    """The same plot with plotly; the run directory shares one plotly.min.js (dse.figures)."""
-    from dse import figures
-
+    """The same plot with plotly; the run directory shares one plotly.min.js (dse.results.figures)."""
+    from dse.results import figures
     figures.write_html(Path(path), table, front, title)
 
 

@@ -44,8 +44,8 @@ def share(point, seed: int, prune: bool):
 
 
 def follow(fit, data, recipe) -> int:
-    """Train rank 0's point as a follower rank with `fit` (dse.train.fit; no storage, no loggers, no progress);
-    exit code. The fit comes from the caller, so this module stays below dse.train (which calls `share`)."""
+    """Train rank 0's point as a follower rank with `fit` (dse.train.fit.fit; no storage, no loggers, no progress);
+    exit code. The fit comes from the caller, so this module stays below dse.train.fit (which calls `share`)."""
     import json
 
     from dse.point import Point

@@ -8,9 +8,9 @@ SIGTERM). Outside training (storage writes, reports) the first signal only sets 
 write is cut in half. A second signal exits at once (os._exit); a trial left RUNNING by that is failed and
 retried by the heartbeat like a killed worker's.
 
-A trial stopped out of time (dse.deadline.OutOfTime) is not a signal: the guard records it the same way
+A trial stopped out of time (dse.trials.deadline.OutOfTime) is not a signal: the guard records it the same way
 (FAIL, reason 'out of time') but raises TrialOutOfTime, which the search catches and goes on while another
-trial fits (dse.deadline.time_for_another). Its parameters are queued again only when this process stops
+trial fits (dse.trials.deadline.time_for_another). Its parameters are queued again only when this process stops
 (`requeue()`, in a finally), so Optuna does not pop the same WAITING trial straight back in this run; and
 `ran_out_of_time(key)` tells the trial function not to train that point again in this run.
 
@@ -40,7 +40,7 @@ class TrialInterrupted(Exception):
 
 class TrialOutOfTime(Exception):
     """What the guarded trial function raises for a trial stopped out of time: pass it to optimize's `catch`,
-    so the study goes on (or not: dse.deadline.time_for_another decides)."""
+    so the study goes on (or not: dse.trials.deadline.time_for_another decides)."""
 
 
 def _handler(signum, frame) -> None:
@@ -88,7 +88,7 @@ def guard(fn):
         _state["armed"] = True
         try:
             return fn(trial)
-        except Interrupted as exc:  # a signal, or dse.deadline.OutOfTime
+        except Interrupted as exc:  # a signal, or dse.trials.deadline.OutOfTime
             _state["armed"] = False
             reason = getattr(exc, "reason", REASON)
             if reason != REASON and _state["signum"] is None:  # out of time: the study may go on

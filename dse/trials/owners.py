@@ -1,6 +1,6 @@
 """Who runs a trial: a killed process's trial is failed and retried by the next dse process on its host, at once.
 
-The heartbeat (dse.storage) finds a dead worker's trial only after its grace period (90 s), only while some
+The heartbeat (dse.trials.storage) finds a dead worker's trial only after its grace period (90 s), only while some
 worker still optimizes, and never on a journal storage (no heartbeats). But a process on the SAME host can
 tell at once whether a trial's owner is alive. So:
 
@@ -13,7 +13,7 @@ tell at once whether a trial's owner is alive. So:
   whose owner is gone (no such pid, a zombie, another process under the same pid, or a previous boot) with
   reason 'worker died (process gone)' and re-queues their params (and a grid cell's fixed params) as a
   WAITING trial, exactly like the heartbeat path: the same retry callback, the same max_retry, the same
-  retry_history, so `dse.claims.present` counts the dead one for its cell the same way.
+  retry_history, so `dse.trials.claims.present` counts the dead one for its cell the same way.
 
 Trials of other hosts (and of other pid namespaces on this one) are left to the heartbeat (RDB storages) or
 stay RUNNING (journal storages). Host names must tell machines apart: two machines with the same name and
@@ -100,7 +100,7 @@ def reap(study, max_retry: int = 2) -> int:
     if retry is None:  # a journal (no heartbeat): the same callback the heartbeat path uses
         import warnings
 
-        from dse.storage import _retry_class
+        from dse.trials.storage import _retry_class
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

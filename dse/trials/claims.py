@@ -18,8 +18,8 @@ Optuna's GridSampler does not promise this with parallel workers (optuna issues 
 2. Claim by popping. Workers take WAITING trials through Optuna's pop, which moves one trial WAITING ->
    RUNNING atomically; a pop that loses the race moves on to the next trial.
 3. Dead workers. The next dse process on the dead worker's machine fails its RUNNING trial at once (reason
-   'worker died (process gone)', dse.owners); on other machines the trial stops beating and, after the grace
-   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage). Either way its params are
+   'worker died (process gone)', dse.trials.owners); on other machines the trial stops beating and, after the grace
+   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.trials.storage). Either way its params are
    re-queued as WAITING.
 4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
    other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.
@@ -56,7 +56,7 @@ def present(trial, max_retry: int) -> bool:
     reason = record.reason or ""
     if record.ended:
         return True  # a final failure (diverged, oom, error): the cell is done, with a reason
-    # An interrupted trial does not stand for its cell: dse.signals queued a WAITING copy before failing it.
+    # An interrupted trial does not stand for its cell: dse.trials.signals queued a WAITING copy before failing it.
     history = trial.system_attrs.get("retry_history", [])
     return reason.startswith("worker died") and len(history) + 1 <= max_retry
 
@@ -113,8 +113,7 @@ def has_work(study, poll_s: float = 1.0) -> bool:
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    from dse import signals
-
+    from dse.trials import signals
     beating = is_heartbeat_enabled(study._storage)
     while signals.requested() is None:
         states = {t.state.name for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}

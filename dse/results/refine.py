@@ -2,7 +2,7 @@
 
 A space is AnyNet-style when its stage widths and depths are per-stage params (`width`, `depth` with
 `per_stage`). From a study of it, the best `top` fraction of the trained models (lowest error, at least 3)
-are each fitted with the quantized-linear width rule (dse.edf.fit_quantized_linear: u = w0 + wa * j at the
+are each fitted with the quantized-linear width rule (dse.results.edf.fit_quantized_linear: u = w0 + wa * j at the
 stage's first block j, w = w0 * wm^round(log_wm(u / w0)), a multiple of 8). The refined space:
 - replaces the free stage widths by params w0 (int, step 8), wa, wm whose ranges span the best models' fits;
   a derived `width` list holds the rule's stage widths, so the parent's expressions that read `width` keep
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from dse import edf as E
+from dse.results import edf as E
 from dse.errors import UserError
 
 
@@ -154,7 +154,7 @@ def refined_mapping(parent: dict, best: list, ranges: dict, low: int, high: int,
 
 
 def write(result: dict, out: Path, stem: str = "refined") -> list[str]:
-    """<stem>.yaml: the space, with a header naming the command (dse.analysis writes <stem>.csv, the fits)."""
+    """<stem>.yaml: the space, with a header naming the command (dse.results.analysis writes <stem>.csv, the fits)."""
     header = (f"# A refined space from dse.analyze (parent: {result['parent']}). Run a study of it with e.g.\n"
               f"#   python -m dse.search space={out / (stem + '.yaml')} sampler=random\n"
               f"# and compare it with its parent: python -m dse.analyze runs/<parent study> runs/{stem}\n")

@@ -1,6 +1,6 @@
 """The design-space panels of the W&B study summary, and a W&B workspace of every summary panel.
 
-`log_analysis(run, rows, study)` logs, into the summary run that dse.wandb_log already fills (trials table,
+`log_analysis(run, rows, study)` logs, into the summary run that dse.results.wandb_log already fills (trials table,
 Pareto scatter, hypervolume), the error EDF (plain and FLOPs-normalized), the trends per parameter and the
 fANOVA / PED-ANOVA importances of dse.analyze, each as a W&B table and a custom chart.
 
@@ -36,7 +36,7 @@ def trend_key(param: str) -> str:
 
 def analysis_of(rows: list[dict], study: str, run_dir: Path):
     """dse.analyze's tables for the study's rows (one group, FLOPs-normalized; no refinement)."""
-    from dse.analysis import analyze_runs, rows_run
+    from dse.results.analysis import analyze_runs, rows_run
 
     return analyze_runs([rows_run(rows, study, run_dir)], refine=False, reps=200)
 

@@ -45,7 +45,7 @@ class Screen:
             self.counts[UNTRAINED[r.status]] += 1
         elif r.status:
             self.counts["failed"] += 1
-        elif r.reason == "out of time":  # stopped by the deadline, queued again (dse.deadline)
+        elif r.reason == "out of time":  # stopped by the deadline, queued again (dse.trials.deadline)
             self.counts["out of time"] += 1
 
     def study_line(self) -> str:

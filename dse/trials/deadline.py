@@ -3,7 +3,7 @@
 `study.timeout` is a promise about wall time. Optuna only checks it between trials, so the trial in flight
 could run minutes past it. `callback(deadline)` watches a fit's measured step times: once the rest of the fit
 (its remaining steps, plus validation) would end after the deadline, it raises `OutOfTime`. The trial function
-(`dse.signals.guard`) then ends the trial like an interrupted one: FAIL with reason 'out of time', and its
+(`dse.trials.signals.guard`) then ends the trial like an interrupted one: FAIL with reason 'out of time', and its
 parameters are queued again as WAITING when this process stops, so the next run of the command trains it first.
 
 An out-of-time trial does not stop the study while another trial fits: `time_for_another` goes on while the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from dse.signals import Interrupted
+from dse.trials.signals import Interrupted
 
 WARMUP_STEPS = 3  # the first steps of a fresh model are several times slower (allocator warm-up)
 
@@ -87,7 +87,7 @@ def time_for_another(trials, deadline: float, now: float | None = None) -> tuple
     return False, f"stopping: {max(left, 0):.0f}s left, the shortest trial took {shortest:.0f}s"
 
 
-# When time is short, the next points are chosen to fill it (dse.sampling.FeasibleStart): a busy default run
+# When time is short, the next points are chosen to fill it (dse.trials.sampling.FeasibleStart): a busy default run
 # (results/default/busy_one_core.log, before this rule) trained 6 points by 6:43 of 9:00, then spent its last
 # two minutes on six proposals that each ran out of time, and ended 44 s before its timeout.
 SHORT = 2.0  # time is short once less than this many times the longest trained trial is left

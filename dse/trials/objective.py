@@ -11,7 +11,7 @@ Trial states and the `status` attribute:
               GP read COMPLETE trials only); reports, tables and Optuna's best_trials leave it out.
     FAIL      status duplicate: the sampler proposed a point (and seed) that another trial holds (trained,
               running, pruned or failed). It is not trained again and carries no values, so no sampler
-              counts a point twice. The claim is atomic in the storage (dse.claims.claim), across workers
+              counts a point twice. The claim is atomic in the storage (dse.trials.claims.claim), across workers
               and machines.
     PRUNED    status pruned (the pruner stopped it) or rejected (reason infeasible: the sampled values break
               a space check; no point exists to count).
@@ -38,7 +38,7 @@ class TrialFailed(Exception):
 
 
 def make_sampler(sampler, seed: int, multi: bool):
-    """The Optuna sampler of a dse.sampling.SamplerConfig (name tpe|nsga2|gp|random|grid, Optuna's options).
+    """The Optuna sampler of a dse.trials.sampling.SamplerConfig (name tpe|nsga2|gp|random|grid, Optuna's options).
 
     Every one of them learns from over-budget points: those are COMPLETE trials with constraint values > 0
     (set with trial.set_constraint), which TPE, NSGA-II (constrained domination) and GP read.
@@ -65,17 +65,17 @@ def make_sampler(sampler, seed: int, multi: bool):
 
 
 def make_pruner(name: str, max_epochs: int):
-    """The Optuna pruner by name (single-objective studies only, except dominance: see dse.dominance)."""
+    """The Optuna pruner by name (single-objective studies only, except dominance: see dse.trials.dominance)."""
     import optuna
 
-    from dse.dominance import DominancePruner
+    from dse.trials.dominance import DominancePruner
 
     table = {
         "none": optuna.pruners.NopPruner,
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 2)),
-        "dominance": DominancePruner,  # a NopPruner: dse.train's callback prunes (dse.dominance)
+        "dominance": DominancePruner,  # a NopPruner: dse.train.fit's callback prunes (dse.trials.dominance)
     }
     return choose("pruner", name, table)()
 
@@ -145,17 +145,17 @@ class Objective:
     cells: dict | None
     data: object
     recipe: object
-    loggers: object  # dse.wandb_log.Loggers
+    loggers: object  # dse.results.wandb_log.Loggers
     prune: bool = False
     progress: bool = True
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
-    settings: dict | None = None  # dse.provenance.settings: recorded on every trial
+    settings: dict | None = None  # dse.trials.provenance.settings: recorded on every trial
     deadline: float | None = None  # time.monotonic() by which the study ends: a trial that cannot finish stops
 
     def __call__(self, trial):
         import optuna
 
-        from dse import owners
+        from dse.trials import owners
         from dse.errors import Infeasible
 
         owners.mark(trial)  # this host+process owns the trial: if it dies, the next dse process here retries it
@@ -168,7 +168,7 @@ class Objective:
             trial.set_constraint("checks", 1.0)  # TPE reads constraints of pruned trials too
             raise optuna.TrialPruned("infeasible") from None
         except UserError as exc:  # values that make no valid Point (Point.check): the trial fails, the study goes
-            # on. A space that makes no valid point stops before the first trial (dse.budget samples it).
+            # on. A space that makes no valid point stops before the first trial (dse.trials.budget samples it).
             return self.finish(trial, "failed", f"invalid: {exc}")
         write(trial, point=point.to_dict(), point_id=point.id, seed=seed)
         if label is not None:
@@ -206,10 +206,10 @@ class Objective:
 
         The claim is atomic in the storage, so two workers or machines never train one point at once. A
         holder that died or was interrupted hands the claim to this trial (a retry of the same point), except
-        a point that ran out of time in this process: it waits for the next run (dse.deadline).
+        a point that ran out of time in this process: it waits for the next run (dse.trials.deadline).
         """
-        from dse import claims, signals
-
+        from dse.trials import claims
+        from dse.trials import signals
         key = f"{point_id}:{seed}"
         stopped = signals.ran_out_of_time(key)
         if stopped is not None:  # ran out of time in this run: queued for the next one, not tried again here
@@ -257,8 +257,7 @@ class Objective:
 
     def train(self, trial, point, seed, params, flops, first_seed: bool = True):
         """Fit the point; any exception becomes a 'failed' result."""
-        from dse import train
-
+        from dse.train import fit as train
         recipe = dataclasses.replace(self.recipe, seed=seed) if hasattr(self.recipe, "seed") else self.recipe
         logger = self.loggers.trial(trial.number, point, params, flops, trial.params) if first_seed else None
         start = time.time()
@@ -276,12 +275,11 @@ class Objective:
                 self.loggers.trial_done(trial.number)
 
     def callbacks(self, recipe) -> list:
-        """The deadline watch (dse.deadline), for single-process fits of a study with a timeout."""
+        """The deadline watch (dse.trials.deadline), for single-process fits of a study with a timeout."""
         one = str(getattr(recipe, "devices", 1)) in ("1", "auto") and getattr(recipe, "strategy", "auto") == "auto"
         if self.deadline is None or not one:
             return []
-        from dse import deadline
-
+        from dse.trials import deadline
         return [deadline.callback(self.deadline)]
 
     def finish(self, trial, status: str, reason: str | None, result=None):
@@ -305,9 +303,8 @@ class Objective:
         return self.values(TrialRecord.from_trial(trial))
 
     def record_latency(self, trial, point) -> None:
-        """The point's measured latency on this trial's device (dse.latency), cached in the study by point id."""
-        from dse import latency
-
+        """The point's measured latency on this trial's device (dse.train.latency), cached in the study by point id."""
+        from dse.train import latency
         accel = str(getattr(self.recipe, "accelerator", None) or "auto")
         device = "cpu"
         if accel in ("auto", "gpu", "cuda"):

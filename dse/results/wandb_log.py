@@ -2,7 +2,7 @@
 
 W&B: each trial is a run in group <study name> with config = Point + params/FLOPs, and learning curves
 through Lightning's WandbLogger; one `summary` run holds the trials table, a Pareto scatter, the
-hypervolume after each trial and the design-space EDF, trends and importance (dse.wandb_panels).
+hypervolume after each trial and the design-space EDF, trends and importance (dse.results.wandb_panels).
 Without WANDB_API_KEY (and no WANDB_MODE) everything runs offline into
 <run_dir>/wandb/offline-run-*/ (`wandb sync` uploads later); W&B never blocks or fails a study.
 Storage URLs never reach W&B.
@@ -25,7 +25,7 @@ class LoggerConfig:
     name: str = "none"
     project: str | None = None  # None: 'dse'
     entity: str | None = None
-    mode: str = "auto"  # auto | online | offline | disabled (dse.wandb_log.wandb_mode)
+    mode: str = "auto"  # auto | online | offline | disabled (dse.results.wandb_log.wandb_mode)
     trials: bool = True  # one W&B run per trial, with its learning curves
 
 
@@ -111,7 +111,7 @@ def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict
     """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
     import wandb
 
-    from dse.results import scored
+    from dse.results.files import scored
 
     columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
                "epochs", "train_seconds", "reason"]
@@ -130,9 +130,8 @@ def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict
         run.log({"trial": number, "hypervolume": hv})
     hv_table = wandb.Table(columns=["trial", "hypervolume"], data=[list(p) for p in curve])
     run.log({"hypervolume_curve": wandb.plot.line(hv_table, "trial", "hypervolume", title="hypervolume")})
-    try:  # the design-space panels (dse.wandb_panels): EDF, trends, importance; never fail the summary
-        from dse import wandb_panels
-
+    try:  # the design-space panels (dse.results.wandb_panels): EDF, trends, importance; never fail the summary
+        from dse.results import wandb_panels
         wandb_panels.log_analysis(run, rows, study, run_dir)
     except Exception as exc:  # noqa: BLE001 - W&B never fails a study
         run.summary["analysis_error"] = f"{type(exc).__name__}: {exc}"

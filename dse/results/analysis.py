@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dse import edf as E
+from dse.results import edf as E
 from dse.errors import UserError
 from dse.record import TrialRecord
 
@@ -287,8 +287,7 @@ def check_options(measure: str, n_bins: int, top: float) -> None:
 def analyze_runs(runs: list[Run], by: str | None = None, measure: str = "flops", n_bins: int = 6,
                  top: float = 0.25, reps: int = 500, refine: bool = True) -> Analysis:
     """Every table of already read runs."""
-    from dse import refine as refining
-
+    from dse.results import refine as refining
     check_options(measure, n_bins, top)
     for run in runs:
         if not run.records:
@@ -320,9 +319,8 @@ def write_rows(path: Path, rows: list[dict], columns: list[str] | None = None) -
 
 def write(analysis: Analysis, out: Path) -> list[str]:
     """Write every file of the analysis into `out`; returns the file names."""
-    from dse import analyze_plots as plots
-    from dse import refine
-
+    from dse.results import analysis_plots as plots
+    from dse.results import refine
     out.mkdir(parents=True, exist_ok=True)
     written = ["edf.csv", "edf.png", "ks.csv", "trends.csv", "trends.png", "importance.csv", "importance.png"]
     write_rows(out / "edf.csv", analysis.edf_rows, EDF_COLUMNS)

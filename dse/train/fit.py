@@ -4,7 +4,7 @@
 key starts from a named recipe in `RECIPES`. `fit(point, data, recipe)` returns a `TrainResult` whose
 `status` is ok, pruned, diverged or oom; any other error propagates to the caller.
 
-On a GPU a fit is GPU-resident: the data sit on the device (dse.datasets.Batches), the step loop runs under bf16
+On a GPU a fit is GPU-resident: the data sit on the device (dse.train.datasets.Batches), the step loop runs under bf16
 autocast (`precision: auto`) on channels_last tensors, the training forward is compiled (`compile: auto` =
 on CUDA only; compile time counts in the trial's seconds), and nothing in the step loop waits for the device:
 the loss sum and the validation counts stay there and are read once per epoch, and NaN/inf is watched with
@@ -32,7 +32,7 @@ SCHEDULES = ("step", "cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 COMPILES = ("auto", "true", "false")  # trainer.compile (Hydra gives true/false as booleans)
 WATCH_EVERY = 50  # steps between two looks at the running loss for NaN/inf (LossWatch)
-MEMORY_PROBE_ENV = "DSE_MEMORY_PROBE"  # set by dse.pool: a file where a worker's first fit writes its GPU memory
+MEMORY_PROBE_ENV = "DSE_MEMORY_PROBE"  # set by dse.trials.pool: a file where a worker's first fit writes its GPU memory
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def _module_class():
             self._epoch_start = 0.0
             self._eval = None  # device sums of (loss x n, correct) over the validation or test set
             self._eval_count = 0
-            self._probe = None  # where to write the GPU memory probe (dse.pool), while not yet written
+            self._probe = None  # where to write the GPU memory probe (dse.trials.pool), while not yet written
 
         def setup(self, stage):
             on_cuda = self.trainer.strategy.root_device.type == "cuda"
@@ -246,7 +246,7 @@ def _module_class():
                 self._write_probe()
 
         def _write_probe(self) -> None:
-            """Write this process's GPU memory numbers for dse.pool's packing rule, once per process."""
+            """Write this process's GPU memory numbers for dse.trials.pool's packing rule, once per process."""
             write_memory_probe(self._probe, self.trainer.strategy.root_device)
             self._probe = None
 
@@ -427,22 +427,24 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     import lightning.pytorch as pl
     import optuna
 
-    from dse import ddp, faults
-    from dse.datasets import Batches
+    from dse.train import ddp
+
+    from dse.train import faults
+    from dse.train.datasets import Batches
 
     quiet()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     pl.seed_everything(recipe.seed, workers=False, verbose=False)
     model = point if isinstance(point, nn.Module) else _build(point, data)
-    batches = getattr(data, "batches", None) or (lambda split, **kw: Batches(split, data, **kw))  # dse.imagenet
+    batches = getattr(data, "batches", None) or (lambda split, **kw: Batches(split, data, **kw))  # dse.train.imagenet
     train = batches(data.train, batch_size=recipe.batch_size, train=True, seed=recipe.seed, limit=recipe.limit_batches)
     val = batches(data.val, batch_size=max(recipe.batch_size, 256), limit=recipe.limit_batches)
     test = batches(data.test, batch_size=max(recipe.batch_size, 256))
     on_gpu = _on_gpu(recipe)
     module = _module_class()(model, recipe, data.num_classes, train)
     cbs = [_feed_callback_class()((train, val, test), on_gpu and recipe.channels_last), *callbacks]
-    cbs += faults.callbacks()  # TEST HOOK: empty unless env DSE_TEST_FAULT is set (see dse/faults.py)
+    cbs += faults.callbacks()  # TEST HOOK: empty unless env DSE_TEST_FAULT is set (see dse/train/faults.py)
     pruner = _pruner(trial)
     if pruner is not None:
         cbs.append(pruner)
@@ -460,7 +462,7 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     try:
         share = ddp.share(point, recipe.seed, pruner is not None) if not isinstance(point, nn.Module) \
             else contextlib.nullcontext()
-        with share:  # DDP ranks that Lightning starts train this point too (dse.ddp)
+        with share:  # DDP ranks that Lightning starts train this point too (dse.train.ddp)
             trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
         if pruner is not None:
             pruner.check_pruned()  # under DDP the pruning decision travels through the storage
@@ -503,17 +505,16 @@ def _build(point, data) -> nn.Module:
 
 
 def _pruner(trial):
-    """Optuna's Lightning pruning callback for single-objective studies; dse.dominance's for `pruner: dominance`.
+    """Optuna's Lightning pruning callback for single-objective studies; dse.trials.dominance's for `pruner: dominance`.
 
     It watches the study's own objective: val/acc when the study maximizes accuracy, val/error when it
     minimizes error (fed accuracy, a minimizing pruner would stop the best trials).
     """
     if trial is None:
         return None
-    from dse import dominance
-
+    from dse.trials import dominance
     if len(trial.study.directions) > 1 and isinstance(trial.study.pruner, dominance.DominancePruner):
-        return dominance.callback(trial)  # multi-objective: epsilon-dominance at each rung (dse.dominance)
+        return dominance.callback(trial)  # multi-objective: epsilon-dominance at each rung (dse.trials.dominance)
     if len(trial.study.directions) != 1:
         return None
     from optuna.study import StudyDirection

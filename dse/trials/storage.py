@@ -50,7 +50,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
 
     `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://) or
     `journal:<path>` for a JournalStorage file on a shared file system (no heartbeats there: a killed
-    worker's trial is failed and re-queued only by the next dse process on its own machine, see dse.owners). Env `DSE_HEARTBEAT=interval,grace` (seconds) overrides the timing.
+    worker's trial is failed and re-queued only by the next dse process on its own machine, see dse.trials.owners). Env `DSE_HEARTBEAT=interval,grace` (seconds) overrides the timing.
     """
     import warnings
 

@@ -1,9 +1,9 @@
 """ImageNet-scale data streamed from files: only the file list is held in memory; DataLoader workers decode.
 
 `load(root, ...)` lists an ImageFolder tree, `<root>/train/<class>/*.JPEG` and `<root>/val/<class>/*`, and
-returns a `Streamed`: the same geometry fields as `dse.datasets.Data`, splits that are file lists (`Files`),
-and `batches(...)`, which dse.train uses in place of `dse.datasets.Batches`. `data.format=litdata` reads
-shards written by `litdata` (for object stores) instead of a tree (`Shards`; `python -m dse.imagenet
+returns a `Streamed`: the same geometry fields as `dse.train.datasets.Data`, splits that are file lists (`Files`),
+and `batches(...)`, which dse.train.fit uses in place of `dse.train.datasets.Batches`. `data.format=litdata` reads
+shards written by `litdata` (for object stores) instead of a tree (`Shards`; `python -m dse.train.imagenet
 to-litdata TREE OUT` writes them from a tree).
 
 - Labels: the sorted class-folder names of `train/` -> 0..K-1; `val/` uses the same mapping (a val class that
@@ -13,7 +13,7 @@ to-litdata TREE OUT` writes them from a tree).
   travel as uint8 and are normalized with ImageNet's mean/std on the training device.
 - Determinism: each epoch's order comes from (seed, epoch) and each image's crop and flip from
   (seed, epoch, index), so a seed gives the same batches whatever the number of workers.
-- DDP: `shard(rank, world)` (dse.train's Feed callback passes Lightning's global rank and world size) gives
+- DDP: `shard(rank, world)` (dse.train.fit's Feed callback passes Lightning's global rank and world size) gives
   each rank every world-th place of the epoch's order: disjoint, equal in size, together the whole split
   but fewer than `world` images (train draws a new order each epoch, so those differ every epoch).
 - A file that cannot be decoded stops the fit with a one-line `BadImage` naming it; PIL's decompression-bomb
@@ -46,7 +46,7 @@ class BadImage(UserError):
 class Files:
     """One split as a file list: `x` the paths relative to the data root (one numpy bytes array, which forked
     DataLoader workers share without copying), `y` the int64 labels. The same two fields as
-    `dse.datasets.Split`, so code that cuts a split (dse.sizing) works on either."""
+    `dse.train.datasets.Split`, so code that cuts a split (dse.trials.sizing) works on either."""
 
     x: np.ndarray
     y: np.ndarray
@@ -61,7 +61,7 @@ class Files:
 
 @dataclass(frozen=True, eq=False)
 class Streamed:
-    """A dataset read from files per batch: geometry and normalization as in `dse.datasets.Data`."""
+    """A dataset read from files per batch: geometry and normalization as in `dse.train.datasets.Data`."""
 
     name: str
     root: str
@@ -78,7 +78,7 @@ class Streamed:
     workers: int | None = None  # DataLoader workers per process (None: this process's share of the cores)
 
     def batches(self, split, batch_size: int, train: bool = False, seed: int = 0, limit: int | None = None):
-        """The iterable dse.train feeds Lightning (what `dse.datasets.Batches` is for in-memory data)."""
+        """The iterable dse.train.fit feeds Lightning (what `dse.train.datasets.Batches` is for in-memory data)."""
         kind = _ShardDecode if isinstance(split, Shards) else _Decode
         dataset = kind(self.root, split, self.image_size, train and self.augment, seed)
         return Stream(dataset, self, batch_size, train=train, seed=seed, limit=limit)
@@ -252,7 +252,7 @@ class _Epoch:
 class Stream:
     """Batches of one split decoded by DataLoader workers, normalized on the training device.
 
-    An iterable with `__len__`, like `dse.datasets.Batches`, with the same `to(device, channels_last)` and
+    An iterable with `__len__`, like `dse.train.datasets.Batches`, with the same `to(device, channels_last)` and
     `shard(rank, world)`: each pass draws a new seeded order (training) and every rank takes its own share.
     """
 
@@ -440,11 +440,11 @@ def to_litdata(tree, out, workers: int = 1) -> str:
 
 
 def main(argv=None) -> int:
-    """`python -m dse.imagenet to-litdata TREE OUT [--workers N]`; user mistakes exit 2 with one line."""
+    """`python -m dse.train.imagenet to-litdata TREE OUT [--workers N]`; user mistakes exit 2 with one line."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m dse.imagenet")
+    parser = argparse.ArgumentParser(prog="python -m dse.train.imagenet")
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("to-litdata", help="write an ImageFolder tree as litdata shards")
     conv.add_argument("tree")

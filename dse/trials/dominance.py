@@ -16,9 +16,9 @@ share of the epochs (early accuracy under a warm-up or one-cycle schedule says l
 see `WARMUP`), nor at the last epoch (stopping there saves nothing and would only throw the result away).
 
 Wiring: `pruner: dominance` in a study (multi-objective, with a cost objective). The study's Optuna pruner is
-a `DominancePruner` (a NopPruner that carries the settings: Optuna itself never prunes), and `dse.train`
+a `DominancePruner` (a NopPruner that carries the settings: Optuna itself never prunes), and `dse.train.fit`
 adds `callback(trial)` to the fit. Under DDP only rank 0 reads and writes the storage; it broadcasts its
-decision after every validation, and the follower ranks (`dse.ddp.follower_callback`) join that broadcast
+decision after every validation, and the follower ranks (`dse.train.ddp.follower_callback`) join that broadcast
 and stop with it, exactly as with Optuna's own pruning callback.
 """
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _callback_class():
                     self.reason = check(self.trial, pl_module.current_epoch + 1, float(value), s.eps,
                                         s.min_trials, epochs, s.warmup)
                     stop = self.reason is not None
-            stop = trainer.strategy.broadcast(stop)  # the follower ranks join this (dse.ddp.Follower)
+            stop = trainer.strategy.broadcast(stop)  # the follower ranks join this (dse.train.ddp.Follower)
             if stop:
                 trainer.should_stop = True
 

@@ -8,14 +8,14 @@ before training, so `FeasibleStart` draws the first `n` trained points at random
 that. With `n = None` it always draws inside the budget (random search within the budget). Each worker seeds
 its own draws, so workers spread out.
 
-A repeat escapes at random. A point that another trial holds is not trained again (`dse.objective`: a FAIL
+A repeat escapes at random. A point that another trial holds is not trained again (`dse.trials.objective`: a FAIL
 trial with status `duplicate`), and FAIL trials teach a model-based sampler nothing, so TPE or GP, unchanged,
 proposes the same point again and again and the search stalls on it. After a duplicate the next trial of
 this worker is drawn at random inside the budget instead, which does teach the inner sampler something new.
 
 The end of a timed study is packed. Given the study's deadline, once less time is left than twice its longest
 trained trial, each next point is one of IN_TIME_DRAWS random points inside the budget, picked to fill 80% of
-the time left with as many trials as still fit (dse.deadline.pick_in_time: training seconds predicted from
+the time left with as many trials as still fit (dse.trials.deadline.pick_in_time: training seconds predicted from
 activations by the trained trials), instead of the inner sampler's, which knows nothing of time. Points that
 another trial already holds are left out of those draws: they would come back as repeats.
 """
@@ -63,7 +63,7 @@ class FeasibleStart(BaseSampler):
             return False
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
                                                states=(TrialState.COMPLETE, TrialState.RUNNING))
-        from dse.objective import rejected  # the one definition of 'not trained': rejected or duplicate
+        from dse.trials.objective import rejected  # the one definition of 'not trained': rejected or duplicate
 
         feasible = sum(not rejected(t) for t in trials)
         self.started = feasible > self.n  # the current trial is RUNNING already
@@ -87,8 +87,8 @@ class FeasibleStart(BaseSampler):
 
     def _in_time(self, study, trial) -> bool:
         """When the study's time is short, draw the point that best fits what is left
-        (dse.deadline.pick_in_time, among IN_TIME_DRAWS random points inside the budget); True when drawn."""
-        from dse import deadline
+        (dse.trials.deadline.pick_in_time, among IN_TIME_DRAWS random points inside the budget); True when drawn."""
+        from dse.trials import deadline
         from dse.cost import measures
         from dse.errors import UserError
 

@@ -6,7 +6,7 @@ Env DSE_TEST_FAULT=KIND[:CALLS] with KIND one of
     sleep=S    the first training step sleeps S seconds (a trial slow enough to kill mid-way)
 and CALLS a comma list of which fit calls in this process get it (1-based; default: every call).
 Several faults: separate them with ';', e.g. DSE_TEST_FAULT="nan:1;oom:2".
-dse.train adds `callbacks()` to every fit; with the variable unset it adds nothing.
+dse.train.fit adds `callbacks()` to every fit; with the variable unset it adds nothing.
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ def pareto_fig(table: list[dict], front: list[dict], title: str):
     """Accuracy against MFLOPs: every trained trial and the front."""
     import plotly.graph_objects as go
 
-    from dse.results import scored
+    from dse.results.files import scored
 
     done = scored(table)
     fig = go.Figure([
@@ -186,8 +186,8 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     """The page's HTML text."""
     import plotly.offline
 
-    from dse.analysis import analyze_runs, study_run
-    from dse.results import scored
+    from dse.results.analysis import analyze_runs, study_run
+    from dse.results.files import scored
 
     name = optuna_study.study_name
     done = scored(table)
