@@ -7,13 +7,13 @@ For each storage (SQLite file, a real PostgreSQL server started here like tests/
 journal file) the study is prefilled to each size with trials that look like dse's (the params, user attrs
 and system attrs a real dse trial writes, one point claim per trial), then `--workers` processes run
 `--trials-per-worker` trials each, all at once (a barrier, after each has read the trials new to it). A worker
-keeps one storage object (dse.trials.storage.open_storage) and its Optuna cache for all configs and sizes, like a
+keeps one storage object (dse.storage.open_storage) and its Optuna cache for all configs and sizes, like a
 long-lived dse worker; its start-up (open + read every trial) is timed apart (open_s). Configs:
 
     optuna/random, optuna/tpe  plain Optuna: a study on the same storage object, an ask / suggest the space's
                                4 params / tell loop (ask/tell never use the heartbeat): what a user of plain
                                Optuna pays
-    dse/random, dse/tpe        dse's path: dse.search.make_sampler (FeasibleStart around
+    dse/random, dse/tpe        dse's path: dse.trials.runner.make_sampler (FeasibleStart around
                                dse/conf/sampler/{random,tpe}.yaml), the real dse.trials.objective.Objective with
                                training replaced by an instant result (so owners.mark, Space.suggest,
                                claims.claim / take_over, every set_user_attr and set_constraint are dse's own),
@@ -62,7 +62,7 @@ CONFIGS = ("optuna/random", "optuna/tpe", "dse/random", "dse/tpe")
 PIECES = ("ask", "suggest", "mark", "claim", "attrs", "count", "tell", "stale", "hb", "after", "stopat", "gc",
           "gc_cpu")
 REPORT_EVERY = 5  # dse.search's report_every default: plots are redrawn every 5th counted trial
-SETTINGS = {  # what dse.trials.provenance.settings records on every trial of the default study
+SETTINGS = {  # what dse.provenance.settings records on every trial of the default study
     "data": {"name": "fashion_mnist", "subset": 20000, "val_subset": None, "val_fraction": 0.1, "image_size": None,
              "augment": False},
     "trainer": {"epochs": 2, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "nesterov": True,
@@ -223,7 +223,7 @@ def prefill_rdb(url: str, facts: list[dict], upto: int, rng: random.Random) -> i
     from sqlalchemy import func, insert, select
 
     from dse.trials.claims import CLAIM
-    from dse.trials.storage import _driver
+    from dse.storage import _driver
 
     storage = optuna.storages.RDBStorage(_driver(url), engine_kwargs={"connect_args": {"timeout": 120}}
                                          if url.startswith("sqlite") else {})
@@ -468,15 +468,15 @@ def _fake_objective(space, seed: int):
 
 
 def _open(task: dict):
-    """dse's storage on the task's URL (dse.trials.storage.open_storage: heartbeats on RDB storages)."""
+    """dse's storage on the task's URL (dse.storage.open_storage: heartbeats on RDB storages)."""
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     try:
         return open_storage(task["url"], Path(task["run_dir"]))
     finally:
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # as dse.search.run: no line per failed trial
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # as dse.trials.runner.run: no line per failed trial
 
 
 def _sampler_cfg(name: str):
@@ -532,15 +532,14 @@ def _run_plain(task: dict, index: int, barrier, space) -> dict:
 
 
 def _dse_study(task: dict):
-    """dse's study on the task's storage, opened as dse.search.run opens it (once per worker)."""
+    """dse's study on the task's storage, opened as dse.trials.runner.run opens it (once per worker)."""
     from dse.trials import objective as obj
-    from dse import search
-    from dse.trials import owners
+    from dse.trials import owners, runner
     key = (task["url"], False)
     if key not in _OPEN:
         storage = _open(task)
         study = dse_study()
-        trials = getattr(search, "_trials", None)
+        trials = getattr(runner, "_trials", None)
         done = [t for t in trials(storage, study.name) if obj.counted(t)] if trials else []
         optuna_study = obj.open_study(storage, study, None, obj.make_pruner("none", 1), study.space)
         owners.reap(optuna_study)
@@ -550,20 +549,19 @@ def _dse_study(task: dict):
 
 
 def _run_dse(task: dict, index: int, barrier, space) -> dict:
-    """dse's path: the sampler of dse.search.make_sampler, then study.optimize as dse.search.run calls it."""
+    """dse's path: the sampler of dse.trials.runner.make_sampler, then study.optimize as dse.trials.runner.run calls it."""
     from dse.trials import objective as obj
-    from dse import search
-    from dse.trials import signals
-    os.environ["DSE_WORKER"] = str(index)  # dse.search.make_sampler seeds each worker apart
+    from dse.trials import runner, signals
+    os.environ["DSE_WORKER"] = str(index)  # dse.trials.runner.make_sampler seeds each worker apart
     start = time.perf_counter()
     optuna_study, done = _dse_study(task)
     study = dse_study()
     job = SimpleNamespace(options=SimpleNamespace(seed=task["run"]), sampler=_sampler_cfg(task["sampler"]), study=study,
                           cells=None, space=space)
-    optuna_study.sampler = search.make_sampler(job, done)
+    optuna_study.sampler = runner.make_sampler(job, done)
     objective = signals.guard(_fake_objective(space, seed=1000 + task["run"]))  # a fresh claim key per run
     records = []
-    line = getattr(search, "_summary_line", None)  # dse.search.run's per-trial lines, where they live now
+    line = getattr(runner, "_summary_line", None)  # dse.trials.runner.run's per-trial lines, where they live now
     try:
         from dse.trials.screen import Screen, trial_line
 
@@ -571,7 +569,7 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
     except ImportError:
         screen, trial_line = None, line
 
-    def after(s, trial):  # dse.search.run's `after`, less report.write_all (timed apart, in the parent)
+    def after(s, trial):  # dse.trials.runner.run's `after`, less report.write_all (timed apart, in the parent)
         if screen is not None:
             screen.add(trial)
             screen.study_line()
@@ -690,7 +688,7 @@ def parent_study(url: str, run_dir: Path):
     """This process's study on `url` (kept across sizes: later sizes read only the new trials)."""
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     run_dir.mkdir(parents=True, exist_ok=True)
     study = optuna.load_study(study_name=STUDY, storage=open_storage(url, run_dir))
@@ -699,7 +697,7 @@ def parent_study(url: str, run_dir: Path):
 
 
 def cold_open(url: str, run_dir: Path) -> float:
-    """Seconds a new process takes to open the study and read every trial once (dse.search.run reads them at
+    """Seconds a new process takes to open the study and read every trial once (dse.trials.runner.run reads them at
     start-up: to count finished trials, in owners.reap, in FeasibleStart's first trial)."""
     t = time.perf_counter()
     study = parent_study(url, run_dir)
@@ -774,7 +772,7 @@ def time_write_all(study, run_dir: Path, reps: int, plots: bool = True) -> dict:
 def _create_study(url: str, run_dir: Path) -> None:
     """The empty study, created the way dse creates it."""
     from dse.trials import objective as obj
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     storage = open_storage(url, run_dir)
     study = dse_study()

@@ -36,7 +36,7 @@ class TrialRecord:
     rf_stride: int | None = None
     latency_ms: float | None = None  # measured on the trial's device (objective `latency`)
     latency_device: str | None = None
-    settings: dict | None = None  # what it was trained with (dse.trials.provenance)
+    settings: dict | None = None  # what it was trained with (dse.provenance)
     # the net actually trained, when a proxy thins it (model.width_scale < 1)
     width_scale: float | None = None
     trained_params: int | None = None

@@ -47,7 +47,7 @@ def load_study(run_dir: Path, name: str, storage: str | None):
     """The stored study (a UserError when it is not there)."""
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

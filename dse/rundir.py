@@ -2,7 +2,7 @@
 
 The commands that open a finished run (dse.report, dse.analyze, dse.table) read it here into a `SavedRun` and
 pass its typed values on: the study's name, where its storage is, the space file, the W&B project and, for
-studies older than per-trial settings (dse.trials.provenance), how their trials were trained. Nothing else reads
+studies older than per-trial settings (dse.provenance), how their trials were trained. Nothing else reads
 config.yaml; the storage's own records come first wherever they exist.
 """
 from __future__ import annotations

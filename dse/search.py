@@ -12,26 +12,24 @@ it into a `Job` of typed objects once, and nothing below receives a config dict.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
 from dse.errors import UserError
+from dse.trials import runner
+from dse.trials.job import Job, Options
 
 if TYPE_CHECKING:  # the typed pieces of a Job (imported where they are made: heavy imports stay lazy)
-    from dse.trials.pool import PoolConfig
-    from dse.trials.sampling import SamplerConfig
-    from dse.study import Study
     from dse.results.wandb_log import LoggerConfig
+    from dse.trials.pool import PoolConfig
 
 GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger")
 USAGE = """usage: python -m dse.search [space=NAME] [study=NAME] [data=NAME] [fidelity=NAME] [sampler=NAME] [logger=NAME]
@@ -237,37 +235,6 @@ def check_root(cfg: dict) -> None:
         raise UserError(f"progress: must be true or false, got {cfg.get('progress')!r}")
 
 
-@dataclass(frozen=True)
-class Options:
-    """The root keys that no other typed object holds (checked by check_root)."""
-
-    seed: int = 0  # base seed: sampler, data split, training
-    progress: bool = True  # the study's bar and Lightning's per-trial bar
-    report_every: int = 5  # rewrite pareto.png/html and best.yaml every N trials
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a run needs, validated: typed objects, no Hydra and no config dict below this module."""
-
-    study: Study
-    space: object  # dse.space.Space, or None for a grid of fixed points
-    cells: dict | None  # {label: Point} of a grid
-    sampler: SamplerConfig
-    logger: LoggerConfig
-    pool: PoolConfig
-    options: Options
-    data: object  # dse.train.datasets.Data (or dse.train.imagenet.Streamed)
-    recipe: object  # dse.train.fit.Recipe
-    run_dir: Path
-    storage_url: str | None
-    config_yaml: str  # the resolved config, storage password masked: the run directory's config.yaml
-    thin: tuple = (1.0, 4)  # (model.width_scale, model.min_width)
-    settings: dict | None = None  # what trials are trained with (dse.trials.provenance), recorded per trial
-    argv: tuple = ()  # the command's overrides (a worker pool starts its workers with them)
-    started: float = 0.0  # time.monotonic() when the command started: study.timeout counts from here
-
-
 def prepare(cfg: dict) -> Job:
     """Validate the composed config and load space, study, data and recipe; touches no storage."""
     from dse import study as studies
@@ -308,7 +275,7 @@ def prepare(cfg: dict) -> Job:
         budget.check_space(space)
     recipe = make_recipe(cfg, study)
     run_dir = Path(cfg.get("run_dir") or f"runs/{study.name}")
-    from dse.trials import provenance
+    from dse import provenance
     thin = model_thinning(cfg)
     root = Options(seed=int(cfg.get("seed", 0)), progress=cfg.get("progress", True),
                    report_every=int(cfg.get("report_every", 5)))
@@ -413,7 +380,7 @@ def _accepted(fn, kwargs: dict) -> dict:
 
 def masked_config(cfg: dict) -> dict:
     """The config with the storage password masked, fit to save or log."""
-    from dse.trials.storage import mask
+    from dse.storage import mask
 
     out = dict(cfg)
     if out.get("storage"):
@@ -421,239 +388,11 @@ def masked_config(cfg: dict) -> dict:
     return out
 
 
-def run(job: Job) -> int:
-    """Open the storage, create or resume the study, run the remaining trials, write the results; exit code."""
-    import optuna
-
-    from dse.trials import claims
-
-    from dse.trials import owners
-
-    from dse.trials import pool
-
-    from dse.trials import signals
-    from dse.trials import objective as obj
-    from dse.results import files as results
-    from dse.trials.storage import default_url, open_storage
-    from dse.results.wandb_log import Loggers
-
-    study = job.study
-    storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
-    storage = open_storage(storage_url, job.run_dir)
-    loggers = Loggers(job.logger, job.run_dir, study.name)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial gets our own one-line summary
-    done = [t for t in _trials(storage, study.name) if obj.counted(t)]
-    max_epochs = int(getattr(job.recipe, "epochs", 1))
-    prune = study.pruner != "none"
-    optuna_study = obj.open_study(storage, study, make_sampler(job, len(done)),
-                                  obj.make_pruner(study.pruner, max_epochs), study.space)
-    from dse.trials import provenance
-    job = size_trials(job, optuna_study)
-    provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
-    write_config(job)
-    owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
-    finished = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
-    if job.cells is not None:  # ablation grids run every cell; sampler=grid over a space stops at n_trials
-        claims.enqueue_once(optuna_study, list(job.cells), study.seeds)  # once, however many workers join
-        total = len(job.cells) * study.seeds
-        total = total if study.is_grid else min(total, study.n_trials)
-        remaining = min(obj.waiting(optuna_study), max(total - finished, 0))
-    else:
-        total = study.n_trials
-        remaining = max(total - finished, 0)
-    if pool.wanted(job.pool):  # workers=N: N copies of this command on this study, one bar here
-        code = pool.run(list(job.argv), job.pool, storage_url, study.name, job.run_dir, total, obj.counted) \
-            if remaining or (study.is_grid and claims.has_work(optuna_study)) else 0
-        out = results.write_all(optuna_study, job.run_dir)
-        loggers.summary(out["rows"], out["front"], study.objectives)
-        _final_line(study.name, job.run_dir, out)
-        return code
-    signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
-    from dse.trials import deadline as pace
-    from dse.trials.screen import Screen, trial_line
-
-    screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
-    bar = _bar(total, total - remaining, study.name, job.options.progress, study.timeout)
-    objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
-                              loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.options.progress),
-                              settings=job.settings, deadline=deadline(job))
-    objective = signals.guard(objective)
-    stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
-    every = max(job.options.report_every, 1)
-
-    def after(s, trial):
-        screen.add(trial)
-        note = ""
-        if pace.out_of_time(trial):  # queued for the next run; this one goes on while another trial fits
-            fits, why = pace.time_for_another(s.get_trials(deepcopy=False), deadline(job))
-            if not fits:
-                s.stop()
-            note = f"queued again for the next run; {why}"
-        bar.write(trial_line(trial, note))
-        bar.write(screen.study_line())
-        if obj.counted(trial):  # rejected points change no result file
-            bar.update(1)
-            results.write_all(s, job.run_dir, plots=bar.n % every == 0)
-
-    try:
-        if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
-            # n_trials=None: StopAt counts trained trials (rejected points are cheap and do not count)
-            left = None if study.timeout is None else max(deadline(job) - time.monotonic(), 1.0)
-            optuna_study.optimize(objective, n_trials=None, timeout=left,
-                                  catch=(obj.TrialFailed, signals.TrialOutOfTime),
-                                  callbacks=[after, *stop, signals.StopOnSignal()],
-                                  gc_after_trial=True)
-    except signals.TrialInterrupted as stopped:  # the trial in flight: its line, then the study's
-        bar.write(str(stopped))
-        bar.write(screen.study_line())
-    finally:
-        bar.close()
-        signals.requeue()  # the trials stopped out of time: WAITING now, so the next run trains them first
-        owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
-        out = results.write_all(optuna_study, job.run_dir)
-        loggers.summary(out["rows"], out["front"], study.objectives)
-    _final_line(study.name, job.run_dir, out)
-    code = signals.exit_code()
-    if not code and not any(r.get("status") == "ok" for r in out["rows"]):
-        print(f"error: study {study.name}: no trial was trained ({_tally(out['rows'])}); widen the budget "
-              "(study.constraints.*) or the time (study.timeout)", file=sys.stderr)
-        return 1
-    if signals.requested():
-        print("interrupted: finished trials are kept in the storage; re-run the command to resume",
-              file=sys.stderr)
-    return code
-
-
-def _tally(rows: list[dict]) -> str:
-    """'12 proposed: 9 over the budget, 3 repeats' from trials.csv rows."""
-    from collections import Counter
-
-    rows = [r for r in rows if r.get("state") != "WAITING"]  # queued again: not a proposal of its own
-    n = Counter(r.get("status") or r.get("reason") or "unfinished" for r in rows)
-    words = {"rejected": "rejected before training", "duplicate": "repeats",
-             "out of time": "stopped at the timeout and queued again"}
-    return f"{len(rows)} proposed" + "".join(f", {c} {words.get(k, k)}" for k, c in n.items())
-
-
-RESERVE_S = 10.0  # of study.timeout: the final reports after the last trial
-
-
-def deadline(job: Job) -> float | None:
-    """time.monotonic() by which the last trial must end (None without a timeout)."""
-    if job.study.timeout is None:
-        return None
-    return (job.started or time.monotonic()) + job.study.timeout - RESERVE_S
-
-
-def size_trials(job: Job, optuna_study) -> Job:
-    """study.trials_per_timeout: measure, then cut data.subset so ~N trials fit (a resume reuses the size);
-    returns the job with its data, recipe and settings sized (the same job when nothing changes)."""
-    from dse.trials import provenance
-    from dse.trials import sizing
-    study = job.study
-    if not (study.trials_per_timeout and study.timeout) or job.space is None or job.cells is not None:
-        return job
-
-    def typed(key):
-        return any(a.lstrip("+~").startswith(key + "=") for a in job.argv)
-
-    if typed("data.subset"):
-        return job  # the user's own size
-    stored = optuna_study.user_attrs.get(provenance.STUDY_KEY)
-    if stored is None and optuna_study.get_trials(deepcopy=False):
-        return job  # an older study: keep what it was trained with
-    batch = val = None
-    if stored is not None:
-        size, val = ((stored.get("data") or {}).get(k) for k in ("subset", "val_subset"))
-        batch = (stored.get("trainer") or {}).get("batch_size")
-        why = f"sizing: {size} training samples, as this study was sized when it began"
-    else:
-        size, val, batch, why = sizing.choose(job.space, job.data, job.recipe, job.thin, study.timeout,
-                                              study.trials_per_timeout, job.options.seed,
-                                              keep_batch=typed("trainer.batch_size"), keep_val=typed("data.val_subset"))
-    if not size:
-        return job
-    print(why)
-    settings = copy.deepcopy(job.settings)
-    settings["data"]["subset"] = int(size)
-    if val and int(val) < len(job.data.val):
-        settings["data"]["val_subset"] = int(val)
-    recipe = job.recipe
-    if batch and int(batch) != recipe.batch_size:
-        recipe = dataclasses.replace(recipe, batch_size=int(batch))
-        settings["trainer"]["batch_size"] = int(batch)
-    data = sizing.with_subset(job.data, int(size), int(val) if val else None)
-    return dataclasses.replace(job, data=data, recipe=recipe, settings=settings)
-
-
-def make_sampler(job: Job, done: int):
-    """The study's sampler, seeded per worker and per resume, with its start-up trials inside the budget.
-
-    Each pool worker (env DSE_WORKER) gets its own seed, so workers do not propose the same points; a
-    resumed study starts from a new seed, so it does not replay its first draws. With a timeout, the last
-    points are chosen to fit the time left (dse.trials.sampling).
-    """
-    from dse.trials import objective as obj
-    from dse.trials.sampling import FeasibleStart, startup_count
-
-    worker = int(os.environ.get("DSE_WORKER", "0") or 0)
-    seed = job.options.seed + done + 7919 * worker
-    inner = obj.make_sampler(job.sampler, seed, job.study.multi)
-    if job.cells is not None or job.space is None:
-        return inner
-    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed, deadline=deadline(job))
-
-
-def write_config(job: Job) -> None:
-    """The run's resolved config as config.yaml; a different earlier one is kept as config.<n>.yaml."""
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    path = job.run_dir / "config.yaml"
-    text = job.config_yaml
-    if path.is_file() and path.read_text() != text:
-        n = 1
-        while (job.run_dir / f"config.{n}.yaml").exists():
-            n += 1
-        path.rename(job.run_dir / f"config.{n}.yaml")
-    path.write_text(text)
-
-
-def _trials(storage, name: str) -> list:
-    """The stored trials of study `name` ([] when it does not exist yet)."""
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    except KeyError:
-        return []
-
-
-def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | None = None):
-    """The study's progress bar (trained trials). With a timeout it shows the time left, not an ETA over
-    n_trials that the timeout will cut short."""
-    from tqdm.auto import tqdm
-
-    fmt = "{desc}: {n_fmt}/{total_fmt} trained [{elapsed}{postfix}]" if timeout else None
-    return tqdm(total=total, initial=initial, desc=f"study {name}", unit="trial", position=0,
-                disable=not enabled, dynamic_ncols=True, bar_format=fmt)
-
-
-def _final_line(name: str, run_dir: Path, out: dict) -> None:
-    """What the run left behind."""
-    from dse.results.files import scored
-
-    ok = scored(out["rows"])
-    best = max(ok, key=lambda r: r["accuracy"], default=None)
-    print(f"study {name}: {len(out['rows'])} trials ({len(ok)} ok), {len(out['front'])} on the Pareto front"
-          + (f"; best val accuracy {100 * best['accuracy']:.2f}% at {best['flops'] / 1e6:.2f} MFLOPs"
-             if best else ""))
-    print(f"results: {run_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml)")
-
-
 def main(argv=None) -> int:
     """Entry point: compose, validate, run; user mistakes exit 2 with one line."""
     started = time.monotonic()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from dse.trials.storage import hide_in_env
+    from dse.storage import hide_in_env
 
     sys.argv[1:] = hide_in_env(sys.argv[1:])  # W&B records the command line; DDP re-runs it
     if any(a in ("-h", "--help") for a in argv):
@@ -676,7 +415,7 @@ def main(argv=None) -> int:
             from dse.train import fit as train
             code = ddp.follow(train.fit, job.data, job.recipe)
         else:
-            code = run(job)
+            code = runner.run(job)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

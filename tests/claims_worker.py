@@ -1,4 +1,4 @@
-"""A grid worker for the claims tests, run as a subprocess: the real dse.trials.claims/dse.trials.storage/dse.trials.signals code
+"""A grid worker for the claims tests, run as a subprocess: the real dse.trials.claims/dse.storage/dse.trials.signals code
 around a trial function that only sleeps (no training), so many trials fit in a few seconds.
 
 usage: python tests/claims_worker.py URL STUDY LABELS(comma) SEEDS SLEEP_S
@@ -11,7 +11,7 @@ import optuna
 from dse.trials import claims
 
 from dse.trials import signals
-from dse.trials.storage import open_storage
+from dse.storage import open_storage
 
 
 def main(url: str, name: str, labels: str, seeds: str, sleep_s: str) -> int:

@@ -41,7 +41,7 @@ def wait_running(storage, name: str, at_least_complete: int, timeout: float = 18
     """Poll the storage until a trial RUNNING after `at_least_complete` COMPLETE ones; that running trial."""
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.CRITICAL)
     deadline = time.monotonic() + timeout
@@ -64,7 +64,7 @@ def trials(storage, name: str) -> list:
     """All trials of the study."""
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     return optuna.load_study(study_name=name, storage=open_storage(storage, ".")).get_trials(deepcopy=False)

@@ -38,7 +38,7 @@ def per_cell(url: str, name: str) -> tuple[Counter, list]:
     import optuna
 
     from dse.trials.claims import cell_of
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(url, "."))
     trials = study.get_trials(deepcopy=False)

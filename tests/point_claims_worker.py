@@ -9,7 +9,7 @@ import time
 import optuna
 
 from dse.trials import claims
-from dse.trials.storage import open_storage
+from dse.storage import open_storage
 
 
 def main(url: str, name: str, n: str, start: str, holder: str) -> int:

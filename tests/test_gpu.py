@@ -205,7 +205,7 @@ class FakeWorker:
 
 def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, monkeypatch):
     from dse.trials import signals
-    from dse.trials import storage
+    from dse import storage
     started = []
     monkeypatch.setattr(pool, "_start", lambda argv, url, run_dir, slot: started.append(slot) or FakeWorker(slot))
     monkeypatch.setattr(pool, "visible_gpus", lambda env=None: ["0"])

@@ -76,7 +76,7 @@ def _running(study, owner: dict) -> int:
 def test_reap_spares_live_owners_and_other_hosts(tmp_path, sleeper, kind):
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'o.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'o.log'}"
     study = optuna.create_study(study_name="o", storage=open_storage(url, tmp_path))

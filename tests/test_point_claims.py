@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from dse.trials import claims
-from dse.trials.storage import open_storage
+from dse.storage import open_storage
 from search_helpers import env, load_study, ok, search
 
 HERE = Path(__file__).parent

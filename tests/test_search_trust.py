@@ -92,7 +92,7 @@ def test_seeds_train_a_sampled_point_several_times(tmp_path):
 
 def test_a_setting_that_does_not_change_training_never_blocks_a_resume():
     # A study made while trainer.compile was still recorded must resume after it became a speed-only setting.
-    from dse.trials import provenance
+    from dse import provenance
     old = {"trainer": {"lr": 0.1, "compile": "auto"}, "data": {"subset": 5000}}
     assert provenance.differences(old, {"trainer": {"lr": 0.1}, "data": {"subset": 5000}}) == []
     assert provenance.differences(old, {"trainer": {"lr": 0.2}, "data": {"subset": 5000}}) == ["trainer.lr: 0.1 -> 0.2"]

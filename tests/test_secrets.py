@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crash_helpers import ROOT, env, ok, search, trials
-from dse.trials.storage import mask
+from dse.storage import mask
 
 
 def test_mask_hides_every_password():
@@ -18,7 +18,7 @@ def test_mask_hides_every_password():
 
 
 def test_hide_in_env_moves_only_a_password_url(monkeypatch):
-    from dse.trials.storage import hide_in_env
+    from dse.storage import hide_in_env
 
     monkeypatch.delenv("DSE_STORAGE", raising=False)
     args = ["space=x", "storage=postgresql://u:pw9@h/db"]

@@ -120,7 +120,7 @@ def test_trained_as_comes_from_the_trials_not_config_yaml(tmp_path):
     """Provenance per trial (issue 11): a config.yaml rewritten by a later run cannot relabel the table."""
     import yaml
 
-    from dse.trials import provenance
+    from dse import provenance
 
     from dse.train import fit as train
     runs = tmp_path / "runs"

@@ -126,8 +126,8 @@ def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tm
     # Before: the out-of-time trial stopped the whole study (a busy default run ended 4 minutes early). Now the
     # study goes on while the time left exceeds its shortest trained trial; the stopped point is not tried
     # again in this run and is queued (WAITING) only when the run ends, for the next run to train first.
-    from dse import search
     from dse.train import fit as train
+    from dse.trials import runner
     timeout = 50
     args = ["space=resnext", "study.name=o", f"study.timeout={timeout}", "study.n_trials=100"]
     (cheap, _), (slow, slow_id) = _points(2, args)
@@ -160,7 +160,7 @@ def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tm
     assert len(waiting) == 1 and waiting[0].params == slow, proc.stdout[-3000:]
     assert waiting[0].number == max(t.number for t in trials)  # queued when the run ended
     shortest = min(t.user_attrs["train_seconds"] for t in trained)
-    assert timeout - search.RESERVE_S - shortest - 3 <= took <= timeout + 15, (took, shortest, proc.stdout[-3000:])
+    assert timeout - runner.RESERVE_S - shortest - 3 <= took <= timeout + 15, (took, shortest, proc.stdout[-3000:])
 
 
 def _trained(flops_mf: list[float], seconds_of) -> list:

@@ -99,7 +99,7 @@ def stored_study(study_name: str, url: str | None, run_dir: Path):
         return None
     import optuna
 
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url, run_dir)
@@ -112,7 +112,7 @@ def stored_study(study_name: str, url: str | None, run_dir: Path):
 def trained_as(study, saved: str | None = None) -> str | None:
     """How the table's trials were trained: from each trial's recorded settings; `saved` (the run's config.yaml
     in words, dse.rundir) only for old studies whose trials record none."""
-    from dse.trials import provenance
+    from dse import provenance
     if study is None:
         return None
     records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]

@@ -19,7 +19,7 @@ Optuna's GridSampler does not promise this with parallel workers (optuna issues 
    RUNNING atomically; a pop that loses the race moves on to the next trial.
 3. Dead workers. The next dse process on the dead worker's machine fails its RUNNING trial at once (reason
    'worker died (process gone)', dse.trials.owners); on other machines the trial stops beating and, after the grace
-   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.trials.storage). Either way its params are
+   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage). Either way its params are
    re-queued as WAITING.
 4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
    other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.

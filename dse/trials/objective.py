@@ -149,7 +149,7 @@ class Objective:
     prune: bool = False
     progress: bool = True
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
-    settings: dict | None = None  # dse.trials.provenance.settings: recorded on every trial
+    settings: dict | None = None  # dse.provenance.settings: recorded on every trial
     deadline: float | None = None  # time.monotonic() by which the study ends: a trial that cannot finish stops
 
     def __call__(self, trial):

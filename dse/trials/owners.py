@@ -1,6 +1,6 @@
 """Who runs a trial: a killed process's trial is failed and retried by the next dse process on its host, at once.
 
-The heartbeat (dse.trials.storage) finds a dead worker's trial only after its grace period (90 s), only while some
+The heartbeat (dse.storage) finds a dead worker's trial only after its grace period (90 s), only while some
 worker still optimizes, and never on a journal storage (no heartbeats). But a process on the SAME host can
 tell at once whether a trial's owner is alive. So:
 
@@ -100,7 +100,7 @@ def reap(study, max_retry: int = 2) -> int:
     if retry is None:  # a journal (no heartbeat): the same callback the heartbeat path uses
         import warnings
 
-        from dse.trials.storage import _retry_class
+        from dse.storage import _retry_class
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

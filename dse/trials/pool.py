@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dse.errors import UserError
-from dse.trials.storage import mask
+from dse.storage import mask
 from dse.train.fit import MEMORY_PROBE_ENV
 
 # Overrides the parent sets for its workers (the user's values for these keys are dropped).
@@ -190,7 +190,7 @@ def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, 
         say=print) -> int:
     """Start the workers, show one progress bar until they end, and return the pool's exit code."""
     from dse.trials import signals
-    from dse.trials.storage import open_storage
+    from dse.storage import open_storage
 
     workers, devices, gpus = config.workers, config.devices, visible_gpus()
     setting = per_gpu_setting(config.per_gpu)

@@ -6,7 +6,7 @@ a typical point of its space (the median-FLOPs point of a seeded sample inside t
 trials), on this machine as loaded right now, and lowers `data.subset` so that one trial takes about
 timeout / N. When that size leaves a trial under MIN_STEPS optimizer steps, the batch size drops so the
 nets still learn (a busy machine trains fewer images, not fewer steps). The chosen sizes are recorded in the
-study's settings (dse.trials.provenance), so a resumed study trains at the same sizes without measuring again. A `data.subset` typed on the command line is kept as given.
+study's settings (dse.provenance), so a resumed study trains at the same sizes without measuring again. A `data.subset` typed on the command line is kept as given.
 """
 from __future__ import annotations
 
