@@ -1,6 +1,7 @@
 """The house rules on imports, checked from the source: no two dse modules import each other (directly or
-round a loop), no module imports an entry point except another entry point, and the trial record sits on
-the ground floor (it imports nothing of dse).
+round a loop), no module imports an entry point except another entry point, the trial record sits on
+the ground floor (it imports nothing of dse), and the floor table of docs/design.md lists every module and
+holds: no module imports one on a later floor.
 
 Every import counts, the ones inside functions too: dse imports heavy libraries lazily, and a lazy import
 is still a dependency.
@@ -8,11 +9,13 @@ is still a dependency.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dse"
+DESIGN = PACKAGE.parent / "docs" / "design.md"
 GROUND = ("dse.record",)  # plain data types: nothing of dse below them
 # Modules with a `python -m` command that are libraries first: other modules read through them, and their
 # command calls only their own functions. dse.train.imagenet loads ImageFolder trees and litdata shards for
@@ -154,3 +157,53 @@ def test_ground_floor_imports_nothing_of_dse(module):
     modules = module_files()
     assert module in modules, f"{module} is missing"
     assert imports(module, modules[module], modules) == set()
+
+
+def floor_table(text: str) -> list[list[str]]:
+    """The module entries of each row of the design doc's floor table ("## Who owns what"), in floor order."""
+    section = text.split("## Who owns what", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("|")]
+    return [re.findall(r"`(dse(?:\.\w+)*(?:\.\*)?)`", cells[2]) for cells in rows[2:]]
+
+
+def floors(table: list[list[str]], modules) -> tuple[dict[str, int], list[str], list[str]]:
+    """({module: floor index}, modules the table leaves out, entries that name no module)."""
+    exact = {name: i for i, row in enumerate(table) for name in row if not name.endswith(".*")}
+    wild = {name[:-2]: i for i, row in enumerate(table) for name in row if name.endswith(".*")}
+    out, missing = {}, []
+    for m in modules:
+        package = m.rpartition(".")[0]
+        if m in exact:
+            out[m] = exact[m]
+        elif package in wild:
+            out[m] = wild[package]
+        else:
+            missing.append(m)
+    stale = [e for e in exact if e not in modules] + [w + ".*" for w in wild if w not in modules]
+    return out, sorted(missing), sorted(stale)
+
+
+def test_the_floor_checker_reads_a_table():
+    """The table parser and the floor lookup on a small made-up table (a package's `.*` covers its modules)."""
+    text = ("## Who owns what\n\n| floor | modules | what |\n|---|---|---|\n| 1 | `dse.a`, `dse.p.*` | x `y` |\n"
+            "| 2 | `dse.b` (the b), `dse.gone` | z |\n\n## Next\n| 3 | `dse.c` | |\n")
+    table = floor_table(text)
+    assert table == [["dse.a", "dse.p.*"], ["dse.b", "dse.gone"]]
+    found, missing, stale = floors(table, {"dse.a", "dse.p", "dse.p.q", "dse.b", "dse.c"})
+    assert found == {"dse.a": 0, "dse.p.q": 0, "dse.b": 1}
+    assert missing == ["dse.c", "dse.p"] and stale == ["dse.gone"]
+
+
+def test_design_doc_floor_table_lists_every_module():
+    """Every module under dse/ is in docs/design.md's floor table, and every entry there is a module."""
+    found, missing, stale = floors(floor_table(DESIGN.read_text()), module_files())
+    assert not missing, "modules missing from docs/design.md's floor table: " + ", ".join(missing)
+    assert not stale, "entries of docs/design.md's floor table that are no module: " + ", ".join(stale)
+
+
+def test_no_module_imports_a_later_floor():
+    """An import goes to the module's own floor or an earlier one (the order of docs/design.md's table)."""
+    found = floors(floor_table(DESIGN.read_text()), module_files())[0]
+    bad = sorted(f"{m} (floor {found[m] + 1}) imports {t} (floor {found[t] + 1})"
+                 for m, targets in graph().items() if m in found for t in targets if t in found and found[t] > found[m])
+    assert not bad, "upward imports: " + "; ".join(bad)
