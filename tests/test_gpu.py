@@ -226,9 +226,9 @@ def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, 
 
 def test_probe_env_reaches_the_worker():
     slot = pool.Slot(0, ("0",), 4, probe="/tmp/p.json")
-    assert slot.env()[train.MEMORY_PROBE_ENV] == "/tmp/p.json"
+    assert slot.env()[pool.MEMORY_PROBE_ENV] == "/tmp/p.json"
     assert slot.env()["TORCHINDUCTOR_COMPILE_THREADS"] == "4"  # a packed worker's compiles use its own cores
-    assert train.MEMORY_PROBE_ENV not in pool.Slot(0, ("0",), 4).env()
+    assert pool.MEMORY_PROBE_ENV not in pool.Slot(0, ("0",), 4).env()
 
 
 # ----- bench/gpu.py on CPU: a smoke run of the code -----

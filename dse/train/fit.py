@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -27,12 +26,12 @@ import torch
 from torch import nn
 
 from dse.errors import UserError, choose
+from dse.train.probe import MEMORY_PROBE_ENV, PROBED, write_memory_probe
 
 SCHEDULES = ("step", "cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 COMPILES = ("auto", "true", "false")  # trainer.compile (Hydra gives true/false as booleans)
 WATCH_EVERY = 50  # steps between two looks at the running loss for NaN/inf (LossWatch)
-MEMORY_PROBE_ENV = "DSE_MEMORY_PROBE"  # set by dse.trials.pool: a file where a worker's first fit writes its GPU memory
 
 
 @dataclass(frozen=True)
@@ -379,22 +378,6 @@ def compiles(recipe: Recipe, on_cuda: bool) -> bool:
     if value == "auto":
         return on_cuda and importlib.util.find_spec("triton") is not None
     return value == "true"
-
-
-PROBED: list[str] = []  # memory-probe files this process has written (at most one)
-
-
-def write_memory_probe(path: str, device) -> None:
-    """Write `device`'s memory now and this process's peak (bytes) as JSON to `path`, atomically; once per process."""
-    free, total = torch.cuda.mem_get_info(device)
-    info = {"device": torch.cuda.get_device_name(device), "free": free, "total": total,
-            "reserved": torch.cuda.memory_reserved(device), "peak_reserved": torch.cuda.max_memory_reserved(device),
-            "peak_allocated": torch.cuda.max_memory_allocated(device), "pid": os.getpid(),
-            "visible": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-    with open(f"{path}.tmp", "w") as fh:
-        json.dump(info, fh)
-    os.replace(f"{path}.tmp", path)
-    PROBED.append(path)
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ Several trials per GPU (single-GPU trials): a proxy-sized net uses a few percent
 `workers_per_gpu=K` packs K workers on each GPU (worker i on GPU i mod #GPUs); `workers=auto` then starts
 #GPUs x K, and `workers=N` may exceed the GPUs up to #GPUs x K. With `workers_per_gpu=auto` (the
 default) and `workers=auto`, K is measured (`trials_per_gpu`): one worker per GPU starts first, and its first
-fit writes its GPU memory after a few steps (dse.train.fit.write_memory_probe); the parent turns that into one
+fit writes its GPU memory after a few steps (dse.train.probe.write_memory_probe); the parent turns that into one
 trial's footprint (CUDA context + the allocator's peak) and starts the others:
 
     K = min(8, cores per GPU, floor((free - 2 GiB) / (1.5 x footprint))), at least 1
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from dse.errors import UserError
 from dse.storage import mask
-from dse.train.fit import MEMORY_PROBE_ENV
+from dse.train.probe import MEMORY_PROBE_ENV
 
 # Overrides the parent sets for its workers (the user's values for these keys are dropped).
 OWN_KEYS = ("workers", "storage", "run_dir", "progress")

@@ -19,6 +19,7 @@ from dse.storage import default_url, open_storage
 from dse.trials import claims, owners, signals, sizing
 from dse.trials import deadline as pace
 from dse.trials import objective as obj
+from dse.trials import pool
 from dse.trials.job import Job
 from dse.trials.sampling import FeasibleStart, startup_count
 from dse.trials.screen import Screen, trial_line
@@ -27,8 +28,6 @@ from dse.trials.screen import Screen, trial_line
 def run(job: Job) -> int:
     """Open the storage, create or resume the study, run the remaining trials, write the results; exit code."""
     import optuna
-
-    from dse.trials import pool  # imports torch (through dse.train.fit)
 
     study = job.study
     storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
