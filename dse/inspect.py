@@ -14,10 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from dse import yamlfile
 from dse.errors import UserError
-
-
-MAX_FILE = 10_000_000  # bytes: a point file or best.yaml is a few kB
 
 
 def read_point(source: str, rank: int | None = None):
@@ -39,27 +37,10 @@ def read_point(source: str, rank: int | None = None):
 
 
 def _load(path: Path, source: str):
-    """The data in a YAML/JSON file, or a one-line UserError saying why not."""
-    if not path.is_file():
+    """The data in a YAML/JSON file (read by dse.yamlfile, bounded), or a one-line UserError saying why not."""
+    if not path.exists():
         raise UserError(f"point file {source!r} does not exist")
-    import yaml
-
-    try:
-        if path.stat().st_size > MAX_FILE:
-            raise UserError(f"{source}: {path.stat().st_size:,} bytes is too big for a point file (limit {MAX_FILE:,})")
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{source}: not a text file (byte {exc.start} is not UTF-8); give a point .yaml/.json, "
-                        "a best.yaml or a dse.zoo name") from None
-    except OSError as exc:
-        raise UserError(f"{source}: cannot read it: {exc.strerror}") from None
-    except RecursionError:
-        raise UserError(f"{source}: malformed YAML: nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        why = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise UserError(f"{source}{line}: malformed YAML: {why}") from None
+    return yamlfile.read(path, "point file")
 
 
 def _pick(data, source: str, rank: int | None):

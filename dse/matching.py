@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from dse import yamlfile
 from dse.cost import complexity
 from dse.errors import UserError, choose
 from dse.point import GROUPED, Point
@@ -233,13 +234,11 @@ def cells(spec, space=None) -> dict:
 def load_point(name_or_path: str) -> Point:
     """A zoo name or a YAML/JSON file holding a point mapping."""
     if name_or_path.endswith((".yaml", ".yml", ".json")):
-        import yaml
-
+        data = yamlfile.read(name_or_path, "point file")
         try:
-            with open(name_or_path) as f:
-                return Point.from_dict(yaml.safe_load(f))
-        except OSError as exc:
-            raise UserError(f"point: cannot read {name_or_path}: {exc.strerror}") from None
+            return Point.from_dict(data)
+        except UserError as exc:
+            raise UserError(f"{name_or_path}: {exc}") from None
     from dse import zoo
 
     return zoo.get(name_or_path)

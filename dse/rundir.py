@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from dse import yamlfile
+from dse.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,9 @@ class SavedRun:
         path = Path(run_dir) / "config.yaml"
         if not path.is_file():
             return cls()
-        cfg = yaml.safe_load(path.read_text()) or {}
+        cfg = yamlfile.read(path, "run config") or {}
         if not isinstance(cfg, dict):
-            return cls()
+            raise UserError(f"{path}: a run's config.yaml must be a mapping of keys, got {type(cfg).__name__}")
         space, logger = _node(cfg, "space"), _node(cfg, "logger")
         return cls(study_name=_node(cfg, "study").get("name"), storage=cfg.get("storage"),
                    space_file=space.get("file"), wandb_entity=logger.get("entity"),

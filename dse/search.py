@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from dse import yamlfile
 from dse.errors import UserError
 from dse.trials import runner
 from dse.trials.job import Job, Options
@@ -92,10 +93,7 @@ def own_files(overrides: list[str]) -> tuple[list[str], dict]:
 
 def _node(group: str, path: Path) -> dict:
     """The config node of one space/study file: the file's mapping (a space also gets name and file)."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{group} {path.stem!r}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    data = yamlfile.read(path, f"{group} file") or {}
     if not isinstance(data, dict):
         raise UserError(f"{group} {path.stem!r}: must be a mapping of keys")
     if group == "space":  # the space is loaded by dse.space; its bounds may be overridden here
@@ -323,7 +321,7 @@ def _read_option(group: str, name: str) -> dict:
     path = conf_dir() / group / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"unknown {group} {name!r}; valid: {', '.join(options(group))}")
-    return yaml.safe_load(path.read_text())
+    return yamlfile.read(path, f"{group} config")
 
 
 def load_space(node: dict, data, study_bounds: dict | None = None):

@@ -32,8 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from dse import yamlfile
 from dse.errors import UserError
 
 # Objectives: accuracy or error, plus costs from dse.cost.measures (flops, params, acts; rf, the receptive
@@ -73,10 +72,7 @@ def read(name_or_path: str) -> dict:
         path = studies_dir() / f"{name_or_path}.yaml"
         if not path.is_file():
             raise UserError(f"unknown study {name_or_path!r}; valid: {', '.join(names())}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"study {str(path)!r}: cannot read: {str(exc).splitlines()[0]}") from None
+    data = yamlfile.read(path, "study file")
     if not isinstance(data, dict):
         raise UserError(f"study {str(path)!r}: must be a mapping of keys, got {type(data).__name__}")
     return data

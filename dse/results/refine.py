@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from dse import yamlfile
 from dse.results import edf as E
 from dse.errors import UserError
 
@@ -38,7 +39,8 @@ def is_anynet_run(run) -> bool:
     path = parent_file(run)
     if path is None:
         return False
-    params = (yaml.safe_load(path.read_text()) or {}).get("params") or {}
+    data = yamlfile.read(path, "space file")
+    params = (data.get("params") if isinstance(data, dict) else None) or {}
     return all(isinstance(params.get(k), dict) and params[k].get("per_stage") for k in ("width", "depth"))
 
 
@@ -52,7 +54,7 @@ def refine_run(run, top: float) -> dict | None:
     """Fit the rule to the run's best models and build the refined space mapping (validated); None when the
     trials carry no Points."""
     path = parent_file(run)
-    parent = yaml.safe_load(path.read_text())
+    parent = yamlfile.read(path, "space file")
     spec = parent["params"]["width"]
     low = int(spec.get("low", 8)) if spec.get("type") == "int" else int(min(spec.get("values", [8])))
     high = int(spec.get("high", 1024)) if spec.get("type") == "int" else int(max(spec.get("values", [1024])))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from dse import yamlfile
 from dse.errors import choose
 from dse.record import TrialRecord
 
@@ -27,7 +28,7 @@ RESAMPLES = 2000  # bootstrap resamples of seeds x rows
 
 def papers() -> dict:
     """All paper tables in dse/data/papers.yaml."""
-    return yaml.safe_load(PAPERS.read_text())
+    return yamlfile.read(PAPERS, "paper tables file")
 
 
 def paper_table(key: str) -> dict:

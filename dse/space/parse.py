@@ -34,8 +34,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
-
+from dse import yamlfile
 from dse.errors import UserError
 from dse.point import Head, Point, Stage, Stem
 from dse.space.expr import FUNCTIONS, Expr
@@ -78,15 +77,8 @@ def load(name_or_path, validate: bool = True) -> Space:
             raise UserError(f"unknown space {text!r}; valid: {', '.join(known)}")
         path = spaces_dir() / f"{text}.yaml"
     if not path.is_file():
-        raise UserError(f"space file {text!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path}{line}: malformed YAML: {problem}") from None
-    return parse(data, path.stem, path, validate)
+        raise UserError(f"space file {text!r} " + ("is not a file" if path.exists() else "does not exist"))
+    return parse(yamlfile.read(path, "space file"), path.stem, path, validate)
 
 
 def parse(data, name: str, path=None, validate: bool = True) -> Space:
