@@ -81,28 +81,35 @@ def make_pruner(name: str, max_epochs: int):
 
 
 def open_study(storage, study, sampler, pruner, space_name: str | None):
-    """Load the study if it exists (checking it is the same kind), else create it."""
+    """Load the study if it exists (checking it is the same kind), else create it.
+
+    Processes that start at once (array tasks, pool workers) may all fail to load a new study; the one whose
+    create loses the race loads the winner's study instead."""
     import optuna
 
     try:
         existing = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
         existing = None
-    if existing is not None:
-        stored = [d.name.lower() for d in existing.directions]
-        if stored != study.directions:
-            raise UserError(f"study.name: {study.name!r} already exists in this storage with directions {stored}, "
-                            f"not {study.directions} ({', '.join(study.objectives)}); pick another study.name")
-        old_space = existing.user_attrs.get("space")
-        if old_space and space_name and old_space != space_name:
-            raise UserError(f"study.name: {study.name!r} already exists over space {old_space!r}, not "
-                            f"{space_name!r}; pick another study.name")
-        return existing
-    created = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner,
-                                  directions=study.directions)
-    created.set_user_attr("space", space_name)
-    created.set_user_attr("objectives", list(study.objectives))
-    return created
+    if existing is None:
+        try:
+            created = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner,
+                                          directions=study.directions)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it since our load
+            existing = optuna.load_study(study_name=study.name, storage=storage, sampler=sampler, pruner=pruner)
+        else:
+            created.set_user_attr("space", space_name)
+            created.set_user_attr("objectives", list(study.objectives))
+            return created
+    stored = [d.name.lower() for d in existing.directions]
+    if stored != study.directions:
+        raise UserError(f"study.name: {study.name!r} already exists in this storage with directions {stored}, "
+                        f"not {study.directions} ({', '.join(study.objectives)}); pick another study.name")
+    old_space = existing.user_attrs.get("space")
+    if old_space and space_name and old_space != space_name:
+        raise UserError(f"study.name: {study.name!r} already exists over space {old_space!r}, not "
+                        f"{space_name!r}; pick another study.name")
+    return existing
 
 
 def counted(trial) -> bool:
