@@ -114,6 +114,57 @@ def _positive(path: str, value, allow_zero: bool = False) -> None:
         raise UserError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
+# Upper bounds on every count a point sets, far above any named point (the largest has 8 stages, 333 blocks,
+# a stage 111 deep, widths to 3,712, kernels to 11, 2 hidden layers, 1,000 classes). Point.check holds them
+# first, before anything sized by them is counted or built: a stage depth of 10**8 is refused, not allocated.
+MAX_STAGES = 64
+MAX_DEPTH = 1024  # blocks in one stage
+MAX_BLOCKS = 4096  # blocks in the whole point
+MAX_WIDTH = 1 << 16  # channels of any layer; also cardinality, group width, growth rate, bottleneck width
+MAX_KERNEL = 1024  # a kernel's side, a stride, a padding
+MAX_LIST = 16  # kernels per block, hidden layers in the head
+MAX_CLASSES = 1_000_000
+MAX_RATIO = 64  # expansion, bottleneck_ratio, dense_bottleneck
+
+
+def _at_most(path: str, value, limit) -> None:
+    """Raise UserError when a number is over its limit (other types are left to the field's own check)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+        raise UserError(f"{path}: {value!r} is over the limit of {limit:,}")
+
+
+def _check_sizes(point) -> None:
+    """Raise UserError naming the first count of `point` that is over its bound."""
+    _at_most("stages (number of stages)", len(point.stages), MAX_STAGES)
+    for i, s in enumerate(point.stages):
+        at = f"stages[{i}]"
+        for name, limit in (("depth", MAX_DEPTH), ("width", MAX_WIDTH), ("stride", MAX_KERNEL),
+                            ("expansion", MAX_RATIO)):
+            _at_most(f"{at}.{name}", getattr(s, name), limit)
+        _at_most(f"{at}.kernels (number of kernels)", len(s.kernels), MAX_LIST)
+        _at_most(f"{at}.branches (number of modules)", len(s.branches), MAX_DEPTH)
+        for k in s.kernels:
+            _at_most(f"{at}.kernels", k, MAX_KERNEL)
+        for b in s.branches:
+            _at_most(f"{at}.branches (widths per module)", len(b), MAX_LIST)
+            for w in b:
+                _at_most(f"{at}.branches", w, MAX_WIDTH)
+    blocks = sum(s.depth for s in point.stages if isinstance(s.depth, int))
+    _at_most("stages (blocks in all stages)", blocks, MAX_BLOCKS)
+    for name, limit in (("width", MAX_WIDTH), ("kernel", MAX_KERNEL), ("stride", MAX_KERNEL), ("padding", MAX_KERNEL)):
+        _at_most(f"stem.{name}", getattr(point.stem, name), limit)
+    _at_most("head.hidden (number of layers)", len(point.head.hidden), MAX_LIST)
+    for w in point.head.hidden:
+        _at_most("head.hidden", w, MAX_WIDTH)
+    _at_most("head.conv", point.head.conv, MAX_WIDTH)
+    _at_most("head.pool_size", point.head.pool_size, MAX_IMAGE_SIZE)
+    for name, limit in (("cardinality", MAX_WIDTH), ("bottleneck_width", MAX_WIDTH), ("growth_rate", MAX_WIDTH),
+                        ("group_width", MAX_WIDTH), ("in_chans", MAX_WIDTH), ("image_size", MAX_IMAGE_SIZE),
+                        ("num_classes", MAX_CLASSES), ("expansion", MAX_RATIO), ("bottleneck_ratio", MAX_RATIO),
+                        ("dense_bottleneck", MAX_RATIO)):
+        _at_most(name, getattr(point, name), limit)
+
+
 @dataclass(frozen=True)
 class Stem:
     """The first conv: `type` conv (conv-norm-act), conv_bare (conv only) or none; then `pool`."""
@@ -241,6 +292,7 @@ class Point:
         """Raise UserError naming the first bad field."""
         if not self.stages:
             raise UserError("stages: a point needs at least one stage")
+        _check_sizes(self)
         self.stem.check()
         self.head.check()
         for i, stage in enumerate(self.stages):

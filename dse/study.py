@@ -49,6 +49,10 @@ DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds
             "match": None, "description": "", "constraints": None, "proxy": None,
             "allow_changes": False, "trials_per_timeout": None}
 KEYS = tuple(DEFAULTS)
+# Bounds on the counts a study sets (a grid study enqueues cells x seeds trials at once), far above real studies.
+MAX_TRIALS = 1_000_000  # n_trials, trials_per_timeout
+MAX_SEEDS = 1000
+MAX_CELLS = 10_000  # grid cells
 
 
 def studies_dir() -> Path:
@@ -146,11 +150,17 @@ def from_dict(data: dict) -> Study:
         raise UserError(f"study.pruner: dominance compares accuracy at no more cost; it needs a cost objective "
                         f"(flops, params) besides {', '.join(objectives)}")
     n_trials = _count("study.n_trials", data.get("n_trials", 20))
-    seeds = _count("study.seeds", data.get("seeds", 1))
+    seeds = _count("study.seeds", data.get("seeds", 1), MAX_SEEDS)
     timeout = data.get("timeout")
-    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0):
+    if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
+                                or timeout != timeout):
         raise UserError(f"study.timeout: must be seconds > 0 or null, got {timeout!r}")
-    grid = tuple(_cell(i, c) for i, c in enumerate(data.get("grid") or []))
+    cells = data.get("grid") or []
+    if not isinstance(cells, list):
+        raise UserError(f"study.grid: must be a list of cells ({{label, point | params}}), got {type(cells).__name__}")
+    if len(cells) > MAX_CELLS:
+        raise UserError(f"study.grid: {len(cells):,} cells is over the limit of {MAX_CELLS:,}")
+    grid = tuple(_cell(i, c) for i, c in enumerate(cells))
     labels = [c.label for c in grid]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -205,9 +215,11 @@ def _flag(value) -> bool:
     return value
 
 
-def _count(key: str, value) -> int:
+def _count(key: str, value, limit: int = MAX_TRIALS) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UserError(f"{key}: must be an integer >= 1, got {value!r}")
+    if value > limit:
+        raise UserError(f"{key}: {value:,} is over the limit of {limit:,}")
     return value
 
 

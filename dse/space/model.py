@@ -19,7 +19,14 @@ from dse.space.expr import Expr
 GEOMETRY = ("image_size", "in_chans", "num_classes")
 CONSTRAINTS = ("flops", "params", "acts", "rf")  # fields of dse.cost.measures
 MAX_DRAWS = 2000  # feasible sampling gives up after this many draws
-MAX_ENUMERATE = 200_000  # checks are verified on at most this many combinations at load
+MAX_ENUMERATE = 200_000  # checks are verified on at most this many combinations at load, all checks together
+# Bounds on the counts a space file sets, far above the shipped spaces (at most 15 params, 6 choices per param,
+# 13 `set` targets, 4 derived values, 10 grid entries; anynet's choices cross to 419,904 combinations).
+MAX_PARAMS = 1000  # params, per-stage members counted one by one
+MAX_CHOICES = 1000  # values of one choice param
+MAX_EXPRESSIONS = 200  # derived values, checks and `set` targets, each
+MAX_GRID = 10_000  # entries of one grid in the file; also how many grids
+MAX_CROSS = 1_000_000  # combinations of the choice params crossed (a grid study of a space without a grid)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,14 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.type == "int":
             return list(range(int(self.low), int(self.high) + 1))
+        return None
+
+    def count(self) -> int | None:
+        """How many values `choices` would list (None: not finite), without listing them."""
+        if self.type in ("choice", "fixed"):
+            return len(self.values)
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
         return None
 
     def label(self, value):
@@ -331,6 +346,10 @@ class Space:
         return [space.point(v) for v in space.grid_values(name)]
 
     def _cartesian(self) -> list[dict]:
+        size = math.prod(len(p.values) for p in self.params.values() if p.type == "choice")
+        if size > MAX_CROSS:
+            raise UserError(f"{self.name}: grid: its choice params cross to {size:,} combinations (limit "
+                            f"{MAX_CROSS:,}); give the space file a `grid:` of the cells to run")
         combos: list[dict] = [{}]
         for p in self.params.values():
             if p.type != "choice":
@@ -366,17 +385,19 @@ class Space:
                             f"{worst} (closest is {best[worst]:+.0%} off); constraints: {self.constraints}")
 
     def _verify_checks(self) -> None:
-        """Evaluate every check on all combinations of the finite params it depends on."""
+        """Evaluate every check on all combinations of the finite params it depends on (MAX_ENUMERATE in all)."""
+        budget = MAX_ENUMERATE
         for expr, message in self.checks:
             needed = self._depends(expr.names)
+            size = math.prod(self.params[name].count() or 2 for name in needed)  # low and high of a float
+            if size > budget:
+                continue
+            budget -= size
             dims = []
             for name in needed:
                 p = self.params[name]
                 options = p.choices()
                 dims.append((name, options if options is not None else [p.low, p.high]))
-            size = math.prod(len(d[1]) for d in dims)
-            if size > MAX_ENUMERATE:
-                continue
             combos: list[dict] = [{}]
             for name, options in dims:
                 combos = [{**c, name: v} for c in combos for v in options]

@@ -30,16 +30,17 @@ expressions of the geometry. Choice values that Optuna cannot store (lists) are 
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import fields
 from pathlib import Path
 
 from dse import yamlfile
 from dse.errors import UserError
-from dse.point import Head, Point, Stage, Stem
+from dse.point import MAX_STAGES, Head, Point, Stage, Stem
 from dse.space.expr import FUNCTIONS, Expr
-from dse.space.model import (GEOMETRY, Param, Space, Target, checked_geometry, constraint_specs, expression, groups_of,
-                             mapping)
+from dse.space.model import (GEOMETRY, MAX_CHOICES, MAX_EXPRESSIONS, MAX_GRID, MAX_PARAMS, Param, Space, Target,
+                             checked_geometry, constraint_specs, expression, groups_of, mapping)
 
 KEYS = ("description", "base", "geometry", "params", "derived", "checks", "set", "constraints", "grid")
 PARAM_KEYS = {
@@ -98,7 +99,7 @@ def parse(data, name: str, path=None, validate: bool = True) -> Space:
     groups = groups_of(params)
     known = set(params) | set(groups) | set(GEOMETRY)
     derived = {}
-    for key, text in mapping(f"{where}: derived", data.get("derived") or {}).items():
+    for key, text in _bounded(f"{where}: derived", mapping(f"{where}: derived", data.get("derived") or {})).items():
         _name_ok(f"{where}: derived", key, set(params) | set(groups))
         derived[key] = expression(f"{where}: derived.{key}", text, known)
         known.add(key)
@@ -162,10 +163,17 @@ def _params(where: str, data, n_stages: int) -> dict[str, Param]:
         if count is True:
             count = n_stages
         if count is False:
+            if len(out) >= MAX_PARAMS:
+                raise UserError(f"{where}: params: over the limit of {MAX_PARAMS} params")
             out[name] = proto
             continue
         if not isinstance(count, int) or count < 1:
             raise UserError(f"{at}.per_stage: must be true or a positive number of stages, got {count!r}")
+        if count > MAX_STAGES:
+            raise UserError(f"{at}.per_stage: {count} stages is over the limit of {MAX_STAGES}")
+        if len(out) + count > MAX_PARAMS:
+            raise UserError(f"{where}: params: over the limit of {MAX_PARAMS} params (a per-stage param counts "
+                            "one per stage)")
         groups.add(name)
         for i in range(count):
             member = f"{name}_{i}"
@@ -178,7 +186,7 @@ def _number(at: str, spec: dict, key: str, integer: bool):
     v = spec.get(key)
     if v is None:
         raise UserError(f"{at}: needs '{key}'")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and v != int(v)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (integer and v != int(v)):
         raise UserError(f"{at}.{key}: must be {'an integer' if integer else 'a number'}, got {v!r}")
     return int(v) if integer else float(v)
 
@@ -192,7 +200,9 @@ def _param(at: str, name: str, kind: str, spec: dict, when) -> Param:
     if kind == "choice":
         values = spec.get("values")
         if not isinstance(values, list) or not values:
-            raise UserError(f"{at}.values: needs a non-empty list of choices, got {values!r}")
+            raise UserError(f"{at}.values: needs a non-empty list of choices, got {_short(values)}")
+        if len(values) > MAX_CHOICES:
+            raise UserError(f"{at}.values: {len(values):,} choices is over the limit of {MAX_CHOICES:,}")
         default = spec.get("default", values[0])
         if default not in values:
             raise UserError(f"{at}.default: {default!r} is not one of the values {values}")
@@ -221,6 +231,7 @@ def _param(at: str, name: str, kind: str, spec: dict, when) -> Param:
 def _checks(where: str, data, known: set) -> list[tuple[Expr, str]]:
     if not isinstance(data, list):
         raise UserError(f"{where}: checks: must be a list of {{expr, message}} mappings")
+    _bounded(f"{where}: checks", data)
     out = []
     for j, item in enumerate(data):
         at = f"{where}: checks[{j}]"
@@ -236,7 +247,7 @@ def _checks(where: str, data, known: set) -> list[tuple[Expr, str]]:
 def _targets(where: str, data, known: set, groups: dict, n_stages: int) -> list[Target]:
     out = []
     parts = {"stages": Stage, "stem": Stem, "head": Head, "point": Point}
-    for key, value in mapping(f"{where}: set", data).items():
+    for key, value in _bounded(f"{where}: set", mapping(f"{where}: set", data)).items():
         at = f"{where}: set.{key}"
         m = TARGET.match(str(key))
         if not m:
@@ -276,13 +287,28 @@ def _grids(where: str, data, space: Space) -> dict[str, list[dict]]:
     if data is None:
         return {}
     named = data if isinstance(data, dict) else {"grid": data}
+    _bounded(f"{where}: grid (number of grids)", named, MAX_GRID)
     out = {}
     for gname, entries in named.items():
         at = f"{where}: grid.{gname}" if isinstance(data, dict) else f"{where}: grid"
         if not isinstance(entries, list) or not entries:
             raise UserError(f"{at}: must be a non-empty list of param mappings")
+        _bounded(at, entries, MAX_GRID)
         out[str(gname)] = [_grid_entry(f"{at}[{j}]", e, space) for j, e in enumerate(entries)]
     return out
+
+
+def _bounded(at: str, items, limit: int = MAX_EXPRESSIONS):
+    """`items` (a list or mapping), or a UserError when it has more than `limit` entries."""
+    if len(items) > limit:
+        raise UserError(f"{at}: {len(items):,} entries is over the limit of {limit:,}")
+    return items
+
+
+def _short(value) -> str:
+    """repr of a value, cut to 80 characters (a hostile file's values can be huge)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _grid_entry(at: str, entry, space: Space) -> dict:
