@@ -19,6 +19,7 @@ from dse.train import datasets
 from dse.trials import pool
 
 from dse.train import fit as train
+from dse.train import module
 from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 
@@ -113,7 +114,7 @@ def test_val_acc_and_loss_are_those_of_the_trained_net(data):
 
 
 def test_loss_watch_stops_a_nan_run_mid_epoch(data, monkeypatch):
-    monkeypatch.setattr(train, "WATCH_EVERY", 4)
+    monkeypatch.setattr(module, "WATCH_EVERY", 4)
     monkeypatch.setenv("DSE_TEST_FAULT", "nan")  # dse.train.faults: NaN weights before the first step
     result = train.fit(POINT, data, small(batch_size=8), progress=False)  # 128 steps in the epoch
     assert result.status == "diverged"
@@ -122,14 +123,14 @@ def test_loss_watch_stops_a_nan_run_mid_epoch(data, monkeypatch):
 
 def test_loss_watch_reads_only_landed_copies():
     total = torch.zeros(())
-    watch = train.LossWatch(every=2, like=total)
+    watch = module.LossWatch(every=2, like=total)
     for step in range(1, 7):
         total += 1.0
         watch.look(total, step, 0)  # finite: never raises
     total += float("inf")
     watch.look(total, 7, 0)  # not a multiple of 2: no look
     watch.look(total, 8, 0)  # reads step 6's copy (finite), copies the inf sum
-    with pytest.raises(train.Diverged, match="step 8 .seen at step 10"):
+    with pytest.raises(module.Diverged, match="step 8 .seen at step 10"):
         watch.look(total, 10, 0)
 
 
@@ -304,7 +305,7 @@ class SyncGuard:
 @gpu
 @pytest.mark.parametrize("compile_", [False, True])
 def test_no_host_sync_in_the_step_loop(rgb, monkeypatch, compile_):
-    monkeypatch.setattr(train, "WATCH_EVERY", 4)  # the NaN watch copies and reads inside the guarded steps
+    monkeypatch.setattr(module, "WATCH_EVERY", 4)  # the NaN watch copies and reads inside the guarded steps
     try:
         result = train.fit(RGB, rgb, small(max_epochs=2, compile=compile_), callbacks=[SyncGuard().callback])
         assert result.status == "ok" and result.epochs == 2
@@ -361,7 +362,7 @@ def test_real_cuda_oom_retries_at_half_batch(rgb):
 
 @gpu
 def test_loss_watch_on_cuda_stops_mid_epoch(rgb, monkeypatch):
-    monkeypatch.setattr(train, "WATCH_EVERY", 4)
+    monkeypatch.setattr(module, "WATCH_EVERY", 4)
     monkeypatch.setenv("DSE_TEST_FAULT", "nan")
     result = train.fit(RGB, rgb, small(batch_size=8, compile=False), progress=False)  # 128 steps
     assert result.status == "diverged"
