@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dse.results.analysis import MEASURES, Analysis, Run, analyze_runs, check_options, study_run, summary, write
 from dse.errors import UserError
+from dse.results.files import check_writable
 
 
 def read_run(path: str, taken: set) -> Run:
@@ -68,8 +69,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
-        analysis = analyze(args.runs, by=args.by, measure=args.normalize, n_bins=args.bins, top=args.top)
         out = Path(args.out) if args.out else Path(args.runs[0]) / "analysis"
+        analysis = analyze(args.runs, by=args.by, measure=args.normalize, n_bins=args.bins, top=args.top)
+        check_writable(out, "--out" if args.out else str(out), "" if args.out else "pass --out DIR")  # after reading
         written = write(analysis, out)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -34,7 +34,7 @@ import yaml
 from dse.errors import UserError
 from dse.record import TrialRecord
 
-USAGE = ("usage: python -m dse.calibrate study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
+USAGE = ("usage: python -m dse.calibrate STUDY|study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
          "[--target T] [--out DIR] [--dry-run] [key=value …]")
 FLAGS = ("--budget", "--seeds", "--target", "--out", "--dry-run")
 OWNED = ("study", "study.seeds", "run_dir", "storage", "progress")  # set by dse.calibrate itself
@@ -83,6 +83,8 @@ def parse_args(argv: list[str]) -> dict:
             key, eq, value = item.partition("=")
             if key.lstrip("+~") == "study" and eq:
                 args["study"] = value
+            elif not eq and args["study"] is None:  # a bare word: the study (python -m dse.calibrate wrn_table4)
+                args["study"] = key
             elif key.lstrip("+~") in OWNED:
                 raise UserError(f"{key}: set by dse.calibrate (use --seeds for study.seeds); "
                                 f"valid flags: {', '.join(FLAGS)}")

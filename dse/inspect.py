@@ -1,10 +1,12 @@
-"""`python -m dse.inspect NAME|point.yaml|best.yaml [--rank N] [--image-size N] [--classes N] [--json] ...`.
+"""`python -m dse.inspect POINT [--rank N | --cheapest | --most-accurate] [--image-size N] [--classes N] [--json]`.
 
 Prints a point's parameters, FLOPs (multiply-adds of conv and linear layers) and a per-stage summary,
-counted analytically: no torch, answers in a fraction of a second. NAME is a dse.zoo point; a YAML or
+counted analytically: no torch, answers in a fraction of a second. POINT is a dse.zoo name; a YAML or
 JSON file holds a point mapping, or the object `--json` prints (its `point` key is used), so the JSON
-output can be saved, edited and inspected again. A study's `runs/<name>/best.yaml` (dse.report) gives its
-front point number `--rank` (default 0; the ranks of best/<rank>_<id>.yaml).
+output can be saved, edited and inspected again. A study's `runs/<name>/best.yaml` (dse.results.files
+describes its layout) holds the Pareto front, cheapest first: by default the most accurate front point is
+shown; `--cheapest` or `--rank N` (the N of best/<rank>_<id>.yaml) picks another. Which one is shown, and
+how to pick another, goes to stderr.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from dse import yamlfile
 from dse.errors import UserError
 
 
-def read_point(source: str, rank: int | None = None):
-    """A zoo name, a point file, or a study's best.yaml (its front point number `rank`) -> Point."""
+def read_point(source: str, rank: int | str | None = None):
+    """A zoo name, a point file, or a study's best.yaml (its front point number `rank`, or 'cheapest' or
+    'accurate'; default 'accurate') -> Point."""
     from dse.point import Point
 
     path = Path(source)
@@ -46,7 +49,7 @@ def _load(path: Path, source: str):
 def _pick(data, source: str, rank: int | None):
     """The point mapping in a file's data: a best.yaml's front[rank], the `point` key of --json, or the data."""
     if isinstance(data, dict) and isinstance(data.get("front"), list):  # best.yaml, written by dse.report
-        return _front_point(data["front"], source, 0 if rank is None else rank)
+        return _front_point(data["front"], source, "accurate" if rank is None else rank)
     if rank is not None:
         raise UserError(f"--rank: only a best.yaml file has ranks; {source} has no 'front' list")
     if isinstance(data, dict) and isinstance(data.get("point"), dict):  # the object --json prints
@@ -54,17 +57,37 @@ def _pick(data, source: str, rank: int | None):
     return data
 
 
-def _front_point(front: list, source: str, rank: int) -> dict:
-    """Front entry `rank` of a best.yaml (ranks as dse.report numbers them: best/<rank>_<id>.yaml)."""
+def _front_point(front: list, source: str, rank: int | str) -> dict:
+    """Front entry `rank` of a best.yaml (ranks as dse.report numbers them: best/<rank>_<id>.yaml; 'cheapest'
+    is rank 0, 'accurate' the highest accuracy); says on stderr which one it is and how to pick another."""
     if not front:
         raise UserError(f"{source}: the front is empty (no trained trial yet); nothing to inspect")
+    accs = [e.get("accuracy") if isinstance(e, dict) and isinstance(e.get("accuracy"), (int, float)) else -1
+            for e in front]
+    best = accs.index(max(accs))
+    rank = {"cheapest": 0, "accurate": best}.get(rank, rank)
     if not 0 <= rank < len(front):
         raise UserError(f"--rank: {rank} is out of range; {source} has {len(front)} point(s) on its front, "
                         f"valid ranks 0..{len(front) - 1}")
     entry = front[rank]
     if not (isinstance(entry, dict) and isinstance(entry.get("point"), dict)):
         raise UserError(f"{source}: front[{rank}] has no 'point' mapping")
+    which = ("the only one" if len(front) == 1 else "the most accurate" if rank == best
+             else "the cheapest" if rank == 0 else "")
+    print(shown(entry, rank, len(front), which, source), file=sys.stderr)
     return entry["point"]
+
+
+def shown(entry: dict, rank: int, size: int, which: str, source: str) -> str:
+    """Which front point is shown and how to pick another, in one line."""
+    numbers = [which] if which else []
+    if isinstance(entry.get("accuracy"), (int, float)):
+        numbers.append(f"{100 * entry['accuracy']:.2f}%")
+    if isinstance(entry.get("flops"), (int, float)):
+        numbers.append(f"{entry['flops'] / 1e6:.3g} MFLOPs")
+    numbers.append(f"trial {entry.get('trial')}")
+    return (f"{source}: front point --rank {rank} of {size} ({', '.join(numbers)}); --most-accurate (the default), "
+            f"--cheapest or --rank N (0..{size - 1}, cheapest first) picks another")
 
 
 def stage_rows(point) -> list[dict]:
@@ -137,8 +160,13 @@ def _parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = _Parser(prog="python -m dse.inspect", description=__doc__.splitlines()[0])
     parser.add_argument("point", help="a dse.zoo name, a point .yaml/.json file, or runs/<name>/best.yaml")
-    parser.add_argument("--rank", type=_integer, help="with a best.yaml: which front point (default 0, as in "
-                                                      "best/<rank>_<id>.yaml)")
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument("--rank", type=_integer, help="with a best.yaml: front point N, cheapest first (the N of "
+                                                    "best/<N>_<id>.yaml)")
+    pick.add_argument("--cheapest", dest="rank", action="store_const", const="cheapest",
+                      help="with a best.yaml: the cheapest front point (rank 0)")
+    pick.add_argument("--most-accurate", dest="rank", action="store_const", const="accurate",
+                      help="with a best.yaml: the most accurate front point (the default)")
     parser.add_argument("--image-size", type=_integer)
     parser.add_argument("--classes", type=_integer)
     parser.add_argument("--in-chans", type=_integer)

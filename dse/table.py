@@ -1,8 +1,9 @@
 """Ablation tables: a grid study's results beside the paper's own numbers.
 
-    python -m dse.table study=wrn_table4 [storage=URL] [runs=runs] [out=DIR]
+    python -m dse.table STUDY [--storage URL] [--runs DIR] [--out DIR]
 
-writes <out>/table.md, table.tex and table.csv (out defaults to runs/<study>/). Per row: our params and
+writes DIR/table.md, table.tex and table.csv (DIR defaults to runs/<study>/; the storage is only read, so a
+read-only run directory works with --out). The older spellings study=, storage=, runs= and out= still work. Per row: our params and
 FLOPs (analytic, of the cell's point as declared), our test error mean ± std (n) over completed trials
 in the study's storage, the paper's params and error, and the deltas. Cells without a completed trial
 show as `pending`; nothing is invented. Paper numbers come from dse/data/papers.yaml (with sources),
@@ -15,12 +16,14 @@ interval). table.csv repeats τ and its interval on every row.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from dse.errors import UserError
 from dse.results.tables import (bootstrap_tau, build_rows, by_seed, kendall, paper_table, papers, render_csv,
                                 render_md, render_tex, seed_taus, stored_study, trained_as)
+from dse.results.files import check_writable
 from dse.rundir import SavedRun
 
 
@@ -58,7 +61,7 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     if len(taus) > 1:
         notes.append("Kendall τ per seed: " + ", ".join(f"seed {s} {t:.2f}" for s, t in taus.items()))
     target = Path(out) if out else run_dir
-    target.mkdir(parents=True, exist_ok=True)
+    check_writable(target, "--out" if out else str(target), "" if out else "pass --out DIR to write the table elsewhere")
     paths = {"md": target / "table.md", "tex": target / "table.tex", "csv": target / "table.csv"}
     interval = bootstrap_tau(rows)
     paths["md"].write_text(render_md(title, rows, notes, interval))
@@ -77,23 +80,45 @@ def _space(study):
     return space.load(study.space)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one UserError line (argparse's own prints the usage first)."""
+
+    def error(self, message):
+        raise UserError(f"{message.removeprefix('argument ')} (see python -m dse.table --help)")
+
+
+KEYS = ("study", "storage", "runs", "out")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = _Parser(prog="python -m dse.table", description=__doc__.split("\n")[0])
+    p.add_argument("study", nargs="?", metavar="STUDY", help="a grid study with `paper:` (studies/*.yaml or a file)")
+    p.add_argument("--storage", metavar="URL", help="the study's storage (default: RUNS/<study>/study.db)")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="the folder of run directories (default: runs)")
+    p.add_argument("--out", metavar="DIR", help="where to write table.md/.tex/.csv (default: RUNS/<study>)")
+    return p
+
+
 def parse_args(argv: list[str]) -> dict:
-    """key=value overrides (study=, storage=, runs=, out=); a bare word is the study."""
-    keys = ("study", "storage", "runs", "out")
-    args: dict = {}
+    """STUDY and --flags, or the older key=value spellings (study=, storage=, runs=, out=)."""
+    flags = []
     for item in argv:
         key, eq, value = item.partition("=")
-        if not eq:
-            key, value = "study", item
         key = key.lstrip("+")
-        if key not in keys:
-            raise UserError(f"unknown argument {item!r}; valid: {', '.join(k + '=' for k in keys)}")
-        args[key] = value
-    if "study" not in args:
+        if eq and not item.startswith("-"):
+            if key not in KEYS:
+                raise UserError(f"unknown argument {item!r}; valid: STUDY, --storage, --runs, --out "
+                                "(or study=, storage=, runs=, out=)")
+            flags += [value] if key == "study" else [f"--{key}", value]
+        else:
+            flags.append(item)
+    args = parser().parse_args(flags)
+    if not args.study:
         from dse import study as studies
 
-        raise UserError(f"study: missing; e.g. study=wrn_table4; valid: {', '.join(studies.names())}")
-    return args
+        raise UserError(f"study: missing; e.g. python -m dse.table wrn_table4; valid: {', '.join(studies.names())}")
+    return {k: v for k, v in vars(args).items() if v is not None}
 
 
 def main(argv=None) -> int:

@@ -75,12 +75,17 @@ def best(tmp_path_factory):
     return run_dir / "best.yaml", [r["name"] for r in front]
 
 
-def test_best_yaml_inspects_rank_0_by_default(best):
+def test_best_yaml_inspects_the_most_accurate_by_default_and_says_so(best):
+    """Issue 21: the default is the most accurate front point (it was the cheapest, silently)."""
     path, names = best
     assert names == list(ZOO)
     run = inspect(str(path), "--json")
     assert run.returncode == 0, run.stderr
-    assert json.loads(run.stdout)["name"] == names[0]
+    assert json.loads(run.stdout)["name"] == names[2]  # accuracy 0.7, the highest
+    assert "front point --rank 2 of 3 (the most accurate, 70.00%" in run.stderr
+    assert "--cheapest or --rank N (0..2, cheapest first)" in run.stderr
+    cheap = inspect(str(path), "--cheapest", "--json")
+    assert json.loads(cheap.stdout)["name"] == names[0] and "(the cheapest, 50.00%" in cheap.stderr
 
 
 @pytest.mark.parametrize("rank", [0, 1, 2])

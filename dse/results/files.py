@@ -11,8 +11,20 @@ dse.search and rebuilt by `python -m dse.report` (which adds report.html):
     pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
     report.html   one self-contained page: Pareto front, EDF, trends, importance, ablation table, learning
                   curves, sortable trials (dse.results.page; written by `python -m dse.report` only)
-    best.yaml     the front's Points with their numbers; best/<rank>_<id>.yaml holds each Point alone, for
-                  `python -m dse.inspect best/0_<id>.yaml`
+    best.yaml     the front's Points with their numbers, cheapest first (layout below); best/<rank>_<id>.yaml
+                  holds each Point alone, for `python -m dse.inspect best/0_<id>.yaml`
+
+best.yaml's layout:
+
+    study: <name>
+    front:                      # the Pareto front, by FLOPs (rank 0 = the cheapest; the last, most accurate)
+    - trial: 7                  # the Optuna trial number
+      point_id: 19a6781cd3
+      accuracy: 0.8612          # validation accuracy (a fraction)
+      flops: 5270000            # multiply-adds of the point as declared
+      params: 135000
+      file: best/0_19a6781cd3.yaml   # the same Point alone
+      point: {...}              # the Point (Point.to_dict()): `python -m dse.inspect best.yaml` reads it
 
 trials.csv's rows are made from each trial's record (dse.record) by `row`; plots, W&B and the summary line
 read these rows.
@@ -20,6 +32,7 @@ read these rows.
 from __future__ import annotations
 
 import csv
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -31,6 +44,21 @@ FIXED = ["number", "state", "status", "label", "seed", "point_id", "name", "para
          "test_acc", "epochs", "train_seconds", "reason", "width_scale", "trained_params", "trained_flops"]
 SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1, "acts": 1, "rf": -1, "latency_ms": 1}  # +1: lower is better
 COLUMNS = {"latency": "latency_ms"}  # an objective's trials.csv column, where the names differ
+
+
+def check_writable(folder: Path, what: str, hint: str = "") -> None:
+    """Make `folder` (and its parents) or refuse in one line: a UserError naming it, why, and `hint`."""
+    from dse.errors import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dse-write-check-"):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UserError(f"{what}: cannot write to {folder} ({why.lower()})" + (f"; {hint}" if hint else "")) \
+            from None
 
 
 def flatten(value, prefix: str) -> dict:

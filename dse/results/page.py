@@ -220,8 +220,9 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
             f"{body}\n<script>{SORT_JS}</script>\n</body></html>\n")
 
 
-def write(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> Path:
-    """Write run_dir/report.html; returns its path."""
-    path = Path(run_dir) / "report.html"
+def write(run_dir: Path, optuna_study, table: list[dict], front: list[dict], out: Path | None = None) -> Path:
+    """Write report.html into `out` (default: run_dir, which holds table.csv when dse.table made one);
+    returns its path."""
+    path = Path(out or run_dir) / "report.html"
     path.write_text(build(Path(run_dir), optuna_study, table, front), encoding="utf-8")
     return path
