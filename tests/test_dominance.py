@@ -117,16 +117,16 @@ def test_study_file_accepts_dominance_for_multi_objective_only():
 
 
 def test_make_pruner_and_train_pick_the_dominance_callback():
-    from dse.train import fit as train
+    from dse.trials import pruning
     from dse.trials.objective import make_pruner
 
     pruner = make_pruner("dominance", 3)
     assert isinstance(pruner, optuna.pruners.NopPruner) and pruner.eps == dom.EPS
     study = _study()
-    callback = train._pruner(study.ask())
+    callback = pruning.callback(study.ask())
     assert type(callback).__name__ == "DominanceCallback" and hasattr(callback, "check_pruned")
     plain = optuna.create_study(directions=["maximize", "minimize"])
-    assert train._pruner(plain.ask()) is None  # multi-objective without pruner: dominance: nothing
+    assert pruning.callback(plain.ask()) is None  # multi-objective without pruner: dominance: nothing
 
 
 # ----- the rule firing in real searches -----

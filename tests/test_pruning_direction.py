@@ -14,6 +14,7 @@ import torch
 from dse.train import datasets
 
 from dse.train import fit as train
+from dse.trials import pruning
 from dse.point import Point, Stage, Stem
 
 torch.set_num_threads(1)
@@ -43,7 +44,7 @@ def fit(study, data, lr):
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     recipe = train.recipe({"max_epochs": EPOCHS, "batch_size": 64, "lr": lr, "threads": 1, "seed": 0,
                            "schedule": "constant"})
-    return train.fit(POINT, data, recipe, trial=trial, progress=False), trial
+    return train.fit(POINT, data, recipe, callbacks=[pruning.callback(trial)], progress=False), trial
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])

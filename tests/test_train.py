@@ -135,13 +135,23 @@ def test_recipe_rejects_unknown_keys_and_names():
     assert train.recipe({"max_epochs": 7}).epochs == 7  # Lightning's name works as an override
 
 
+def pruners(trial) -> list:
+    """The pruning callback a trial hands to fit (dse.trials.pruning), as a callbacks list."""
+    from dse.trials import pruning
+
+    found = pruning.callback(trial)
+    return [] if found is None else [found]
+
+
 def test_pruning_in_single_objective_study(data):
     import optuna
 
     study = optuna.create_study(direction="maximize",
                                 pruner=optuna.pruners.ThresholdPruner(lower=0.99))  # prunes after epoch 1
-    result = train.fit(POINT, data, small(max_epochs=3, limit_batches=2), trial=study.ask(), progress=False)
+    result = train.fit(POINT, data, small(max_epochs=3, limit_batches=2), callbacks=pruners(study.ask()),
+                       progress=False)
     assert result.status == "pruned" and result.epochs == 1
     multi = optuna.create_study(directions=["maximize", "minimize"])
-    result = train.fit(POINT, data, small(max_epochs=2, limit_batches=2), trial=multi.ask(), progress=False)
+    result = train.fit(POINT, data, small(max_epochs=2, limit_batches=2), callbacks=pruners(multi.ask()),
+                       progress=False)
     assert result.status == "ok" and result.epochs == 2  # no pruning under several objectives

@@ -53,7 +53,7 @@ def follow(fit, data, recipe) -> int:
     point = Point.from_dict(json.loads(os.environ[POINT]))
     recipe = dataclasses.replace(recipe, seed=int(os.environ.get(SEED, "0")))
     callbacks = [follower_callback()] if os.environ.get(PRUNE) == "1" else []
-    fit(point, data, recipe, trial=None, logger=None, callbacks=callbacks, progress=False)
+    fit(point, data, recipe, logger=None, callbacks=callbacks, progress=False)
     return 0
 
 

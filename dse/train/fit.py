@@ -73,14 +73,25 @@ def _is_oom(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
-def fit(point, data, recipe: Recipe, trial=None, logger=None, callbacks=(), progress: bool = True) -> TrainResult:
-    """Train `point` (a Point, or an nn.Module) on `data`; status ok / pruned / diverged / oom."""
+class Pruned(Exception):
+    """A pruning callback stopped the fit; the message says why."""
+
+
+def fit(point, data, recipe: Recipe, logger=None, callbacks=(), progress: bool = True) -> TrainResult:
+    """Train `point` (a Point, or an nn.Module) on `data` with the caller's Lightning `callbacks`; status ok /
+    pruned / diverged / oom.
+
+    A pruning callback is one with `check_pruned()`: it ends the fit by raising `Pruned` from a hook, or from
+    `check_pruned()`, which fit calls after training (under DDP the decision travels through the storage).
+    With one, the DDP ranks Lightning starts join its broadcast (dse.train.ddp). A callback whose `pruned` is
+    true after training (a DDP follower told to stop by rank 0) also ends the fit as pruned.
+    """
     start, cpu = time.perf_counter(), time.process_time()
-    result = _fit_once(point, data, recipe, trial, logger, callbacks, progress)
+    result = _fit_once(point, data, recipe, logger, callbacks, progress)
     if result.status == "oom" and recipe.oom_retry and recipe.batch_size > 1:
         _free_memory()
         half = replace(recipe, batch_size=recipe.batch_size // 2)
-        result = _fit_once(point, data, half, trial, logger, callbacks, progress)
+        result = _fit_once(point, data, half, logger, callbacks, progress)
         result.reason = f"{result.reason or result.status} (retried at batch size {half.batch_size} after oom)"
     result.seconds = time.perf_counter() - start
     result.cpu_seconds = time.process_time() - cpu
@@ -93,10 +104,9 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainResult:
+def _fit_once(point, data, recipe, logger, callbacks, progress) -> TrainResult:
     """One Lightning fit at `recipe.batch_size`; maps divergence, OOM and pruning to a status."""
     import lightning.pytorch as pl
-    import optuna
 
     from dse.train.module import Classifier, Diverged, Feed  # loads Lightning
 
@@ -113,9 +123,7 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
     module = Classifier(model, recipe, data.num_classes, train)
     cbs = [Feed((train, val, test), on_gpu and recipe.channels_last), *callbacks]
     cbs += faults.callbacks()  # TEST HOOK: empty unless env DSE_TEST_FAULT is set (see dse/train/faults.py)
-    pruner = _pruner(trial)
-    if pruner is not None:
-        cbs.append(pruner)
+    pruners = [cb for cb in callbacks if hasattr(cb, "check_pruned")]
     if progress:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -128,15 +136,15 @@ def _fit_once(point, data, recipe, trial, logger, callbacks, progress) -> TrainR
         benchmark=on_gpu and not recipe.deterministic)
     status, reason = "ok", ""
     try:
-        share = ddp.share(point, recipe.seed, pruner is not None) if not isinstance(point, nn.Module) \
+        share = ddp.share(point, recipe.seed, bool(pruners)) if not isinstance(point, nn.Module) \
             else contextlib.nullcontext()
         with share:  # DDP ranks that Lightning starts train this point too (dse.train.ddp)
             trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-        if pruner is not None:
+        for pruner in pruners:
             pruner.check_pruned()  # under DDP the pruning decision travels through the storage
         if any(getattr(cb, "pruned", False) for cb in cbs):  # a DDP follower told to stop by rank 0
             status, reason = "pruned", "pruned by rank 0"
-    except optuna.TrialPruned as exc:
+    except Pruned as exc:
         status, reason = "pruned", str(exc)
     except Diverged as exc:
         status, reason = "diverged", f"diverged: {exc}"
@@ -170,23 +178,3 @@ def _build(point, data) -> nn.Module:
     from dse.network import build
 
     return build(point, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size)
-
-
-def _pruner(trial):
-    """Optuna's Lightning pruning callback for single-objective studies; dse.trials.dominance's for `pruner: dominance`.
-
-    It watches the study's own objective: val/acc when the study maximizes accuracy, val/error when it
-    minimizes error (fed accuracy, a minimizing pruner would stop the best trials).
-    """
-    if trial is None:
-        return None
-    from dse.trials import dominance
-    if len(trial.study.directions) > 1 and isinstance(trial.study.pruner, dominance.DominancePruner):
-        return dominance.callback(trial)  # multi-objective: epsilon-dominance at each rung (dse.trials.dominance)
-    if len(trial.study.directions) != 1:
-        return None
-    from optuna.study import StudyDirection
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    maximize = trial.study.direction == StudyDirection.MAXIMIZE
-    return PyTorchLightningPruningCallback(trial, monitor="val/acc" if maximize else "val/error")

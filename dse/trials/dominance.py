@@ -16,10 +16,11 @@ share of the epochs (early accuracy under a warm-up or one-cycle schedule says l
 see `WARMUP`), nor at the last epoch (stopping there saves nothing and would only throw the result away).
 
 Wiring: `pruner: dominance` in a study (multi-objective, with a cost objective). The study's Optuna pruner is
-a `DominancePruner` (a NopPruner that carries the settings: Optuna itself never prunes), and `dse.train.fit`
-adds `callback(trial)` to the fit. Under DDP only rank 0 reads and writes the storage; it broadcasts its
-decision after every validation, and the follower ranks (`dse.train.ddp.follower_callback`) join that broadcast
-and stop with it, exactly as with Optuna's own pruning callback.
+a `DominancePruner` (a NopPruner that carries the settings: Optuna itself never prunes), and the trial hands
+dse.train.fit the Lightning callback `dse.trials.pruning.DominanceCallback`, which calls `check` after every
+validation. Under DDP only rank 0 reads and writes the storage; it broadcasts its decision after every
+validation, and the follower ranks (`dse.train.ddp.follower_callback`) join that broadcast and stop with it,
+exactly as with Optuna's own pruning callback.
 """
 from __future__ import annotations
 
@@ -138,60 +139,11 @@ def check(trial, epoch: int, acc: float, eps: float = EPS, min_trials: int = MIN
 
 
 class DominancePruner(optuna.pruners.NopPruner):
-    """The study's pruner under `pruner: dominance`: Optuna never prunes; `callback` reads these settings."""
+    """The study's pruner under `pruner: dominance`: Optuna never prunes; dse.trials.pruning's callback reads these
+    settings."""
 
     def __init__(self, eps: float = EPS, min_trials: int = MIN_TRIALS, warmup: float = WARMUP):
         super().__init__()
         if not eps >= 0 or not 0 <= warmup <= 1:
             raise ValueError(f"dominance: eps must be >= 0 and warmup in [0, 1], got {eps}, {warmup}")
         self.eps, self.min_trials, self.warmup = float(eps), int(min_trials), float(warmup)
-
-
-def callback(trial, monitor: str = "val/acc"):
-    """The Lightning callback that records and checks `trial` after every validation, with the settings of
-    the study's DominancePruner (the defaults when it has another pruner)."""
-    pruner = trial.study.pruner
-    if not isinstance(pruner, DominancePruner):
-        pruner = DominancePruner()
-    return _callback_class()(trial, pruner, monitor)
-
-
-_CLASS = []
-
-
-def _callback_class():
-    """Build the callback class lazily (importing Lightning costs seconds)."""
-    if _CLASS:
-        return _CLASS[0]
-    import lightning.pytorch as pl
-
-    class DominanceCallback(pl.Callback):
-        """Rank 0 records val/acc at each rung and decides; every rank stops on its broadcast decision."""
-
-        def __init__(self, trial, settings: DominancePruner, monitor: str):
-            self.trial, self.settings, self.monitor = trial, settings, monitor
-            self.reason = None
-
-        def on_validation_end(self, trainer, pl_module):
-            if trainer.sanity_checking:
-                return
-            stop = False
-            if trainer.is_global_zero:
-                value = trainer.callback_metrics.get(self.monitor)
-                if value is not None:
-                    s = self.settings
-                    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-                    self.reason = check(self.trial, pl_module.current_epoch + 1, float(value), s.eps,
-                                        s.min_trials, epochs, s.warmup)
-                    stop = self.reason is not None
-            stop = trainer.strategy.broadcast(stop)  # the follower ranks join this (dse.train.ddp.Follower)
-            if stop:
-                trainer.should_stop = True
-
-        def check_pruned(self) -> None:
-            """After fit, on rank 0: raise optuna.TrialPruned if the rule stopped the trial."""
-            if self.reason is not None:
-                raise optuna.TrialPruned(self.reason)
-
-    _CLASS.append(DominanceCallback)
-    return DominanceCallback

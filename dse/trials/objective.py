@@ -75,7 +75,7 @@ def make_pruner(name: str, max_epochs: int):
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 2)),
-        "dominance": DominancePruner,  # a NopPruner: dse.train.fit's callback prunes (dse.trials.dominance)
+        "dominance": DominancePruner,  # a NopPruner: the fit's callback prunes (dse.trials.pruning)
     }
     return choose("pruner", name, table)()
 
@@ -269,8 +269,8 @@ class Objective:
         logger = self.loggers.trial(trial.number, point, params, flops, trial.params) if first_seed else None
         start = time.time()
         try:
-            return train.fit(point, self.data, recipe, trial=trial if self.prune and first_seed else None,
-                             logger=logger, progress=self.progress, callbacks=self.callbacks(recipe))
+            return train.fit(point, self.data, recipe, logger=logger, progress=self.progress,
+                             callbacks=self.callbacks(trial, recipe, first_seed))
         except UserError:  # bad input (a corrupt image, a bad setting): every trial would fail alike; stop here
             raise
         except Exception as exc:  # the study goes on; the reason is kept
@@ -281,13 +281,20 @@ class Objective:
             if first_seed:
                 self.loggers.trial_done(trial.number)
 
-    def callbacks(self, recipe) -> list:
-        """The deadline watch (dse.trials.deadline), for single-process fits of a study with a timeout."""
+    def callbacks(self, trial, recipe, first_seed: bool) -> list:
+        """The fit's callbacks: the deadline watch (dse.trials.deadline; single-process fits of a study with a
+        timeout) and the pruner's (dse.trials.pruning; the first seed of a study with a pruner)."""
+        out = []
         one = str(getattr(recipe, "devices", 1)) in ("1", "auto") and getattr(recipe, "strategy", "auto") == "auto"
-        if self.deadline is None or not one:
-            return []
-        from dse.trials import deadline
-        return [deadline.callback(self.deadline)]
+        if self.deadline is not None and one:
+            from dse.trials import deadline
+            out.append(deadline.callback(self.deadline))
+        if self.prune and first_seed:
+            from dse.trials import pruning  # loads Lightning
+
+            pruner = pruning.callback(trial)
+            out += [pruner] if pruner is not None else []
+        return out
 
     def finish(self, trial, status: str, reason: str | None, result=None):
         """Record the outcome as user attributes; return the objectives or raise pruned/failed."""
