@@ -33,6 +33,7 @@ import yaml
 
 from dse.errors import UserError
 from dse.record import TrialRecord
+from dse.storage import check_run_dir
 
 USAGE = ("usage: python -m dse.calibrate STUDY|study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
          "[--target T] [--out DIR] [--dry-run] [key=value …]")
@@ -177,6 +178,7 @@ def prepare(args: dict, budget: dict):
 
     cfg = search.compose(overrides(args, budget))
     cfg["run_dir"] = str(Path("runs") / "calibrate" / cfg["study"]["name"] / slug(budget))
+    check_run_dir(Path(cfg["run_dir"]))  # a damaged storage is named before any data is loaded
     return search.prepare(cfg)
 
 
@@ -356,11 +358,14 @@ def main(argv=None) -> int:
     try:
         for budget, job in zip(args["budgets"], jobs):
             code = max(code, train(args, budget, job))
+        return max(code, summarize(args, jobs, paper, "python -m dse.calibrate " + shlex.join(argv)))
+    except UserError as exc:  # a budget's storage that cannot be read (dse.storage names the file)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept in each budget's storage; re-run the command to resume",
               file=sys.stderr)
         return 130
-    return max(code, summarize(args, jobs, paper, "python -m dse.calibrate " + shlex.join(argv)))
 
 
 def train(args: dict, budget: dict, job) -> int:

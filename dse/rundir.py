@@ -28,8 +28,10 @@ class SavedRun:
     @classmethod
     def read(cls, run_dir: Path) -> "SavedRun":
         """The SavedRun of <run_dir>/config.yaml (all None when there is none)."""
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise UserError(f"run directory {run_dir} is a file, not a folder")
         path = Path(run_dir) / "config.yaml"
-        if not path.is_file():
+        if not path.exists():
             return cls()
         cfg = yamlfile.read(path, "run config") or {}
         if not isinstance(cfg, dict):

@@ -45,8 +45,11 @@ def default_url(run_dir: Path) -> str:
 HEARTBEAT_REASON = "worker died (heartbeat)"
 
 
-def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s: int = 90, max_retry: int = 2):
-    """Open (and create) the study storage with heartbeats; failed-by-heartbeat trials are retried.
+def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s: int = 90, max_retry: int = 2,
+                 create: bool = True):
+    """Open (and create, unless `create` is False) the study storage with heartbeats; failed-by-heartbeat trials
+    are retried. The commands that only read a run (dse.report, dse.table, dse.analyze) pass create=False: a
+    missing, empty or foreign file is then a one-line UserError naming it, and nothing is written.
 
     `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://) or
     `journal:<path>` for a JournalStorage file on a shared file system (no heartbeats there: a killed
@@ -57,13 +60,14 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     import optuna
 
     if not url:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        if create:
+            make_folder(Path(run_dir), "run_dir")
         url = default_url(run_dir)
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         path = url[len("journal:"):]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        check_file(Path(path), "journal", create)
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     if "://" not in url:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
@@ -73,7 +77,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite(Path(url[len("sqlite:///"):].split("?")[0]), create)
     engine = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
         for attempt in range(6):  # processes that create a fresh storage at once race on its schema
@@ -88,6 +92,75 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
                 time.sleep(0.2 + random.random() * attempt)
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def make_folder(folder: Path, what: str) -> None:
+    """Make `folder` and its parents, or a one-line UserError when a file is in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{what}: cannot make the folder {folder}: {(exc.strerror or type(exc).__name__).lower()}"
+                        + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else "")) from None
+
+
+def check_file(path: Path, what: str, create: bool) -> None:
+    """A storage file's path: its folder made (when `create`); a UserError when the path is a folder, or
+    (not `create`) does not exist."""
+    if path.is_dir():
+        raise UserError(f"{what}: {path} is a folder, not a file")
+    if not create and not path.is_file():
+        raise UserError(f"{what}: {path} does not exist (nothing was written)")
+    if create:
+        make_folder(path.parent, what)
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+OPTUNA_TABLES = ("studies", "trials", "version_info")  # what a storage to read must hold
+OPTUNA_ALL = OPTUNA_TABLES + ("study_directions", "study_user_attributes", "study_system_attributes",
+                              "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
+                              "trial_intermediate_values", "trial_heartbeats", "alembic_version")
+
+
+def check_sqlite(path: Path, create: bool) -> None:
+    """A SQLite storage file: refused in one line when it is a folder, not SQLite, or another program's SQLite
+    database (none of Optuna's tables), which dse must not write into; when not `create`, also when it is
+    missing, empty or lacks any of Optuna's main tables. A file another dse process is creating passes."""
+    import sqlite3
+    from contextlib import closing
+
+    check_file(path, "storage", create)
+    if not path.is_file() or (create and path.stat().st_size == 0):
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise UserError(f"storage: cannot read {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise UserError(f"storage: {path} is empty, not an Optuna storage (nothing was written)")
+    if head != SQLITE_MAGIC:
+        raise UserError(f"storage: {path} is not a SQLite database (an Optuna storage); nothing was written")
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        if create:  # busy or locked by another dse process: Optuna opens it (or says why not) below
+            return
+        raise UserError(f"storage: {path} is a damaged SQLite database ({exc}); nothing was written") from None
+    missing = [t for t in OPTUNA_TABLES if t not in tables]
+    foreign = tables and not tables & set(OPTUNA_ALL)
+    if foreign or (missing and not create):
+        raise UserError(f"storage: {path} is a SQLite database but not an Optuna storage (no table "
+                        f"{missing[0]!r}); nothing was written")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run directory about to be resumed: a folder, and its study.db, when there is one, an Optuna storage."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run_dir: {run_dir} is a file, not a folder")
+    if (run_dir / "study.db").exists():
+        check_sqlite(run_dir / "study.db", create=False)
 
 
 def _schema_race(exc: Exception) -> bool:

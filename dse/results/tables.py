@@ -103,7 +103,7 @@ def stored_study(study_name: str, url: str | None, run_dir: Path):
     from dse.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(url, run_dir)
+    storage = open_storage(url, run_dir, create=False)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
