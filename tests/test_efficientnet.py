@@ -112,10 +112,10 @@ def test_blocks_equal_timm_blocks(cin, cout, e, k, stride):
     theirs = (DepthwiseSeparableConv(cin, cout, **args) if e == 1 else InvertedResidual(cin, cout, exp_ratio=e, **args))
     point = Point((Stage("mbconv", 1, cout, stride, kernels=(k,), expansion=e),), attention="se", attn_ratio=0.25,
                   act="silu", skip="identity", in_chans=cin)
-    node = family.block(point, 0, 0, cin, 0.0)
+    node, width = family.block(point, 0, 0, cin, stride, 0.0)
     s = step(node, State(0, 0, 0, cin, 16, 16))
     params, flops, _ = hooked(theirs.eval(), 16, cin)
-    assert (s.params, s.macs, (s.c, s.h)) == (params, flops, (cout, 16 // stride))
+    assert (s.params, s.macs, (s.c, s.h), width) == (params, flops, (cout, 16 // stride), cout)
     assert (type(node).__name__ == "Add") == theirs.has_skip
 
 

@@ -1,8 +1,11 @@
-"""Pieces every family shares, written once: conv-norm-act, named pools, the stem, the head, shortcuts."""
+"""Pieces every family shares, written once: conv-norm-act, named pools, the stem, the head, shortcuts, and the
+stage loop that repeats a family's block."""
 from __future__ import annotations
 
-from dse.graph.nodes import (Act, Add, Conv, Dropout, DropPath, Flatten, GlobalPool, Linear, Norm, Pool, Seq, Subsample,
-                             seq)
+from typing import Callable
+
+from dse.graph.nodes import (Act, Add, Concat, Conv, Dropout, DropPath, Flatten, GlobalPool, Linear, Norm, Pool, Seq,
+                             Subsample, seq)
 from dse.point import POOL_WINDOWS, PREACT, Point
 
 
@@ -90,3 +93,23 @@ def shortcut(point: Point, cin: int, cout: int, stride: int, with_norm: bool = T
     if point.skip == "identity":
         return [Subsample(stride, cout)]
     return [conv(point, cin, cout, 1, stride)] + (norm(point, cout) if with_norm else [])
+
+
+# A family's block: block(point, index, b, cin, stride, drop_path) -> (node, cout) makes block b of stage `index`.
+Block = Callable[[Point, int, int, int, int, float], tuple[Seq | Add | Concat, int]]
+
+
+def blocks(point: Point, index: int, cin: int, rates: list[float], block: Block) -> tuple[list, int]:
+    """Stage `index`'s blocks and their output width, as pycls's AnyStage loops: the first block takes the stage's
+    input and stride, each later one the previous block's output at stride 1; block b gets drop-path rates[b]."""
+    spec, nodes, c = point.stages[index], [], cin
+    for b in range(spec.depth):
+        node, c = block(point, index, b, c, spec.stride if b == 0 else 1, rates[b])
+        nodes.append(node)
+    return nodes, c
+
+
+def stage(point: Point, index: int, cin: int, rates: list[float], block: Block) -> tuple[Seq, int]:
+    """Stage `index`: its blocks, then its pool."""
+    nodes, c = blocks(point, index, cin, rates, block)
+    return Seq(tuple(nodes + pool(point.stages[index].pool))), c

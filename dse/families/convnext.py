@@ -7,19 +7,20 @@ the stage's (`Stage.expansion`) or the point's; the depthwise kernel is the stag
 """
 from __future__ import annotations
 
-from dse.families.common import norm
+from dse.families.common import blocks, norm
 from dse.graph.nodes import Act, Add, Conv, DropPath, LayerScale, Seq, seq
 from dse.point import Point
 
 
-def block(point: Point, index: int, c: int, drop_path: float) -> Add:
-    """One block on c channels: x + drop_path(scale(pw2(act(pw1(norm(dw(x)))))))."""
+def block(point: Point, index: int, b: int, c: int, stride: int, drop_path: float) -> tuple[Add, int]:
+    """Block `b` on c channels, x + drop_path(scale(pw2(act(pw1(norm(dw(x))))))), and its width c; the stride sits
+    on the stage's downsampling layer, before the blocks."""
     stage = point.stages[index]
     k, mid = stage.kernels[0], int(round(c * (stage.expansion or point.expansion)))
     branch = seq(Conv(c, c, k, groups=c, bias=True), norm(point, c), Conv(c, mid, 1, bias=True), Act(point.act),
                  Conv(mid, c, 1, bias=True), LayerScale(c, point.layer_scale) if point.layer_scale > 0 else None,
                  DropPath(drop_path) if drop_path > 0 else None)
-    return Add((branch, Seq()), f"stages[{index}] block")
+    return Add((branch, Seq()), f"stages[{index}] block"), c
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
@@ -28,5 +29,5 @@ def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, 
     nodes: list = []
     if spec.stride > 1 or cin != spec.width:
         nodes += norm(point, cin) + [Conv(cin, spec.width, spec.stride, spec.stride, 0, bias=True)]
-    nodes += [block(point, index, spec.width, rates[b]) for b in range(spec.depth)]
-    return Seq(tuple(nodes)), spec.width
+    body, c = blocks(point, index, spec.width, rates, block)
+    return Seq(tuple(nodes + body)), c

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from dse.families.common import conv, norm_act, pool
+from dse.families.common import blocks, conv, norm_act, pool
 from dse.graph.nodes import Concat, Dropout, Seq, seq
 from dse.point import Point
 
@@ -20,7 +20,7 @@ def _pre_conv(point: Point, cin: int, cout: int, kernel: int) -> list:
 
 
 def layer(point: Point, index: int, cin: int) -> list:
-    """One dense layer fed with `cin` channels (it adds `growth_rate` channels)."""
+    """The convs of one dense layer fed with `cin` channels (they make `growth_rate` channels)."""
     nodes, c = [], cin
     if point.dense_bottleneck:
         c = point.dense_bottleneck * point.growth_rate
@@ -36,12 +36,14 @@ def transition_width(point: Point, c: int) -> int:
     return max(1, math.floor(point.compression * c))
 
 
+def block(point: Point, index: int, b: int, cin: int, stride: int, drop_path: float) -> tuple[Concat, int]:
+    """Layer `b` of stage `index` concatenated to its input, and the width it leaves (cin + growth_rate)."""
+    return Concat((Seq(), seq(layer(point, index, cin)))), cin + point.growth_rate
+
+
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Dense stage `index`: its layers, then the transition and pool when the stage has a pool."""
-    nodes, c = [], cin
-    for _ in range(point.stages[index].depth):
-        nodes.append(Concat((Seq(), seq(layer(point, index, c)))))
-        c += point.growth_rate
+    nodes, c = blocks(point, index, cin, rates, block)
     if point.stages[index].pool != "none":
         nodes.append(seq(_pre_conv(point, c, transition_width(point, c), 1)))
         c = transition_width(point, c)

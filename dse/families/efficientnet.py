@@ -13,9 +13,10 @@ depthwise kernel.
 """
 from __future__ import annotations
 
-from dse.families.common import conv_norm_act, pool, residual, shortcut
+from dse.families import common
+from dse.families.common import conv_norm_act, residual, shortcut
 from dse.channels import make_divisible
-from dse.graph.nodes import Attention, Seq
+from dse.graph.nodes import Add, Attention, Seq
 from dse.point import Point
 
 
@@ -44,21 +45,17 @@ def branch(point: Point, cin: int, cout: int, kernel: int, stride: int, e: float
     return nodes + conv_norm_act(point, mid, cout, 1, act=False)
 
 
-def block(point: Point, index: int, b: int, cin: int, drop_path: float):
-    """Block `b` of stage `index`, fed with `cin` channels."""
+def block(point: Point, index: int, b: int, cin: int, stride: int, drop_path: float) -> tuple[Add | Seq, int]:
+    """Block `b` of stage `index`, fed with `cin` channels, and its output width."""
     stage = point.stages[index]
-    stride, cout = stage.stride if b == 0 else 1, stage.width
+    cout = stage.width
     short = shortcut(point, cin, cout, stride)
     if point.skip == "identity" and short:  # timm: no shortcut where the shape changes
         short = None
     nodes = branch(point, cin, cout, stage.kernels[0], stride, expansion(point, index))
-    return residual(nodes, short, drop_path, f"stages[{index}] block {b}")
+    return residual(nodes, short, drop_path, f"stages[{index}] block {b}"), cout
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """MBConv stage `index`: its blocks, then its pool."""
-    spec, blocks, c = point.stages[index], [], cin
-    for b in range(spec.depth):
-        blocks.append(block(point, index, b, c, rates[b]))
-        c = spec.width
-    return Seq(tuple(blocks) + tuple(pool(spec.pool))), c
+    return common.stage(point, index, cin, rates, block)

@@ -7,13 +7,14 @@ follows each module's concatenation.
 """
 from __future__ import annotations
 
-from dse.families.common import conv_norm_act, pool
+from dse.families import common
+from dse.families.common import conv_norm_act
 from dse.graph.nodes import Concat, Dropout, Pool, Seq, seq
 from dse.point import Point
 
 
-def module(point: Point, index: int, m: int, cin: int) -> tuple[list, int]:
-    """Module `m` of stage `index` and its output width."""
+def module(point: Point, index: int, m: int, cin: int, stride: int, drop_path: float) -> tuple[Seq, int]:
+    """Module `m` of stage `index` and its output width (inception stages keep stride 1 and have no drop-path)."""
     stage = point.stages[index]
     b1, r3, c3, r5, c5, proj = stage.branches[m]
     k1, k2 = stage.kernels[0], stage.kernels[-1]
@@ -22,13 +23,9 @@ def module(point: Point, index: int, m: int, cin: int) -> tuple[list, int]:
                 seq(conv_norm_act(point, cin, r5, 1), conv_norm_act(point, r5, c5, k2)),
                 seq(Pool("max", 3, 1, 1), conv_norm_act(point, cin, proj, 1)))
     drop = [Dropout(point.dropout)] if point.dropout > 0 else []
-    return [Concat(branches)] + drop, b1 + c3 + c5 + proj
+    return seq(Concat(branches), drop), b1 + c3 + c5 + proj
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Inception stage `index`: its modules, then its pool."""
-    nodes, c = [], cin
-    for m in range(point.stages[index].depth):
-        mod, c = module(point, index, m, c)
-        nodes.append(seq(mod))
-    return Seq(tuple(nodes + pool(point.stages[index].pool))), c
+    return common.stage(point, index, cin, rates, module)

@@ -13,8 +13,9 @@ add. Attention se/eca/cbam sits after the (last) depthwise act; sk/splat are not
 """
 from __future__ import annotations
 
-from dse.families.common import conv_norm_act, pool, residual, shortcut
-from dse.graph.nodes import Attention, Dropout, Seq
+from dse.families import common
+from dse.families.common import conv_norm_act, residual, shortcut
+from dse.graph.nodes import Add, Attention, Dropout, Seq
 from dse.point import Point
 
 
@@ -49,21 +50,16 @@ def _branch(point: Point, index: int, cin: int, stride: int, linear: bool) -> li
     return nodes + _attention(point, mid) + drop + conv_norm_act(point, mid, cout, 1, act=False)
 
 
-def block(point: Point, index: int, b: int, cin: int, drop_path: float):
-    """Block `b` of stage `index`, fed with `cin` channels."""
-    stage = point.stages[index]
-    stride, cout = stage.stride if b == 0 else 1, stage.width
+def block(point: Point, index: int, b: int, cin: int, stride: int, drop_path: float) -> tuple[Add | Seq, int]:
+    """Block `b` of stage `index`, fed with `cin` channels, and its output width."""
+    cout = point.stages[index].width
     short = shortcut(point, cin, cout, stride)
     if point.skip == "identity" and short:  # MobileNet-v2: no shortcut where the shape changes
         short = None
     branch = _branch(point, index, cin, stride, linear=point.skip != "none")
-    return residual(branch, short, drop_path, f"stages[{index}] block {b}")
+    return residual(branch, short, drop_path, f"stages[{index}] block {b}"), cout
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Mobile stage `index`: its blocks, then its pool."""
-    blocks, c = [], cin
-    for b in range(point.stages[index].depth):
-        blocks.append(block(point, index, b, c, rates[b]))
-        c = point.stages[index].width
-    return Seq(tuple(blocks) + tuple(pool(point.stages[index].pool))), c
+    return common.stage(point, index, cin, rates, block)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 from dse.errors import UserError
-from dse.families.common import conv_norm_act, pool, residual, shortcut
+from dse.families import common
+from dse.families.common import conv_norm_act, residual, shortcut
 from dse.graph.nodes import Act, Attention, Seq, seq
 from dse.point import Point
 
@@ -51,10 +52,9 @@ def stage_widths(w0: float, wa: float, wm: float, depth: int, group_width: int, 
     return out, depths
 
 
-def block(point: Point, index: int, i: int, cin: int, drop_path: float):
-    """Block `i` of stage `index`, fed with `cin` channels."""
+def block(point: Point, index: int, i: int, cin: int, stride: int, drop_path: float) -> tuple[Seq, int]:
+    """Block `i` of stage `index`, fed with `cin` channels, and its output width."""
     stage = point.stages[index]
-    stride = stage.stride if i == 0 else 1
     mid = int(round(stage.width * point.bottleneck_ratio))
     g = min(point.group_width, mid)  # Point.check holds that g divides mid
     branch = conv_norm_act(point, cin, mid, 1) + conv_norm_act(point, mid, mid, stage.kernels[0], stride, mid // g)
@@ -62,14 +62,9 @@ def block(point: Point, index: int, i: int, cin: int, drop_path: float):
         branch.append(Attention("se_mb", mid, mid, act=point.act, rd=int(round(cin * SE_RATIO))))
     branch += conv_norm_act(point, mid, stage.width, 1, act=False)
     short = shortcut(point, cin, stage.width, stride)
-    return seq(residual(branch, short, drop_path, f"stages[{index}] block {i}"), Act(point.act))
+    return seq(residual(branch, short, drop_path, f"stages[{index}] block {i}"), Act(point.act)), stage.width
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """RegNet stage `index`: its blocks, then its pool."""
-    spec = point.stages[index]
-    blocks, c = [], cin
-    for i in range(spec.depth):
-        blocks.append(block(point, index, i, c, rates[i]))
-        c = spec.width
-    return Seq(tuple(blocks) + tuple(pool(spec.pool))), c
+    return common.stage(point, index, cin, rates, block)

@@ -5,9 +5,10 @@ shape changes, else x). se/eca/cbam follow the branch; sk and splat replace its 
 """
 from __future__ import annotations
 
-from dse.families.common import conv, conv_norm_act, norm_act, pool, residual, shortcut
+from dse.families import common
+from dse.families.common import conv, conv_norm_act, norm_act, residual, shortcut
 from dse.graph.attention import SPATIAL
-from dse.graph.nodes import Act, Attention, Conv, Dropout, Norm, Seq, seq
+from dse.graph.nodes import Act, Add, Attention, Conv, Dropout, Norm, Seq, seq
 from dse.point import Point
 
 
@@ -53,10 +54,9 @@ def _replace_spatial(point: Point, nodes: list) -> list:
     return nodes
 
 
-def block(point: Point, index: int, b: int, cin: int, drop_path: float):
-    """Block `b` of stage `index`, fed with `cin` channels."""
+def block(point: Point, index: int, b: int, cin: int, stride: int, drop_path: float) -> tuple[Add | Seq, int]:
+    """Block `b` of stage `index`, fed with `cin` channels, and its output width."""
     stage = point.stages[index]
-    stride = stage.stride if b == 0 else 1
     cout = stage.width
     preact = stage.block.startswith("preact")
     branch = _branch(point, index, cin, stride)
@@ -67,20 +67,16 @@ def block(point: Point, index: int, b: int, cin: int, drop_path: float):
     short = shortcut(point, cin, cout, stride, with_norm=not preact)
     label = f"stages[{index}] block {b}"
     if not preact:
-        return seq(residual(branch, short, drop_path, label), Act(point.act))
+        return seq(residual(branch, short, drop_path, label), Act(point.act)), cout
     pre = norm_act(point, cin)
     if short:  # the shape changes: both paths start after the pre-activation
-        return seq(pre, residual(branch, short, drop_path, label))
+        return seq(pre, residual(branch, short, drop_path, label)), cout
     if short is None:
-        return seq(pre, branch)
-    return residual(pre + branch, short, drop_path, label)
+        return seq(pre, branch), cout
+    return residual(pre + branch, short, drop_path, label), cout
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """Residual stage `index`: its blocks, then its pool."""
-    blocks, c = [], cin
-    for b in range(point.stages[index].depth):
-        blocks.append(block(point, index, b, c, rates[b]))
-        c = point.stages[index].width
-    return Seq(tuple(blocks) + tuple(pool(point.stages[index].pool))), c
+    return common.stage(point, index, cin, rates, block)
 

@@ -12,7 +12,8 @@ SEModule) sits at the end of branch 2, as in the paper's SE-ShuffleNet V2.
 """
 from __future__ import annotations
 
-from dse.families.common import conv_norm_act, pool
+from dse.families import common
+from dse.families.common import conv_norm_act
 from dse.graph.nodes import Attention, Concat, Seq, Shuffle, Slice, seq
 from dse.point import Point
 
@@ -37,10 +38,12 @@ def split(point: Point, cout: int, kernel: int) -> Seq:
     return Seq((Concat((Seq((Slice(0, c),)), seq(Slice(c, cout), branch(point, c, c, kernel, 1)))), Shuffle(2)))
 
 
+def unit(point: Point, index: int, b: int, cin: int, stride: int, drop_path: float) -> tuple[Seq, int]:
+    """Unit `b` of stage `index` and its output width: two branches where the shape changes, else a split."""
+    k, cout = point.stages[index].kernels[0], point.stages[index].width
+    return (down(point, cin, cout, k, stride) if stride > 1 or cin != cout else split(point, cout, k)), cout
+
+
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
     """ShuffleNet V2 stage `index`: a two-branch unit where the shape changes, then split units, then its pool."""
-    spec = point.stages[index]
-    k, cout = spec.kernels[0], spec.width
-    units = [down(point, cin, cout, k, spec.stride) if spec.stride > 1 or cin != cout else split(point, cout, k)]
-    units += [split(point, cout, k) for _ in range(spec.depth - 1)]
-    return Seq(tuple(units) + tuple(pool(spec.pool))), cout
+    return common.stage(point, index, cin, rates, unit)
