@@ -25,14 +25,14 @@ import yaml
 
 from dse import yamlfile
 from dse.errors import UserError
-from dse.trials import runner
+from dse.trials import runner, slurm
 from dse.trials.job import Job, Options
 
 if TYPE_CHECKING:  # the typed pieces of a Job (imported where they are made: heavy imports stay lazy)
     from dse.results.wandb_log import LoggerConfig
     from dse.trials.pool import PoolConfig
 
-GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger")
+GROUPS = ("space", "study", "data", "fidelity", "sampler", "logger", "launcher")
 USAGE = """usage: python -m dse.search [space=NAME] [study=NAME] [data=NAME] [fidelity=NAME] [sampler=NAME] [logger=NAME]
                             [study.n_trials=N] [study.name=X] [trainer.max_epochs=N] [storage=URL] [key=value ...]
        python -m dse.search --cfg ...     print the composed config and exit
@@ -412,6 +412,8 @@ def main(argv=None) -> int:
         if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
             from dse.train import fit as train
             code = ddp.follow(train.fit, job.data, job.recipe)
+        elif slurm.wanted(cfg.get("launcher")):  # one array job; each task runs this command with launcher=local
+            code = slurm.launch(argv, job.storage_url, job.run_dir, job.study.name, cfg["launcher"])
         else:
             code = runner.run(job)
     except UserError as exc:

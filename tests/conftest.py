@@ -125,3 +125,113 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _slurm_missing(reason: str):
+    """Skip, or fail when SLURM is required (CI)."""
+    if os.environ.get("DSE_REQUIRE_SLURM") == "1":
+        pytest.fail(f"DSE_REQUIRE_SLURM=1 but {reason}", pytrace=False)
+    pytest.skip(f"{reason} (apt-get install slurm-wlm munge, as root; set DSE_REQUIRE_SLURM=1 to make this an error)")
+
+
+SLURM_CONF = """ClusterName=dsetest
+SlurmctldHost={host}
+SlurmUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+AuthType=auth/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+NodeName={host} CPUs=4 RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def _munge_up() -> bool:
+    """Does a munged answer on this machine (a credential made and read back)?"""
+    made = subprocess.run(["munge", "-n"], capture_output=True)
+    return made.returncode == 0 and subprocess.run(["unmunge"], input=made.stdout, capture_output=True).returncode == 0
+
+
+def _start_munged() -> bool:
+    """Start munged as the munge user unless one runs; True when this session started it."""
+    if _munge_up():
+        return False
+    Path("/run/munge").mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    done = subprocess.run(["runuser", "-u", "munge", "--", "munged"], capture_output=True, text=True)
+    if done.returncode or not _munge_up():
+        pytest.fail(f"SLURM: munged did not start: {done.stderr.strip()}", pytrace=False)
+    return True
+
+
+def _stop(pid_file: Path) -> None:
+    """SIGTERM the daemon whose pid is in `pid_file` (when it is there)."""
+    import signal
+
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node SLURM (munged, slurmctld, slurmd as root, 4 CPUs) for the session: yields its slurm.conf
+    path, also exported as SLURM_CONF so sbatch/squeue/scancel in this process and its children use it."""
+    import time
+
+    if not all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")):
+        _slurm_missing("SLURM (slurmctld, slurmd, sbatch) or munge is not installed")
+    if os.geteuid() != 0:
+        _slurm_missing("the one-node SLURM of the tests runs its daemons as root")
+    root = Path(tempfile.mkdtemp(prefix="dse-slurm-"))
+    (root / "state").mkdir()
+    (root / "spool").mkdir()
+    conf = root / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(host=socket.gethostname(), root=root, ctld_port=_free_port(),
+                                      d_port=_free_port()))
+    before = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    own_munged = _start_munged()
+    try:
+        for daemon in ("slurmctld", "slurmd"):
+            done = subprocess.run([daemon, "-f", str(conf)], capture_output=True, text=True)
+            if done.returncode:
+                pytest.fail(f"SLURM: {daemon} failed: {done.stderr.strip()}", pytrace=False)
+        deadline = time.monotonic() + 60
+        while "idle" not in subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout:
+            if time.monotonic() > deadline:
+                log = (root / "slurmctld.log").read_text()[-2000:] if (root / "slurmctld.log").exists() else ""
+                pytest.fail(f"SLURM: the node did not become idle in 60 s\n{log}", pytrace=False)
+            time.sleep(0.5)
+        yield conf
+    finally:
+        subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True)
+        deadline = time.monotonic() + 60  # let the jobs end before slurmd goes (its step daemons would stay)
+        while time.monotonic() < deadline and subprocess.run(["squeue", "-h"], capture_output=True,
+                                                             text=True).stdout.strip():
+            time.sleep(1)
+        for name in ("slurmd.pid", "slurmctld.pid"):
+            _stop(root / name)
+        if own_munged:
+            _stop(Path("/run/munge/munged.pid"))
+        if before is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = before
+        time.sleep(1)
+        shutil.rmtree(root, ignore_errors=True)

@@ -176,12 +176,13 @@ def size_trials(job: Job, optuna_study) -> Job:
 def make_sampler(job: Job, done: int):
     """The study's sampler, seeded per worker and per resume, with its start-up trials inside the budget.
 
-    Each pool worker (env DSE_WORKER) gets its own seed, so workers do not propose the same points; a
+    Each pool worker (env DSE_WORKER) of each SLURM array task (env DSE_TASK, dse.trials.slurm) gets its own
+    seed, so workers do not propose the same points; a
     resumed study starts from a new seed, so it does not replay its first draws. With a timeout, the last
     points are chosen to fit the time left (dse.trials.sampling).
     """
 
-    worker = int(os.environ.get("DSE_WORKER", "0") or 0)
+    worker = int(os.environ.get("DSE_WORKER", "0") or 0) + 1000 * int(os.environ.get("DSE_TASK", "0") or 0)
     seed = job.options.seed + done + 7919 * worker
     inner = obj.make_sampler(job.sampler, seed, job.study.multi)
     if job.cells is not None or job.space is None:

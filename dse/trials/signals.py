@@ -6,7 +6,8 @@ toward n_trials), a WAITING copy of its parameters is enqueued so the next run o
 no new trial starts, and the search writes its results and exits 128+signal (130 for Ctrl-C, 143 for
 SIGTERM). Outside training (storage writes, reports) the first signal only sets the flag, so no storage
 write is cut in half. A second signal exits at once (os._exit); a trial left RUNNING by that is failed and
-retried by the heartbeat like a killed worker's.
+retried by the heartbeat like a killed worker's. A SIGTERM within SAME_TERM_S of the first SIGTERM is not a
+second signal: `scancel` reaches every process of a SLURM job, and a pool parent forwards it to its workers too.
 
 A trial stopped out of time (dse.trials.deadline.OutOfTime) is not a signal: the guard records it the same way
 (FAIL, reason 'out of time') but raises TrialOutOfTime, which the search catches and goes on while another
@@ -23,9 +24,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 REASON = "interrupted"
-_state = {"signum": None, "armed": False}
+SAME_TERM_S = 5.0  # a SIGTERM this soon after the first is the same request, not the second that aborts
+_state = {"signum": None, "armed": False, "at": 0.0}
 _later: list = []  # (study, FrozenTrial): out-of-time trials' copies, queued again when this process stops
 _ran_out: dict = {}  # "point_id:seed" -> trial number: points stopped out of time in this process
 
@@ -46,9 +49,11 @@ class TrialOutOfTime(Exception):
 def _handler(signum, frame) -> None:
     """First signal: remember it (and interrupt training when armed); second: exit now."""
     if _state["signum"] is not None:
+        if signum == signal.SIGTERM == _state["signum"] and time.monotonic() - _state["at"] < SAME_TERM_S:
+            return  # the same request: SLURM signals every process of a job, and a pool parent forwards it too
         os.write(2, b"\nsecond signal: aborting now\n")
         os._exit(128 + signum)
-    _state["signum"] = signum
+    _state["signum"], _state["at"] = signum, time.monotonic()
     name = signal.Signals(signum).name
     if _state["armed"]:
         _state["armed"] = False
