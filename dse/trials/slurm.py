@@ -67,34 +67,44 @@ def wanted(node: dict | None) -> bool:
     return (node or {}).get("name", "local") == "slurm"
 
 
+INTEGERS = {"nodes": 1, "timeout_min": 1, "signal_delay_s": 0, "max_num_timeout": 0, "gpus_per_node": 0,
+            "cpus_per_task": 1}  # key: its least value
+OPTIONAL = ("gpus_per_node", "cpus_per_task", "mem_gb", "partition", "account", "qos")  # null: SLURM's default
+
+
 def config(node: dict) -> SlurmConfig:
     """The launcher node as a SlurmConfig; a UserError naming the key for a bad value."""
     node = {k: v for k, v in node.items() if k != "name"}
     names = [f.name for f in dataclasses.fields(SlurmConfig)]
-    for key in node:
+    for key, value in node.items():
         if key not in names:
             raise UserError(f"launcher.{key}: unknown key; valid: {', '.join(names)}")
-    for key in ("nodes", "timeout_min", "gpus_per_node", "cpus_per_task", "signal_delay_s", "max_num_timeout"):
-        value, low = node.get(key), 0 if key in ("gpus_per_node", "max_num_timeout", "signal_delay_s") else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-            raise UserError(f"launcher.{key}: must be an integer >= {low}, got {value!r}")
-    for key in ("nodes", "timeout_min"):
-        if key in node and node[key] is None:
-            raise UserError(f"launcher.{key}: must be an integer >= 1, got null")
-    for key in ("mem_gb", "poll_s"):
-        value = node.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise UserError(f"launcher.{key}: must be a number > 0, got {value!r}")
-    for key in ("partition", "account", "qos"):
-        if node.get(key) is not None and not isinstance(node[key], str):
-            raise UserError(f"launcher.{key}: must be a name, got {node[key]!r}")
-    for key in ("wait", "shared_fs"):
-        if key in node and not isinstance(node[key], bool):
-            raise UserError(f"launcher.{key}: must be true or false, got {node[key]!r}")
-    extra = node.get("additional_parameters") or {}
-    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
-        raise UserError(f"launcher.additional_parameters: must map sbatch flags to values, got {extra!r}")
-    return SlurmConfig(**{**node, "additional_parameters": dict(extra)})
+        if value is None and key in OPTIONAL:
+            continue
+        if not _valid(key, value):
+            raise UserError(f"launcher.{key}: must be {_expected(key)}, got {value!r}")
+    return SlurmConfig(**{**node, "additional_parameters": dict(node.get("additional_parameters") or {})})
+
+
+def _valid(key: str, value) -> bool:
+    """Is `value` of the kind launcher.<key> takes?"""
+    if key in INTEGERS:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= INTEGERS[key]
+    if key in ("mem_gb", "poll_s"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    if key in ("wait", "shared_fs"):
+        return isinstance(value, bool)
+    if key == "additional_parameters":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return isinstance(value, str)  # partition, account, qos
+
+
+def _expected(key: str) -> str:
+    """What launcher.<key> takes, in words."""
+    if key in INTEGERS:
+        return f"an integer >= {INTEGERS[key]}"
+    return {"mem_gb": "a number > 0", "poll_s": "a number > 0", "wait": "true or false", "shared_fs": "true or false",
+            "additional_parameters": "a mapping of sbatch flags to values"}.get(key, "a name")
 
 
 def check_storage(url: str | None, run_dir: Path, conf: SlurmConfig) -> str:
