@@ -25,7 +25,7 @@ import yaml
 
 from dse import yamlfile
 from dse.errors import UserError
-from dse.trials import runner, slurm
+from dse.space.model import CONSTRAINTS
 from dse.trials.job import Job, Options
 
 if TYPE_CHECKING:  # the typed pieces of a Job (imported where they are made: heavy imports stay lazy)
@@ -84,11 +84,24 @@ def own_files(overrides: list[str]) -> tuple[list[str], dict]:
         if sep and key in ("space", "study") and value.endswith((".yaml", ".yml")):
             path = Path(value).expanduser()
             if not path.is_file():
-                raise UserError(f"{key}: file {value!r} does not exist")
+                raise UserError(f"{key}: file {value!r} " + ("is not a file" if path.exists() else "does not exist"))
             files[key] = path.resolve()
+            check_file(key, files[key])
             item = f"{key}={path.stem}"
         out.append(item)
     return out, files
+
+
+def check_file(group: str, path: Path) -> None:
+    """A user's own space or study file, checked in full before Hydra, Optuna or torch is imported (fail fast)."""
+    from dse import study as studies
+    from dse.space.parse import load
+
+    if group == "space":
+        load(str(path))
+        return
+    data = {k: v for k, v in studies.read(str(path)).items() if not (isinstance(v, str) and "${" in v)}
+    studies.from_dict({**studies.DEFAULTS, **data, "name": data.get("name") or path.stem})  # ${...}: Hydra's
 
 
 def _node(group: str, path: Path) -> dict:
@@ -98,7 +111,7 @@ def _node(group: str, path: Path) -> dict:
         raise UserError(f"{group} {path.stem!r}: must be a mapping of keys")
     if group == "space":  # the space is loaded by dse.space; its bounds may be overridden here
         given = data.get("constraints") or {}
-        bounds = {k: {"min": None, "max": None, **(given.get(k) or {})} for k in ("flops", "params")}
+        bounds = {k: {"min": None, "max": None, **(given.get(k) or {})} for k in CONSTRAINTS}
         return {"name": path.stem, "file": str(path), "constraints": bounds}
     from dse.study import DEFAULTS
 
@@ -115,14 +128,34 @@ def check_overrides(overrides: list[str], files: dict) -> None:
             raise UserError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
 
 
+def check_added(overrides: list[str]) -> None:
+    """`+key=value` adds a key only where the config has a place for it (a group, or below a free-form key such
+    as study.proxy); a new key elsewhere is refused like a typo, with the closest valid key. `++key=value`
+    (Hydra's force-add) declares a key of the user's own on purpose."""
+    for item in overrides:
+        if not item.startswith("+") or item.startswith("++"):
+            continue
+        key = item[1:].partition("=")[0]
+        if key in GROUPS:
+            continue
+        keys = known_keys()
+        if key in keys or any(key.startswith(k + ".") for k in keys):
+            continue
+        hint = close_key(key)
+        raise UserError(f"unknown key {key!r}" + (f"; did you mean {hint!r}?" if hint else "; see --cfg for the keys")
+                        + f" (to add a key of your own, write ++{key}=...)")
+
+
 def compose(overrides: list[str]) -> dict:
     """Compose the root config with the overrides and resolve it to plain dicts."""
+    overrides, files = own_files(overrides)  # the user's own files first: a bad one is refused before Hydra loads
+    check_typed(overrides)
+    check_overrides(overrides, files)
+    check_added(overrides)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    overrides, files = own_files(overrides)
-    check_overrides(overrides, files)
     register(files)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="dse"):
@@ -231,6 +264,46 @@ def check_root(cfg: dict) -> None:
         raise UserError(f"report_every: must be an integer >= 1, got {every!r}")
     if not isinstance(cfg.get("progress", True), bool):
         raise UserError(f"progress: must be true or false, got {cfg.get('progress')!r}")
+    threads = (cfg.get("trainer") or {}).get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"trainer.threads: must be an integer >= 1 (or null: torch's default), got {threads!r}")
+
+
+def check_typed(overrides: list[str]) -> None:
+    """run_dir=, storage= and trainer.threads= as typed on the command line, checked before Hydra loads (prepare
+    checks them again as composed)."""
+    typed = {k.lstrip("+~"): v for k, sep, v in (o.partition("=") for o in overrides) if sep}
+    if "trainer.threads" in typed:
+        try:
+            threads = yaml.safe_load(typed["trainer.threads"])
+        except yaml.YAMLError:  # not YAML: Hydra's grammar says what is wrong with it
+            threads = None
+        check_root({"trainer": {"threads": threads}})
+    if typed.get("run_dir") or typed.get("storage"):
+        check_paths({"run_dir": typed.get("run_dir") or ".", "storage": typed.get("storage")}, "")
+
+
+def check_paths(cfg: dict, study_name: str) -> None:
+    """run_dir must be a folder (or not exist yet), a SQLite or journal storage path a file: checked before any
+    data, storage or torch is touched."""
+    _path_kind(Path(cfg.get("run_dir") or f"runs/{study_name}"), "run_dir", folder=True)
+    url = str(cfg.get("storage") or "")
+    if url.startswith("journal:"):
+        _path_kind(Path(url[len("journal:"):]), "storage", folder=False)
+    elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        _path_kind(Path(url[len("sqlite:///"):].split("?")[0]), "storage", folder=False)
+
+
+def _path_kind(path: Path, what: str, folder: bool) -> None:
+    """A UserError when `path` is of the wrong kind, or lies under a file."""
+    if path.exists():
+        if folder != path.is_dir():
+            raise UserError(f"{what}: {path} is a {'file' if folder else 'folder'}; give a "
+                            f"{'folder' if folder else 'file path'}")
+        return
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{what}: {path} lies under {parent}, which is a file")
 
 
 def prepare(cfg: dict) -> Job:
@@ -245,6 +318,7 @@ def prepare(cfg: dict) -> Job:
                         f"got space={space_name}")
     study_cfg["space"] = study_cfg.get("space") or space_name
     study = studies.from_dict(study_cfg)
+    check_paths(cfg, study.name)
     data = load_data(cfg)
     space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
     from dse.trials.sampling import SamplerConfig, auto
@@ -409,6 +483,7 @@ def main(argv=None) -> int:
         _quiet()
         job = dataclasses.replace(prepare(cfg), argv=tuple(argv), started=started)
         from dse.train import ddp
+        from dse.trials import runner, slurm  # Optuna, submitit: imported once the command line and files are checked
         if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
             from dse.train import fit as train
             code = ddp.follow(train.fit, job.data, job.recipe)
