@@ -5,7 +5,14 @@ and multiply-add FLOPs analytically (no torch). Both are loaded on first use so 
 (`python -m dse.inspect`) stay fast.
 """
 
+import sys
+
 __all__ = ["build", "complexity", "Point"]
+
+if sys.argv[:1] == ["-m"]:  # python -m dse.<command> (runpy sets argv[0] to '-m' while it imports the package)
+    from dse.errors import bug_report
+
+    sys.excepthook = bug_report
 
 
 def __getattr__(name):

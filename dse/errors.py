@@ -1,4 +1,6 @@
-"""The one error type for user mistakes: entry points print it as one line and exit 2."""
+"""The one error type for user mistakes: entry points print it as one line and exit 2. Anything else that
+reaches the top of a command is dse's own bug: `bug_report` prints its traceback and asks for a report."""
+import sys
 
 
 class UserError(ValueError):
@@ -14,3 +16,14 @@ def choose(kind: str, name, table) -> object:
 
 class Infeasible(UserError):
     """Values that break a space's checks or rules (raised by Space.point; search prunes such trials)."""
+
+
+BUG_LINE = ("error: this is a bug in dse, not a mistake in your input; please report it with the command and the "
+            "traceback above")
+
+
+def bug_report(kind, value, tb) -> None:
+    """sys.excepthook of the `python -m dse.<command>` processes: the traceback, then one line asking for a report."""
+    sys.__excepthook__(kind, value, tb)
+    if not issubclass(kind, (KeyboardInterrupt, BrokenPipeError)):
+        print(BUG_LINE, file=sys.stderr)

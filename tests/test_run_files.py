@@ -88,3 +88,16 @@ def test_a_corrupt_config_yaml_is_named(tmp_path, text, match):
     (tmp_path / "config.yaml").write_text(text)
     with pytest.raises(UserError, match=match):
         SavedRun.read(tmp_path)
+
+
+def test_a_table_or_calibration_reads_a_missing_storage_as_damage_only_beside_a_config(tmp_path):
+    from dse.results.tables import stored_study
+
+    assert stored_study("s", None, tmp_path / "not_run_yet") is None
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("study: {name: s}\n")
+    with pytest.raises(UserError, match="config.yaml is there but study.db is not"):
+        stored_study("s", None, tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text("study: {name: [s\n")
+    with pytest.raises(UserError, match="config.yaml:2: malformed YAML"):  # the line where the parser stops
+        stored_study("s", None, tmp_path / "run")

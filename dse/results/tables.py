@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 
 from dse import yamlfile
-from dse.errors import choose
+from dse.errors import UserError, choose
 from dse.record import TrialRecord
+from dse.rundir import SavedRun
 
 PAPERS = Path(__file__).resolve().parents[1] / "data" / "papers.yaml"
 PENDING = "pending"
@@ -95,8 +96,13 @@ def completed_runs(study_name: str, url: str | None, run_dir: Path) -> dict[str,
 
 
 def stored_study(study_name: str, url: str | None, run_dir: Path):
-    """The study in its storage, or None when there is none yet."""
+    """The study in its storage, or None when there is none yet (a UserError when the run directory's config.yaml
+    is there but the SQLite storage it was written beside is not: a damaged run, not one that has not started)."""
+    saved = SavedRun.read(run_dir)  # a corrupt config.yaml is named before any storage is opened
     if not url and not (run_dir / "study.db").is_file():
+        if (run_dir / "config.yaml").is_file() and not saved.storage:
+            raise UserError(f"{run_dir}: config.yaml is there but study.db is not: the run's storage is missing "
+                            "(pass --storage URL if it lives elsewhere)")
         return None
     import optuna
 
