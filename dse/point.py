@@ -109,8 +109,8 @@ def _one_of(path: str, value, valid) -> None:
 
 
 def _positive(path: str, value, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (value >= 0 if allow_zero else value > 0):
         raise UserError(f"{path}: must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 

@@ -180,9 +180,11 @@ def load(name_or_path: str) -> Study:
 
 
 def _objectives(value) -> tuple[str, ...]:
-    items = [value] if isinstance(value, str) else list(value or [])
+    if not isinstance(value, (str, list, tuple)):
+        raise UserError(f"study.objectives: must be a list of names ({', '.join(DIRECTIONS)}), got {value!r}")
+    items = [value] if isinstance(value, str) else list(value)
     for item in items:
-        if item not in DIRECTIONS:
+        if not isinstance(item, str) or item not in DIRECTIONS:
             raise UserError(f"study.objectives: unknown objective {item!r}; valid: {', '.join(DIRECTIONS)}")
     if len(set(items)) != len(items):
         raise UserError(f"study.objectives: an objective appears twice in {items}")

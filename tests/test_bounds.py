@@ -104,3 +104,16 @@ def test_checks_on_a_huge_int_range_are_not_enumerated():
 def test_study_counts_are_bounded(key, value, match):
     with pytest.raises(UserError, match=match):
         study.from_dict({"name": "x", key: value})
+
+
+@pytest.mark.parametrize("value", [float("inf"), 3, [{"a": 1}]])
+def test_objectives_of_the_wrong_type_are_one_line(value):
+    """Found by tests/test_fuzz_files.py: `objectives: .inf` was a TypeError traceback."""
+    with pytest.raises(UserError, match="study.objectives"):
+        study.from_dict({"name": "x", "objectives": value})
+
+
+def test_a_field_of_the_wrong_type_is_named():
+    """Found by tests/test_fuzz_files.py: a word for a depth said only "'>' not supported ..."."""
+    with pytest.raises(UserError, match="stages\\[0\\].depth: must be > 0, got 'abc'"):
+        RESNET.replace(stages=stage(depth="abc"))
