@@ -16,28 +16,6 @@ from typing import NamedTuple
 from dse.channels import SK_PATHS, SPLAT_RADIX, splat_channels
 from dse.errors import UserError
 
-# Block types. Each is a key in dse.families.STAGES.
-#   plain             conv-norm-act per kernel in `kernels` (VGG, AlexNet, LeNet, NIN mlpconv)
-#   basic             post-activation residual block, one conv per kernel (ResNet-18/34, WRN block types)
-#   bottleneck        1x1 reduce, k x k grouped (cardinality), 1x1 expand (ResNet-50, ResNeXt, WRN-50-2)
-#   preact_basic      BN-act-conv per kernel (pre-act ResNet, Wide ResNet)
-#   preact_bottleneck pre-activation bottleneck (pre-act ResNet-164/1001)
-#   dense             DenseNet layer [BN-act-1x1 (bottleneck)]-BN-act-k x k conv, concatenated
-#   inception         GoogLeNet module: 1x1 | 1x1-3x3 | 1x1-3x3(5x5) | pool-1x1, widths from `branches`
-#   dwsep             depthwise-separable convs (MobileNet-v1; with a projection skip, Xception-like)
-#   inverted          inverted residual: 1x1 expand, k x k depthwise, 1x1 project (MobileNet-v2)
-#   regnet            RegNet X/Y bottleneck: 1x1 to width x bottleneck_ratio, 3x3 in groups of group_width,
-#                     [SE from the block's input width], 1x1; projection where the shape changes
-#   mbconv            EfficientNet MBConv: [1x1 expand by the stage's expansion], k x k depthwise, SE, 1x1
-#   shuffle           ShuffleNet V2 unit: channel split (stride 1) or two branches (stride 2), concat, shuffle
-#   convnext          ConvNeXt block: k x k depthwise, norm, 1x1 expand, act, 1x1 project, layer scale; a stage
-#                     that downsamples starts with norm + an s x s / s conv
-BLOCK_TYPES = ("plain", "basic", "bottleneck", "preact_basic", "preact_bottleneck", "dense", "inception",
-               "dwsep", "inverted", "regnet", "mbconv", "shuffle", "convnext")
-GROUPED = ("bottleneck", "preact_bottleneck")  # blocks whose k x k conv uses cardinality x bottleneck_width
-PREACT = ("preact_basic", "preact_bottleneck", "dense")  # nets that end in a final norm-act before pooling
-RESIDUAL = ("basic", "bottleneck", "preact_basic", "preact_bottleneck", "dwsep", "inverted")
-
 # Skip types: none (plain net), identity (zero-pad + subsample when shapes change: He et al. option A),
 # projection (1x1 conv [+ norm] only when shapes change: option B), dense (concatenation; dense blocks).
 SKIPS = ("none", "identity", "projection", "dense")
@@ -58,8 +36,10 @@ PADDINGS = ("same", "valid")
 
 
 class BlockRule(NamedTuple):
-    """What a block type accepts. Point.check applies these, so a family's graph-maker can assume them."""
+    """A block type: the family that makes it and what it accepts. Point.check applies these, so a family's
+    graph-maker can assume them."""
 
+    family: str  # the dse.families module whose stage(point, index, cin, drop_path_rates) makes its stages
     attentions: tuple[str, ...] = ATTENTIONS  # the point-wide attentions this block implements
     paddings: tuple[str, ...] = ("same",)  # residual adds and concatenations need 'same'
     one_kernel: bool = False  # one spatial (depthwise or grouped) conv per block
@@ -68,27 +48,56 @@ class BlockRule(NamedTuple):
     strides: bool = True  # the stage's first block may stride (dense and inception stages downsample by pool)
     even_width: bool = False  # the width is split in halves (ShuffleNet V2)
     expansion: bool = False  # needs an expansion ratio > 0 (the stage's, or the point's when the stage's is 0)
+    needs: tuple[str, ...] = ()  # point fields that must be > 0 when a stage has this block
+    cardinality: bool = False  # its k x k conv has `cardinality` groups of bottleneck_width (scaled by width)
+    group_width: bool = False  # its k x k conv (width x bottleneck_ratio channels) has groups of `group_width`
+    patchify: bool = False  # a stage that strides starts with an s x s / s conv (ConvNeXt's downsampling layer)
+    preact: bool = False  # a net whose last stage has this block ends in a norm-act before pooling
+    widths: str = "width"  # its output width: the stage's `width`, its `branches` (inception) or `growth` (dense:
+    # each layer adds growth_rate)
     ignores: tuple[str, ...] = ()  # point fields this block has no use for: a point none of whose stages uses
     # one of them may not set it (two ids for one net)
 
 
 MOBILE_ATTENTIONS = ("none", "se", "eca", "cbam")
+# Every block type, its name written once: the family module that makes it (dse.families) and its rule.
 BLOCK_RULES = {
-    "plain": BlockRule(paddings=PADDINGS, ignores=("attention", "drop_path")),
-    "basic": BlockRule(),
-    "bottleneck": BlockRule(),
-    "preact_basic": BlockRule(),
-    "preact_bottleneck": BlockRule(),
-    "dense": BlockRule(attentions=("none",), strides=False, ignores=("drop_path",)),
-    "inception": BlockRule(attentions=("none",), strides=False, ignores=("drop_path",)),
-    "dwsep": BlockRule(attentions=MOBILE_ATTENTIONS),
-    "inverted": BlockRule(attentions=MOBILE_ATTENTIONS),  # its ratio is the point's `expansion`
-    "regnet": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False),
-    "mbconv": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False, expansion=True),
-    "shuffle": BlockRule(attentions=("none", "se"), one_kernel=True, dropout=False, drop_path=False,
+    # conv-norm-act per kernel in `kernels` (VGG, AlexNet, LeNet, NIN mlpconv)
+    "plain": BlockRule("plain", paddings=PADDINGS, ignores=("attention", "drop_path")),
+    # post-activation residual block, one conv per kernel (ResNet-18/34, WRN block types)
+    "basic": BlockRule("residual"),
+    # 1x1 reduce, k x k grouped (cardinality), 1x1 expand (ResNet-50, ResNeXt, WRN-50-2)
+    "bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True),
+    # BN-act-conv per kernel (pre-act ResNet, Wide ResNet)
+    "preact_basic": BlockRule("residual", preact=True),
+    # pre-activation bottleneck (pre-act ResNet-164/1001)
+    "preact_bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True, preact=True),
+    # DenseNet layer [BN-act-1x1 (bottleneck)]-BN-act-k x k conv, concatenated; its net has skip 'dense'
+    "dense": BlockRule("dense", attentions=("none",), strides=False, ignores=("drop_path",), preact=True,
+                       widths="growth"),
+    # GoogLeNet module: 1x1 | 1x1-3x3 | 1x1-3x3(5x5) | pool-1x1, widths from `branches`
+    "inception": BlockRule("inception", attentions=("none",), strides=False, ignores=("drop_path",),
+                           widths="branches"),
+    # depthwise-separable convs (MobileNet-v1; with a projection skip, Xception-like)
+    "dwsep": BlockRule("mobile", attentions=MOBILE_ATTENTIONS),
+    # inverted residual: 1x1 expand by the point's `expansion`, k x k depthwise, 1x1 project (MobileNet-v2)
+    "inverted": BlockRule("mobile", attentions=MOBILE_ATTENTIONS, needs=("expansion",)),
+    # RegNet X/Y bottleneck: 1x1 to width x bottleneck_ratio, 3x3 in groups of group_width, [SE from the block's
+    # input width], 1x1; projection where the shape changes
+    "regnet": BlockRule("regnet", attentions=("none", "se"), one_kernel=True, dropout=False,
+                        needs=("group_width", "bottleneck_ratio"), group_width=True),
+    # EfficientNet MBConv: [1x1 expand by the stage's expansion], k x k depthwise, SE, 1x1
+    "mbconv": BlockRule("efficientnet", attentions=("none", "se"), one_kernel=True, dropout=False, expansion=True),
+    # ShuffleNet V2 unit: channel split (stride 1) or two branches (stride 2), concat, shuffle
+    "shuffle": BlockRule("shufflenet", attentions=("none", "se"), one_kernel=True, dropout=False, drop_path=False,
                          even_width=True),
-    "convnext": BlockRule(attentions=("none",), one_kernel=True, expansion=True),
+    # ConvNeXt block: k x k depthwise, norm, 1x1 expand, act, 1x1 project, layer scale; a stage that downsamples
+    # starts with norm + an s x s / s conv
+    "convnext": BlockRule("convnext", attentions=("none",), one_kernel=True, expansion=True, patchify=True),
 }
+BLOCK_TYPES = tuple(BLOCK_RULES)
+GROUPED = tuple(b for b, rule in BLOCK_RULES.items() if rule.cardinality)  # k x k conv: cardinality x d
+PREACT = tuple(b for b, rule in BLOCK_RULES.items() if rule.preact)  # nets that end in a norm-act before pooling
 
 MAX_IMAGE_SIZE = 1 << 16  # the largest input side searched for when a point's own is too small
 
@@ -220,14 +229,15 @@ class Stage:
             _positive(f"{path}.kernels", k)
             if self.padding == "same" and k % 2 == 0:
                 raise UserError(f"{path}.kernels: kernel {k} is even; 'same' padding needs odd kernels (1, 3, 5, 7, ...)")
-        if self.block == "inception":
+        widths = BLOCK_RULES[self.block].widths
+        if widths == "branches":
             if len(self.branches) != self.depth or any(len(b) != 6 for b in self.branches):
-                raise UserError(f"{path}.branches: inception needs {self.depth} tuples of 6 widths "
+                raise UserError(f"{path}.branches: {self.block} needs {self.depth} tuples of 6 widths "
                                 "(1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)")
             for b in self.branches:
                 for w in b:
                     _positive(f"{path}.branches", w)
-        elif self.block != "dense":
+        elif widths == "width":
             _positive(f"{path}.width", self.width)
 
 
@@ -308,22 +318,18 @@ class Point:
         if (self.skip == "dense") != ("dense" in blocks):
             raise UserError(f"skip: dense stages need skip 'dense' and only they use it (skip={self.skip!r}, "
                             f"blocks={sorted(blocks)})")
+        for name in dict.fromkeys(name for s in self.stages for name in BLOCK_RULES[s.block].needs):
+            _positive(name, getattr(self, name))
         if blocks & set(GROUPED):
-            _positive("bottleneck_width", self.bottleneck_width)
             for i, mid in enumerate(self.mid_widths()):
                 if mid and mid % self.cardinality:
                     raise UserError(f"cardinality: {self.cardinality} does not divide the grouped conv width "
                                     f"{mid} of stages[{i}]")
-        if "dense" in blocks:
+        if self.skip == "dense":  # the dense blocks' own fields
             _positive("growth_rate", self.growth_rate)
             _positive("dense_bottleneck", self.dense_bottleneck, allow_zero=True)
             if not 0.0 < self.compression <= 1.0:
                 raise UserError(f"compression: must be in (0, 1], got {self.compression}")
-        if "inverted" in blocks:
-            _positive("expansion", self.expansion)
-        if "regnet" in blocks:
-            _positive("group_width", self.group_width)
-            _positive("bottleneck_ratio", self.bottleneck_ratio)
         for i, stage in enumerate(self.stages):
             _positive(f"stages[{i}].expansion", stage.expansion, allow_zero=True)
             self._check_block(i)
@@ -359,14 +365,13 @@ class Point:
         if h < 1:
             return "stem.pool"
         for i, stage in enumerate(self.stages):
-            if stage.block == "plain":
+            if stage.padding == "valid":  # plain stages only (BLOCK_RULES): every conv shrinks the map
                 for b in range(stage.depth):
                     for j, k in enumerate(stage.kernels):
-                        h = _window(h, k, stage.stride if b == 0 and j == 0 else 1,
-                                    k // 2 if stage.padding == "same" else 0)
+                        h = _window(h, k, stage.stride if b == 0 and j == 0 else 1, 0)
                         if h < 1:
                             return f"stages[{i}] block {b}"
-            elif stage.block == "convnext" and stage.stride > 1:
+            elif BLOCK_RULES[stage.block].patchify and stage.stride > 1:
                 h = _window(h, stage.stride, stage.stride, 0)
             elif stage.stride > 1:
                 h = (h - 1) // stage.stride + 1
@@ -412,7 +417,7 @@ class Point:
                                      ("drop_path", rule.drop_path, "residual branch to drop")):
             if not allowed and getattr(self, name) > 0:
                 raise UserError(f"{name}: {block} blocks have no {lacks}; valid: 0 (got {getattr(self, name)})")
-        if block == "regnet":
+        if rule.group_width:
             mid = int(round(stage.width * self.bottleneck_ratio))
             if mid < 1 or mid % min(self.group_width, mid):
                 raise UserError(f"group_width: {self.group_width} does not divide the 3x3 conv width {mid} of "
@@ -424,11 +429,12 @@ class Point:
         c, mids = (self.stem.width if self.stem.type != "none" else self.in_chans), self.mid_widths()
         for i, stage in enumerate(self.stages):
             first = next((j for j, k in enumerate(stage.kernels) if k > 1), None)
-            if stage.block in ("basic", "preact_basic") and first is not None:
+            rule = BLOCK_RULES[stage.block]
+            if rule.cardinality and first is not None:
+                convs = {(mids[i], mids[i], self.cardinality)}
+            elif "attention" not in rule.ignores and first is not None:  # the other residual blocks
                 convs = {(c if first == 0 else stage.width, stage.width, 1)}  # the first block's, then the rest
                 convs |= {(stage.width, stage.width, 1)} if stage.depth > 1 else set()
-            elif stage.block in GROUPED and first is not None:
-                convs = {(mids[i], mids[i], self.cardinality)}
             else:  # plain stages keep their convs
                 convs = set()
             for cin, cout, groups in sorted(convs):
@@ -523,9 +529,10 @@ class Point:
         group_width = max(1, round(self.group_width * factor)) if self.group_width else 0
 
         def width(s: Stage) -> int:
-            w = thin(s.width, 2 if s.block == "shuffle" else 1)
-            while s.block == "regnet" and ((m := round(w * self.bottleneck_ratio)) < 1 or m % min(group_width, m)):
-                w += 1  # regnet: the group width divides the 3x3 conv's width w x bottleneck_ratio
+            rule = BLOCK_RULES[s.block]
+            w = thin(s.width, 2 if rule.even_width else 1)
+            while rule.group_width and ((m := round(w * self.bottleneck_ratio)) < 1 or m % min(group_width, m)):
+                w += 1  # the group width divides the k x k conv's width w x bottleneck_ratio
             return w
 
         stages = tuple(replace(s, width=width(s), branches=tuple(tuple(thin(w) for w in b) for b in s.branches))

@@ -131,10 +131,19 @@ def test_the_edits_reach_both_sides_of_the_rule():
     assert 0.1 * len(CASES) < refused < 0.7 * len(CASES), (refused, len(CASES))
 
 
-def test_every_block_type_has_a_rule():
-    from dse.families import STAGES
+def test_every_block_rule_names_a_family_that_makes_stages():
+    from dse.families import FAMILIES
 
-    assert set(BLOCK_RULES) == set(STAGES)
+    assert {rule.family for rule in BLOCK_RULES.values()} == set(FAMILIES)  # and every family makes some block
+    assert all(callable(FAMILIES[rule.family].stage) for rule in BLOCK_RULES.values())
+
+
+def test_an_unknown_block_is_refused_with_every_valid_name():
+    valid = ("plain, basic, bottleneck, preact_basic, preact_bottleneck, dense, inception, dwsep, inverted, regnet, "
+             "mbconv, shuffle, convnext")
+    with pytest.raises(UserError) as refused:
+        Point((Stage("basik", 1, 16),))
+    assert str(refused.value) == f"stages[0].block: unknown value 'basik'; valid: {valid}"
 
 
 @pytest.mark.parametrize("stage, field, message", [

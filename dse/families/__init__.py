@@ -1,32 +1,21 @@
 """Families turn a Point into its graph (dse.graph.nodes); they never count or build.
 
-Each block type names the family function that makes a stage: fn(point, index, cin, drop_path_rates) ->
-(Seq, cout). `net(point)` adds the shared stem and head. Interpreters (dse.graph.count, dse.graph.build)
-read the result.
+A block type's rule (dse.point.BLOCK_RULES, where its name is registered) names its family: the module here
+whose stage(point, index, cin, drop_path_rates) -> (Seq, cout) makes one stage. `net(point)` adds the shared
+stem and head. Interpreters (dse.graph.count, dse.graph.build) read the result.
 """
 from __future__ import annotations
 
-from dse.errors import choose
+from types import ModuleType
+
 from dse.families import common, convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 from dse.graph.count import features as _features
 from dse.graph.nodes import Net, Seq
-from dse.point import Point
+from dse.point import BLOCK_RULES, Point
 
-STAGES = {
-    "plain": plain.stage,
-    "basic": residual.stage,
-    "bottleneck": residual.stage,
-    "preact_basic": residual.stage,
-    "preact_bottleneck": residual.stage,
-    "dense": dense.stage,
-    "inception": inception.stage,
-    "dwsep": mobile.stage,
-    "inverted": mobile.stage,
-    "regnet": regnet.stage,
-    "mbconv": efficientnet.stage,
-    "shuffle": shufflenet.stage,
-    "convnext": convnext.stage,
-}
+FAMILIES: dict[str, ModuleType] = {module.__name__.rpartition(".")[2]: module for module in
+                                   (convnext, dense, efficientnet, inception, mobile, plain, regnet, residual,
+                                    shufflenet)}
 
 
 def net(point: Point, image_size: int | None = None, in_chans: int | None = None,
@@ -36,8 +25,8 @@ def net(point: Point, image_size: int | None = None, in_chans: int | None = None
     stem, c = common.stem(point, chans)
     parts, first, rates = [stem], 0, point.drop_path_rates()
     for i, stage in enumerate(point.stages):
-        make = choose("block", stage.block, STAGES)
-        part, c = make(point, i, c, rates[first:first + stage.depth])
+        family = FAMILIES[BLOCK_RULES[stage.block].family]
+        part, c = family.stage(point, i, c, rates[first:first + stage.depth])
         parts.append(part)
         first += stage.depth
     features = Seq(tuple(parts))
