@@ -38,7 +38,8 @@ PER_KIND = 40  # at least this many files of each kind (space, study, point)
 # under which a blow-up fails instead of taking the machine.
 CPU_S, WALL_S, RSS_MB, LIMIT_AS = 5.0, 30.0, 500, 2 << 30
 SPACE = yaml.safe_load((ROOT / "spaces" / "resnet.yaml").read_text())
-STUDY = {"name": "fuzz", "space": "resnet", "n_trials": 2, "description": "a study", "objectives": ["accuracy", "flops"]}
+STUDY = {"name": "fuzz", "space": "resnet", "n_trials": 2, "description": "a study",
+         "objectives": ["accuracy", "flops"]}
 TABLE_STUDY = yaml.safe_load((ROOT / "studies" / "wrn_table4.yaml").read_text())
 POINT = zoo.get("resnet20").to_dict()
 HOLE = "__HOLE__"  # where a hostile YAML fragment goes into a dumped document

@@ -81,8 +81,9 @@ def test_a_run_dir_that_is_a_file_is_named(tmp_path):
 @pytest.mark.parametrize("text, match", [
     ("study: {name: [x\n", "config.yaml:2: malformed YAML"),
     ("- a\n- b\n", "config.yaml: a run's config.yaml must be a mapping of keys, got list"),
-    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(f"b{i}: &b{i} [{', '.join(['*a' if i == 0 else f'*b{i - 1}'] * 10)}]\n"
-                                                        for i in range(6)), "limit 200,000"),
+    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+     + "".join(f"b{i}: &b{i} [{', '.join(['*a' if i == 0 else f'*b{i - 1}'] * 10)}]\n" for i in range(6)),
+     "limit 200,000"),
 ])
 def test_a_corrupt_config_yaml_is_named(tmp_path, text, match):
     (tmp_path / "config.yaml").write_text(text)
