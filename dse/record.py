@@ -1,9 +1,10 @@
 """One trial's record: what dse stores on an Optuna trial (its user attributes), written and read as one type.
 
 A field's name is its stored attribute's name, so studies written by earlier versions of dse read the same.
-Writers set fields one group at a time while a trial runs (`write`: the outcome last, since another worker
-may read `status` as soon as it is set); readers take a whole `TrialRecord.from_trial(trial)`. An attribute
-that was never set reads as None.
+The trial function builds a trial's record in memory and stores it with `save` (what other processes must see
+while the trial runs first, the rest once at the end; `write` underneath stores the outcome last, since
+another worker may read `status` as soon as it is set); readers take a whole `TrialRecord.from_trial(trial)`.
+An attribute that was never set reads as None.
 
 Outcomes (`status`): ok (trained), rejected (over the budget or infeasible: never trained), duplicate (its
 point and seed were already taken), pruned, diverged, oom, failed, skipped (a grid cell taken by another
@@ -111,3 +112,11 @@ def write(trial, **values) -> None:
     for key in NAMES:
         if key in values:
             trial.set_user_attr(key, values[key])
+
+
+def save(trial, record: TrialRecord, stored: TrialRecord | None = None) -> TrialRecord:
+    """Store the fields of `record` that `stored` (what the trial holds already; None: nothing) does not hold
+    alike, the outcome last; return `record`, which the trial now holds."""
+    before = stored if stored is not None else TrialRecord()
+    write(trial, **{k: getattr(record, k) for k in NAMES if getattr(record, k) != getattr(before, k)})
+    return record

@@ -1,10 +1,13 @@
 """dse.record: one type writes and reads a trial's stored attributes, under the names studies on disk use."""
 from __future__ import annotations
 
+import dataclasses
+import types
+
 import optuna
 import pytest
 
-from dse.record import NAMES, TrialRecord, write
+from dse.record import NAMES, TrialRecord, save, write
 
 # The attribute names dse has always stored on a trial: a study written by an earlier dse must still read.
 STORED = {"point", "point_id", "seed", "label", "params", "flops", "acts", "rf", "rf_stride", "latency_ms",
@@ -67,3 +70,55 @@ def test_every_measure_a_trial_records_has_a_field():
     from dse.graph.count import Measures
 
     assert set(Measures._fields) <= set(NAMES)
+
+
+def test_save_stores_only_what_the_trial_does_not_hold_yet_outcome_last():
+    set_ = []
+
+    class Fake:
+        def set_user_attr(self, key, value):
+            set_.append((key, value))
+
+    early = save(Fake(), TrialRecord(point_id="p", seed=0, flops=20))
+    assert set_ == [("point_id", "p"), ("seed", 0), ("flops", 20)]
+    set_.clear()
+    save(Fake(), dataclasses.replace(early, val_acc=0.5, reason="", status="ok"), early)
+    assert set_ == [("val_acc", 0.5), ("reason", ""), ("status", "ok")]
+
+
+def test_a_trial_stores_its_point_and_costs_before_training_and_each_field_once():
+    """dse.trials.objective builds the record in memory: the point and its costs are stored before the fit
+    (other workers read them while it trains: dse.trials.sampling, dse.trials.dominance), the outcome at the end,
+    and no field twice. A real Optuna study and the real trial function; only the fit is a constant result."""
+    from dse import study as studies
+    from dse.space import load
+    from dse.train.fit import TrainResult
+    from dse.trials import objective as obj
+
+    space = load("resnext")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    stored = []  # the key of every user attribute the storage is asked to set
+    real = study._storage.set_trial_user_attr
+    study._storage.set_trial_user_attr = lambda tid, key, value: (stored.append(key), real(tid, key, value))
+    during = {}
+
+    class Constant(obj.Objective):
+        def train(self, trial, point, seed, params, flops, *args, **kwargs):
+            during.update(study._storage.get_trial(trial._trial_id).user_attrs)
+            return TrainResult(0.5, None, 1, 2.0, "ok", "", history=[{"epoch": 1, "val/acc": 0.5}])
+
+    spec = studies.from_dict({"name": "t", "objectives": ["accuracy", "flops"]})
+    data = types.SimpleNamespace(**{k: space.geometry[k] for k in ("image_size", "in_chans", "num_classes")})
+    objective = Constant(study=spec, space=space, cells=None, data=data, recipe=types.SimpleNamespace(seed=0),
+                         loggers=types.SimpleNamespace(trial=lambda *a, **k: None, trial_done=lambda *a, **k: None),
+                         progress=False, settings={"data": {"name": "synthetic"}})
+    values = space.sample_with_values(3, feasible=True)[1]  # a point inside the space's budget: it trains
+    study.enqueue_trial({name: space.params[name].label(v) for name, v in values.items() if name in space.params})
+    study.optimize(objective, n_trials=1)
+    [trial] = study.trials
+    assert trial.user_attrs["status"] == "ok", trial.user_attrs
+    assert {"point", "point_id", "seed", "params", "flops", "acts", "rf", "settings"} <= set(during)
+    assert "status" not in during and "val_acc" not in during
+    assert sorted(stored) == sorted(set(stored)) and stored[-1] == "status"  # each field once, the outcome last
+    record = TrialRecord.from_trial(trial)
+    assert trial.values == [0.5, float(record.flops)] and record.history == [{"epoch": 1, "val/acc": 0.5}]

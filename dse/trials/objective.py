@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 from dse.errors import UserError, choose
-from dse.record import TrialRecord, write
+from dse.record import TrialRecord, save
 
 # Trials that count toward study.n_trials: finished ones (a FAIL counts only when our objective recorded
 # why; a trial failed by a stale heartbeat is retried instead).
@@ -170,46 +170,47 @@ class Objective:
             point, label, seed = self.suggest(trial)
             point = with_geometry(point, self.data)
         except Infeasible as exc:  # the sampled values break one of the space's checks
-            write(trial, status="rejected")
-            write(trial, reason=f"infeasible: {exc}")
+            save(trial, TrialRecord(reason=f"infeasible: {exc}", status="rejected"))
             trial.set_constraint("checks", 1.0)  # TPE reads constraints of pruned trials too
             raise optuna.TrialPruned("infeasible") from None
         except UserError as exc:  # values that make no valid Point (Point.check): the trial fails, the study goes
             # on. A space that makes no valid point stops before the first trial (dse.trials.budget samples it).
-            return self.finish(trial, "failed", f"invalid: {exc}")
-        write(trial, point=point.to_dict(), point_id=point.id, seed=seed)
-        if label is not None:
-            write(trial, label=label)
+            return self.finish(trial, TrialRecord(), "failed", f"invalid: {exc}")
+        record = TrialRecord(point=point.to_dict(), point_id=point.id, seed=seed, label=label)
         try:
             from dse.cost import measures
 
             counts = measures(point)
         except UserError as exc:
-            return self.finish(trial, "failed", f"invalid: {exc}")
-        params, flops = counts.params, counts.flops
-        write(trial, **{k: int(v) for k, v in counts._asdict().items()})  # params, flops, acts, rf, rf_stride
-        if "latency" in self.study.objectives:
-            self.record_latency(trial, point)
-        if self.settings:
-            write(trial, settings=self.settings)
-        if self.cells is None and self.repeated(trial, point.id, seed):
-            raise TrialFailed("duplicate")
+            return self.finish(trial, record, "failed", f"invalid: {exc}")
+        record = dataclasses.replace(record, **{k: int(v) for k, v in counts._asdict().items()},  # params, flops, ...
+                                     **self.latency(trial, point), settings=self.settings or None)
+        if self.cells is None:
+            taken = self.repeated(trial, point.id, seed)
+            if taken is not None:
+                save(trial, dataclasses.replace(record, **taken))
+                raise TrialFailed("duplicate")
         over = violations(self.space, point)
         for name, value in over.items():
             trial.set_constraint(name, value)
         if any(v > 0 for v in over.values()):  # COMPLETE and infeasible: every sampler sees it, no result does
-            write(trial, status="rejected")
-            write(trial, reason="over_budget")
-            return self.values(dataclasses.replace(TrialRecord.from_trial(trial), val_acc=0.0))
+            record = save(trial, dataclasses.replace(record, reason="over_budget", status="rejected"))
+            return self.values(dataclasses.replace(record, val_acc=0.0))
         trained = point.thinned(*self.thin)
         if trained is not point:  # a proxy: the table keeps the full point's counts, the trained net is smaller
             small = measures(trained)
-            write(trial, width_scale=self.thin[0], trained_params=int(small.params), trained_flops=int(small.flops))
-        result = self.train_seeds(trial, trained, seed, params, flops)
-        return self.finish(trial, result.status, result.reason, result)
+            record = dataclasses.replace(record, width_scale=self.thin[0], trained_params=int(small.params),
+                                         trained_flops=int(small.flops))
+        # Stored before training, the outcome at the end: while the trial trains, other processes read its point
+        # id (dse.trials.sampling leaves held points out) and its costs (dse.trials.dominance compares them at
+        # each rung); a stopped or killed trial keeps them, and its re-queued copy inherits them
+        # (dse.trials.signals, dse.trials.owners).
+        stored = save(trial, record)
+        result = self.train_seeds(trial, trained, seed, record.params, record.flops)
+        return self.finish(trial, record, result.status, result.reason, result, stored)
 
-    def repeated(self, trial, point_id: str, seed: int) -> bool:
-        """Claim (point, seed) for this trial; True (and the trial marked duplicate) when another trial has it.
+    def repeated(self, trial, point_id: str, seed: int) -> dict | None:
+        """Claim (point, seed) for this trial; None when it may train, else the duplicate's record fields.
 
         The claim is atomic in the storage, so two workers or machines never train one point at once. A
         holder that died or was interrupted hands the claim to this trial (a retry of the same point), except
@@ -220,31 +221,28 @@ class Objective:
         key = f"{point_id}:{seed}"
         stopped = signals.ran_out_of_time(key)
         if stopped is not None:  # ran out of time in this run: queued for the next one, not tried again here
-            write(trial, duplicate_of=stopped, reason=f"same point and seed as trial {stopped} (out of time in this "
-                                                      "run; queued for the next run); not trained again",
-                  status="duplicate")
-            return True
+            return {"duplicate_of": stopped, "status": "duplicate",
+                    "reason": f"same point and seed as trial {stopped} (out of time in this run; queued for the "
+                              "next run); not trained again"}
         holder = claims.claim(trial.study, key, trial._trial_id)
         if holder is None:
-            return False
+            return None
         other = _trial_by_id(trial.study, holder)
         if other is not None and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended:
             claims.take_over(trial.study, key, trial._trial_id)  # died or interrupted: retry it here
-            return False
+            return None
         what = "another trial" if other is None else f"trial {other.number} ({_outcome(other)})"
-        write(trial, duplicate_of=None if other is None else other.number,
-              reason=f"same point and seed as {what}; not trained again", status="duplicate")
-        return True
+        return {"duplicate_of": None if other is None else other.number, "status": "duplicate",
+                "reason": f"same point and seed as {what}; not trained again"}
 
     def suggest(self, trial):
         """(Point, cell label or None, training seed) for this trial."""
         base = int(getattr(self.recipe, "seed", 0))
         if self.cells is None:
             return self.space.suggest(trial), None, base
-        if TrialRecord.from_trial(trial).label is None:  # not an enqueued cell: the queue ran dry (another took it)
+        if TrialRecord.from_trial(trial).label is None:  # enqueued cells carry their label; none: the queue ran dry
             trial.study.stop()
-            write(trial, status="skipped")
-            write(trial, reason="grid_exhausted")
+            save(trial, TrialRecord(reason="grid_exhausted", status="skipped"))
             raise TrialFailed("grid exhausted")
         label = trial.suggest_categorical("cell", list(self.cells))
         seed = trial.suggest_int("seed", 0, self.study.seeds - 1)
@@ -296,28 +294,32 @@ class Objective:
             out += [pruner] if pruner is not None else []
         return out
 
-    def finish(self, trial, status: str, reason: str | None, result=None):
-        """Record the outcome as user attributes; return the objectives or raise pruned/failed."""
+    def finish(self, trial, record: TrialRecord, status: str, reason: str | None, result=None,
+               stored: TrialRecord | None = None):
+        """Add the outcome to the trial's record and store what `stored` lacks; return the objectives or raise
+        pruned/failed."""
         import optuna
 
-        if result is not None:  # the numbers first: another worker may read `status` as soon as it is set
-            write(trial, epochs=getattr(result, "epochs", None), train_seconds=getattr(result, "seconds", None),
-                  cpu_seconds=getattr(result, "cpu_seconds", None), val_acc=getattr(result, "val_acc", None),
-                  test_acc=getattr(result, "test_acc", None))
-            write(trial, **{k: getattr(result, k) for k in ("val_accs", "val_acc_std", "test_accs", "seeds")
-                            if getattr(result, k, None) is not None})  # several seeds: each, and the spread
+        if result is not None:
+            several = {k: getattr(result, k) for k in ("val_accs", "val_acc_std", "test_accs", "seeds")
+                       if getattr(result, k, None) is not None}  # several seeds: each, and the spread
             history = getattr(result, "history", None)
-            if history:
-                write(trial, history=_plain(history))
-        write(trial, reason=reason or "", status=status)
+            record = dataclasses.replace(
+                record, epochs=getattr(result, "epochs", None), train_seconds=getattr(result, "seconds", None),
+                cpu_seconds=getattr(result, "cpu_seconds", None), val_acc=getattr(result, "val_acc", None),
+                test_acc=getattr(result, "test_acc", None), history=_plain(history) if history else None, **several)
+        record = save(trial, dataclasses.replace(record, reason=reason or "", status=status), stored)
         if status == "pruned":
             raise optuna.TrialPruned(reason or "pruned")
         if status != "ok":
             raise TrialFailed(f"{status}: {reason}")
-        return self.values(TrialRecord.from_trial(trial))
+        return self.values(record)
 
-    def record_latency(self, trial, point) -> None:
-        """The point's measured latency on this trial's device (dse.train.latency), cached in the study by point id."""
+    def latency(self, trial, point) -> dict:
+        """The point's measured latency on this trial's device (dse.train.latency), cached in the study by point
+        id, as record fields; {} when latency is no objective of the study."""
+        if "latency" not in self.study.objectives:
+            return {}
         from dse.train import latency
         accel = str(getattr(self.recipe, "accelerator", None) or "auto")
         device = "cpu"
@@ -326,7 +328,7 @@ class Objective:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         ms, _ = latency.cached(trial.study, point, device)
-        write(trial, latency_ms=float(ms), latency_device=latency.device_name(device))
+        return {"latency_ms": float(ms), "latency_device": latency.device_name(device)}
 
     def values(self, record: TrialRecord):
         """Objective values in the study's order."""
