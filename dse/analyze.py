@@ -13,7 +13,11 @@ trials count (user attr status 'ok' with a validation accuracy); error = 1 - val
     ks.csv               pairwise KS statistics between the groups' normalized (and plain) EDFs
     trends.csv/.png      per sampled parameter value: median error, and RegNet's empirical-bootstrap estimate
                          of the minimum error (25% resamples, 10^4 times) with its 95% interval
-    importance.csv/.png  Optuna's fANOVA and PED-ANOVA importances for low error (high accuracy), per study
+    importance.csv/.png  Optuna's fANOVA and PED-ANOVA importances for low error (high accuracy), per study of
+                         at least 10 trained trials (dse.results.analysis.MIN_IMPORTANCE; fewer: a line says so)
+
+Studies trained with different settings (data, subset, epochs, batch, seeds, ...: dse.results.made) are
+compared all the same, after one `warning:` line on stderr naming the settings that differ.
     refined.yaml         for AnyNet-style studies (per-stage width and depth): the quantized-linear width rule
                          (w0, wa, wm) fitted to the best models, as a narrower space file for dse.search
                          (refine.csv: the per-model fits)
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from dse.results.analysis import MEASURES, Analysis, Run, analyze_runs, check_options, study_run, summary, write
 from dse.errors import UserError
+from dse.results import made
 from dse.results.files import check_writable
 
 
@@ -79,6 +84,9 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
+    warning = made.compare({run.label: made.of_study(run.study) for run in analysis.runs if run.study is not None})
+    if warning:
+        print(warning, file=sys.stderr)
     for line in summary(analysis):
         print(line)
     print(f"wrote {out}/ ({', '.join(written)})")

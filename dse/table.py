@@ -23,6 +23,7 @@ from pathlib import Path
 from dse.errors import UserError
 from dse.results.tables import (bootstrap_tau, build_rows, by_seed, kendall, paper_table, papers, render_csv,
                                 render_md, render_tex, seed_taus, stored_study, trained_as)
+from dse.results import made
 from dse.results.files import check_writable
 from dse.rundir import SavedRun
 
@@ -57,6 +58,9 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     trained = trained_as(stored, SavedRun.read(run_dir).trained_as)  # config.yaml: for old studies only
     if trained and per_seed:
         notes.append(trained)
+    origin = made.of_study(stored) if stored is not None else None
+    if origin and per_seed and made.words(origin):
+        notes.append("Provenance (from the storage): " + made.words(origin))
     taus = seed_taus(rows)
     if len(taus) > 1:
         notes.append("Kendall τ per seed: " + ", ".join(f"seed {s} {t:.2f}" for s, t in taus.items()))
@@ -68,7 +72,17 @@ def make(study_ref: str, storage: str | None = None, runs: str = "runs", out: st
     paths["tex"].write_text(render_tex(title, rows, notes, interval))
     paths["csv"].write_text(render_csv(rows, interval))
     tau, n = kendall(rows)
-    return {"rows": rows, "tau": tau, "n": n, "interval": interval, "paths": paths, "seed_taus": taus}
+    return {"rows": rows, "tau": tau, "n": n, "interval": interval, "paths": paths, "seed_taus": taus,
+            "warning": mixed(study.name, origin)}
+
+
+def mixed(name: str, origin: dict | None) -> str | None:
+    """One warning line when the study's trials were trained under different settings, naming those that differ."""
+    variants = [v for v in (origin or {}).get("trained_with", []) if v["settings"]]
+    if len(variants) < 2:
+        return None
+    return (f"warning: the trials of study {name} were trained under {len(variants)} settings, differing in "
+            f"{', '.join(made.differing(variants))}; the table mixes them (see its notes)")
 
 
 def _space(study):
@@ -130,6 +144,8 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result["paths"]["md"].read_text())
+    if result["warning"]:
+        print(result["warning"], file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in result["paths"].values()))
     return 0
 

@@ -126,7 +126,7 @@ def test_trends_and_importance(two_runs):
     lo, mid, hi = (float(a1[k]) for k in ("boot_min_lo", "boot_min", "boot_min_hi"))
     assert 0.1 - 1e-9 <= lo <= mid <= hi <= 0.3 + 1e-9
     imp = read(root / "out" / "importance.csv")
-    assert {r["study"] for r in imp} == {"run_a", "run_b"} and {r["param"] for r in imp} == {"depth"}
+    assert imp == []  # issue 21: 4 and 3 trained trials are too few for importances (MIN_IMPORTANCE)
     for name in ("edf.png", "trends.png", "importance.png"):
         assert (root / "out" / name).stat().st_size > 1000
 

@@ -25,6 +25,7 @@ def test_wandb_offline_runs_hold_the_table(tmp_path):
     assert all(b"val/acc" in b"".join(p.read_bytes() for p in r.glob("*.wandb")) for r in runs
                if b"trial-" in b"".join(p.read_bytes() for p in r.glob("*.wandb")))  # trials' learning curves
     assert b"w.db" not in blobs  # storage URLs never reach W&B
+    assert b"Trained as: data synthetic (" in blobs and b"provenance" in blobs  # issue 21: how it was made
     assert "error" not in proc.stderr.lower()
     said = [ln for ln in proc.stdout.splitlines() if ln.startswith("W&B:")]  # once, with where and how to upload
     assert len(said) == 1 and "offline" in said[0] and f"wandb sync runs/x/wandb/offline-run-*" in said[0]

@@ -15,6 +15,9 @@ from dse.errors import UserError
 from dse.record import TrialRecord
 
 MEASURES = ("flops", "params", "acts", "none")
+# Trained trials a study needs before its parameter importances are computed: below it a forest over a
+# handful of points ranks noise (issue 21 saw importances printed from 8 trials).
+MIN_IMPORTANCE = 10
 EDF_COLUMNS = ["group", "number", "error", "complexity", "weight", "edf", "edf_normalized"]
 
 
@@ -207,7 +210,7 @@ def importance_table(runs: list[Run]) -> list[dict]:
     for run in runs:
         study = error_study(run)
         n = len(study.trials)
-        if n < 3:
+        if n < MIN_IMPORTANCE:
             continue
         # PED-ANOVA: which values put a trial in the best `q` of its study (low error: the study minimizes)
         q = min(0.5, max(0.1, 5 / n))
@@ -354,6 +357,10 @@ def summary(analysis: Analysis) -> list[str]:
         lines.append(f"KS {k['group_a']} vs {k['group_b']}: {k['ks']:.3f} normalized ({k['ks_plain']:.3f} plain), "
                      f"p ~ {k['p_value']:.3g}; largest gap at {100 * k['at_error']:.2f}% error, where {better}'s "
                      f"normalized EDF is higher")
+    for run in analysis.runs:
+        if len(run.records) < MIN_IMPORTANCE:
+            lines.append(f"{run.label}: no parameter importance from {len(run.records)} trained trials "
+                         f"(needs at least {MIN_IMPORTANCE})")
     for label, result in analysis.refined.items():
         lines.append(f"{label}: refined with w0 {result['ranges']['w0']}, wa {result['ranges']['wa']}, "
                      f"wm {result['ranges']['wm']} from the best {len(result['fits'])} models")

@@ -98,8 +98,10 @@ def draw(table: list[dict], front: list[dict], title: str | None):
     return fig, plt, len(rejected), limit
 
 
-def write_static(run_dir: Path, study: str, table: list[dict], front: list[dict], title: str) -> None:
-    """pareto.png (with a title), pareto.pdf and pareto.svg (without: a paper has its caption), pareto.caption.txt."""
+def write_static(run_dir: Path, study: str, table: list[dict], front: list[dict], title: str,
+                 trained_as: str = "") -> None:
+    """pareto.png (with a title), pareto.pdf and pareto.svg (without: a paper has its caption), pareto.caption.txt
+    (ending with `trained_as`: how the trials were made, dse.results.made)."""
     fig, plt, rejected, limit = draw(table, front, title)
     fig.savefig(run_dir / "pareto.png", bbox_inches="tight")
     fig.axes[0].set_title("")
@@ -107,7 +109,8 @@ def write_static(run_dir: Path, study: str, table: list[dict], front: list[dict]
         fig.savefig(run_dir / f"pareto.{suffix}", bbox_inches="tight")
     plt.close(fig)
     done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
-    (run_dir / "pareto.caption.txt").write_text(caption(study, done, front, rejected, limit) + "\n")
+    text = caption(study, done, front, rejected, limit) + (f" {trained_as}" if trained_as else "")
+    (run_dir / "pareto.caption.txt").write_text(text + "\n")
 
 
 def write_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:

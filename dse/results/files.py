@@ -9,6 +9,8 @@ dse.search and rebuilt by `python -m dse.report` (which adds report.html):
     pareto.png    accuracy vs FLOPs, the front highlighted, seeds as error bars, rejected points and the
                   budget faint (matplotlib); pareto.pdf and pareto.svg for papers, pareto.caption.txt
     pareto.html   the same, interactive (plotly; one plotly.min.js per run directory)
+    provenance.yaml  how the trials were made, from the storage: settings, seeds, sizing, dse version and
+                  commit (dse.results.made); trials.csv itself stays a plain CSV
     report.html   one self-contained page: Pareto front, EDF, trends, importance, ablation table, learning
                   curves, sortable trials (dse.results.page; written by `python -m dse.report` only)
     best.yaml     the front's Points with their numbers, cheapest first (layout below); best/<rank>_<id>.yaml
@@ -141,10 +143,11 @@ def write_csv(path: Path, table: list[dict]) -> None:
             writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})
 
 
-def plot_png(path: Path, table: list[dict], front: list[dict], title: str) -> None:
-    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt beside it (dse.results.figures)."""
+def plot_png(path: Path, table: list[dict], front: list[dict], title: str, trained_as: str = "") -> None:
+    """pareto.png with pareto.pdf, pareto.svg and pareto.caption.txt (ending with `trained_as`) beside it
+    (dse.results.figures)."""
     from dse.results import figures
-    figures.write_static(Path(path).parent, title.split(":")[0], table, front, title)
+    figures.write_static(Path(path).parent, title.split(":")[0], table, front, title, trained_as)
 
 
 def plot_html(path: Path, table: list[dict], front: list[dict], title: str) -> None:
@@ -180,16 +183,19 @@ def objectives_of(optuna_study) -> list[str]:
 
 
 def write_all(optuna_study, run_dir: Path, plots: bool = True) -> dict:
-    """Write every result file into run_dir; returns {'rows': …, 'front': …}."""
+    """Write every result file into run_dir; returns {'rows': …, 'front': …, 'made': provenance.yaml's dict}."""
+    from dse.results import made
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     table = rows(optuna_study)
     front = pareto(table, objectives_of(optuna_study))
     write_csv(run_dir / "trials.csv", table)
     write_csv(run_dir / "pareto.csv", front)
+    origin = made.write(optuna_study, run_dir)
     if plots:
         title = f"{optuna_study.study_name}: {len(front)} on the front of {len(scored(table))} trained trials"
-        plot_png(run_dir / "pareto.png", table, front, title)
+        plot_png(run_dir / "pareto.png", table, front, title, made.words(origin))
         plot_html(run_dir / "pareto.html", table, front, title)
         write_best(run_dir, optuna_study, front)
-    return {"rows": table, "front": front}
+    return {"rows": table, "front": front, "made": origin}

@@ -186,11 +186,14 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     """The page's HTML text."""
     import plotly.offline
 
-    from dse.results.analysis import analyze_runs, study_run
+    from dse.results.analysis import MIN_IMPORTANCE, analyze_runs, study_run
     from dse.results.files import scored
+
+    from dse.results import made
 
     name = optuna_study.study_name
     done = scored(table)
+    trained_as = made.words(made.of_study(optuna_study)) or "These trials record no training settings."
     sections = [("Pareto front", _div(pareto_fig(table, front, f"{name}: {len(front)} on the front of "
                                                                  f"{len(done)} trained trials")))]
     analysis = None
@@ -203,7 +206,7 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
         sections.append(("Error EDF", _div(edf_fig(analysis))))
         sections.append(("Trends", _div(trends_fig(analysis))))
         sections.append(("Parameter importance", _div(importance_fig(analysis)) if analysis.importance_rows
-                         else "<p class=note>too few trained trials for importance (needs 3).</p>"))
+                         else f"<p class=note>too few trained trials for importance (needs {MIN_IMPORTANCE}).</p>"))
     table_html = ablation(run_dir)
     if table_html:
         sections.append(("Ablation table (dse.table)", table_html))
@@ -217,6 +220,7 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
             f"<style>{STYLE}</style>\n<script>{plotly.offline.get_plotlyjs()}</script></head>\n<body>\n"
             f"<h1>{html.escape(name)}</h1>\n<p class=note>{len(table)} trials, {len(done)} trained. Written by "
             f"dse.report from the study's storage; self-contained (opens from disk, no network).</p>\n"
+            f"<p class=made>{html.escape(trained_as)}</p>\n"
             f"{body}\n<script>{SORT_JS}</script>\n</body></html>\n")
 
 

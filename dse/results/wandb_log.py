@@ -100,22 +100,27 @@ class Loggers:
                 run.summary.update(summary)
             run.finish()
 
-    def summary(self, rows: list[dict], front: list[dict], objectives) -> Path | None:
-        """The study-summary W&B run (logger=wandb only); returns its directory."""
+    def summary(self, rows: list[dict], front: list[dict], objectives, made: dict | None = None) -> Path | None:
+        """The study-summary W&B run (logger=wandb only), with how its trials were made (`made`: provenance.yaml's
+        dict, dse.results.made); returns its directory."""
         if self.name != "wandb":
             return None
-        return log_summary(self.config, self.run_dir, self.study, rows, front, objectives)
+        return log_summary(self.config, self.run_dir, self.study, rows, front, objectives, made)
 
 
-def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict], front: list[dict], objectives) -> Path:
-    """One run with the trials table, the Pareto scatter and hypervolume vs trial number."""
+def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict], front: list[dict], objectives,
+                made: dict | None = None) -> Path:
+    """One run with the trials table, the Pareto scatter and hypervolume vs trial number; its config and summary
+    say how the trials were made (provenance.yaml's dict)."""
     import wandb
 
+    from dse.results import made as origin
     from dse.results.files import scored
 
     columns = ["number", "state", "status", "point_id", "label", "params", "flops", "accuracy", "error",
                "epochs", "train_seconds", "reason"]
-    run = init_run(logger, run_dir, study, "summary", "summary", {"objectives": list(objectives), "study": study})
+    config = {"objectives": list(objectives), "study": study, **({"provenance": made} if made else {})}
+    run = init_run(logger, run_dir, study, "summary", "summary", config)
     table = wandb.Table(columns=columns + ["pareto"])
     front_ids = {r["number"] for r in front}
     for r in rows:
@@ -136,7 +141,8 @@ def log_summary(logger: LoggerConfig, run_dir: Path, study: str, rows: list[dict
     except Exception as exc:  # noqa: BLE001 - W&B never fails a study
         run.summary["analysis_error"] = f"{type(exc).__name__}: {exc}"
     run.summary.update({"n_trials": len(rows), "n_ok": len(done), "pareto_size": len(front),
-                        "hypervolume": curve[-1][1] if curve else 0.0})
+                        "hypervolume": curve[-1][1] if curve else 0.0,
+                        "trained_as": origin.words(made) if made else ""})
     path = Path(run.dir).parent
     run.finish()
     return path

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dse import provenance
 from dse.results import files as results
+from dse.results import made
 from dse.results.files import scored
 from dse.results.wandb_log import Loggers
 from dse.storage import default_url, open_storage
@@ -42,7 +43,6 @@ def run(job: Job) -> int:
                                   obj.make_pruner(study.pruner, max_epochs), study.space)
     job = size_trials(job, optuna_study)
     provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
-    write_config(job)
     owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
     finished = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
     if job.cells is not None:  # ablation grids run every cell; sampler=grid over a space stops at n_trials
@@ -53,17 +53,23 @@ def run(job: Job) -> int:
     else:
         total = study.n_trials
         remaining = max(total - finished, 0)
+    trains = bool(remaining) or (study.is_grid and claims.has_work(optuna_study))
+    if trains:  # a run that trains nothing leaves config.yaml (and the study's code record) as they were
+        write_config(job)
+        made.record_code(optuna_study)
+    else:
+        print(nothing_to_train(study, finished, total))
     if pool.wanted(job.pool):  # workers=N: N copies of this command on this study, one bar here
         code = pool.run(list(job.argv), job.pool, storage_url, study.name, job.run_dir, total, obj.counted) \
-            if remaining or (study.is_grid and claims.has_work(optuna_study)) else 0
+            if trains else 0
         out = results.write_all(optuna_study, job.run_dir)
-        loggers.summary(out["rows"], out["front"], study.objectives)
+        loggers.summary(out["rows"], out["front"], study.objectives, out["made"])
         _final_line(study.name, job.run_dir, out)
         return code
     signals.install()  # first SIGINT/SIGTERM: the trial ends as 'interrupted' and is re-queued; second: abort
 
     screen = Screen(optuna_study.get_trials(deepcopy=False), study.timeout, job.started or None)  # timeout's clock
-    bar = _bar(total, total - remaining, study.name, job.options.progress, study.timeout)
+    bar = _bar(total, total - remaining, study.name, job.options.progress and trains, study.timeout)
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.options.progress),
                               settings=job.settings, deadline=deadline(job))
@@ -101,7 +107,7 @@ def run(job: Job) -> int:
         signals.requeue()  # the trials stopped out of time: WAITING now, so the next run trains them first
         owners.reap(optuna_study)  # a trial of this host that died while we ran (e.g. a sibling worker's)
         out = results.write_all(optuna_study, job.run_dir)
-        loggers.summary(out["rows"], out["front"], study.objectives)
+        loggers.summary(out["rows"], out["front"], study.objectives, out["made"])
     _final_line(study.name, job.run_dir, out)
     code = signals.exit_code()
     if not code and not any(r.get("status") == "ok" for r in out["rows"]):
@@ -112,6 +118,13 @@ def run(job: Job) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
     return code
+
+
+def nothing_to_train(study, finished: int, total: int) -> str:
+    """The line of a run that trains nothing: what the study already holds, and how to train more."""
+    more = "raise study.n_trials to train more" if not study.is_grid else "every cell x seed is taken"
+    return (f"study {study.name}: nothing to train in this run; the study already has {finished} of {total} "
+            f"trials counted ({more}); rewriting its result files from the storage")
 
 
 def _tally(rows: list[dict]) -> str:
@@ -161,16 +174,32 @@ def size_trials(job: Job, optuna_study) -> Job:
     if not size:
         return job
     print(why)
+    if stored is None:  # a fresh study: the sizing line is part of how its trials were made
+        optuna_study.set_user_attr(made.SIZING_KEY, why)
     settings = copy.deepcopy(job.settings)
     settings["data"]["subset"] = int(size)
-    if val and int(val) < len(job.data.val):
-        settings["data"]["val_subset"] = int(val)
+    if val:  # the validation samples the trials really score (the data may hold fewer than asked)
+        settings["data"]["val_subset"] = min(int(val), len(job.data.val))
     recipe = job.recipe
     if batch and int(batch) != recipe.batch_size:
         recipe = dataclasses.replace(recipe, batch_size=int(batch))
         settings["trainer"]["batch_size"] = int(batch)
     data = sizing.with_subset(job.data, int(size), int(val) if val else None)
-    return dataclasses.replace(job, data=data, recipe=recipe, settings=settings)
+    text = sized_config(job.config_yaml, settings)
+    return dataclasses.replace(job, data=data, recipe=recipe, settings=settings, config_yaml=text)
+
+
+def sized_config(text: str, settings: dict) -> str:
+    """config.yaml's text with the sizes the trials really train with (data.subset, data.val_subset,
+    trainer.batch_size), and a first line that says so."""
+    import yaml
+
+    cfg = yaml.safe_load(text) or {}
+    for group, keys in (("data", ("subset", "val_subset")), ("trainer", ("batch_size",))):
+        if isinstance(cfg.get(group), dict):
+            cfg[group].update({k: settings[group][k] for k in keys if settings[group].get(k) is not None})
+    return ("# data.subset, data.val_subset and trainer.batch_size: as sized by study.trials_per_timeout "
+            "(the study's sizing line is in provenance.yaml)\n" + yaml.safe_dump(cfg, sort_keys=False))
 
 
 def make_sampler(job: Job, done: int):
