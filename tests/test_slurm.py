@@ -93,7 +93,9 @@ def owner_pid(trial) -> int:
     return int(trial.system_attrs["dse:owner"]["pid"])
 
 
+@pytest.mark.slow
 def test_two_task_array_trains_one_study_and_writes_results(slurm_cluster, tmp_path):
+    """launcher.wait=true: both tasks train one study on one storage, and the launcher writes its result files."""
     run_dir = tmp_path / "r"
     proc = ok(submit(run_dir, "arr", 4, "launcher.nodes=2", "launcher.wait=true", "workers=1"))
     url = f"sqlite:///{run_dir / 'study.db'}"
@@ -109,6 +111,7 @@ def test_two_task_array_trains_one_study_and_writes_results(slurm_cluster, tmp_p
     assert f"study arr: {len(done)} trained" in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_scancel_and_requeue_mid_trial(slurm_cluster, tmp_path):
     """Task A gets SIGUSR2 mid-trial (a time limit): requeued, it continues the study. Task B is scancel'ed
     mid-trial: its trial is FAIL and retried by A. Nothing is left RUNNING; no point is trained twice."""
@@ -146,6 +149,7 @@ def test_scancel_and_requeue_mid_trial(slurm_cluster, tmp_path):
 
 
 def test_sqlite_is_refused_unless_the_file_system_is_shared(tmp_path):
+    """One line, exit 2, nothing submitted (no SLURM needed: the check comes first)."""
     proc = subprocess.run([sys.executable, "-m", "dse.search", *FAST, f"run_dir={tmp_path / 'r'}",
                            "launcher=slurm"], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
@@ -156,11 +160,13 @@ def test_sqlite_is_refused_unless_the_file_system_is_shared(tmp_path):
 @pytest.mark.parametrize("key,value,words", [("nodes", "0", "integer >= 1"), ("wait", "maybe", "true or false"),
                                              ("mem_gb", "-1", "number > 0")])
 def test_bad_launcher_values_name_the_key(key, value, words):
+    """A bad launcher value is a UserError naming launcher.<key> and what it takes."""
     with pytest.raises(UserError, match=f"launcher.{key}: must be .*{words}"):
         slurm.config({"name": "slurm", key: {"0": 0, "maybe": "maybe", "-1": -1}[value]})
 
 
 def test_task_command_runs_locally_with_the_storage_in_the_environment(tmp_path):
+    """A task runs launcher=local workers=auto in its own run_dir; the storage password is not in its command."""
     argv = slurm.task_argv(["space=resnext", "storage=postgresql://u:secret@h/db", "launcher=slurm",
                             "launcher.nodes=4", "run_dir=x"], tmp_path, 3)
     assert "secret" not in " ".join(argv) and "launcher=local" in argv and "workers=auto" in argv
@@ -182,6 +188,7 @@ print("not reached")
 
 
 def test_a_sigterm_that_arrives_twice_at_once_is_one_request():
+    """Two SIGTERMs at once stop cleanly (exit 143); one after SAME_TERM_S aborts as a second signal."""
     proc = subprocess.run([sys.executable, "-c", SAME_TERM], cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=60)
     assert proc.stdout.split("\n")[0] == "stopping once 143" and "not reached" not in proc.stdout

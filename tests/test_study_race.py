@@ -10,6 +10,7 @@ from dse.trials import objective
 
 
 def _study():
+    """The study every process opens."""
     return from_dict({"name": "race", "space": "resnext"})
 
 
