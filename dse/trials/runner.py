@@ -243,12 +243,14 @@ def _trials(storage, name: str) -> list:
 
 
 def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | None = None):
-    """The study's progress bar (trained trials). With a timeout it shows the time left, not an ETA over
-    n_trials that the timeout will cut short."""
+    """The study's progress bar: the study's trained trials of its total (`initial` of them before this run,
+    which the label names). With a timeout it shows the time left, not an ETA over n_trials that the timeout
+    will cut short."""
     from tqdm.auto import tqdm
 
-    fmt = "{desc}: {n_fmt}/{total_fmt} trained [{elapsed}{postfix}]" if timeout else None
-    return tqdm(total=total, initial=initial, desc=f"study {name}", unit="trial", position=0,
+    fmt = "{desc}: {n_fmt}/{total_fmt} trained in the study [{elapsed}{postfix}]" if timeout else None
+    desc = f"study {name}" + (f" ({initial} before this run)" if initial else "")
+    return tqdm(total=total, initial=initial, desc=desc, unit="trial", position=0,
                 disable=not enabled, dynamic_ncols=True, bar_format=fmt)
 
 

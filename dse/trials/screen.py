@@ -1,11 +1,12 @@
 """What a study prints: one line per trial with the study's counts, the best so far and the time left.
 
     trial 7 [ok] acc 86.12%  5.27 MFLOPs  0.135 M params  2 ep  41s  19a6781cd3
-        study: 5 trained, 2 rejected, 1 repeat | best 87.76% | 6:12 elapsed, 2:48 left of 9:00
+        study: 5 trained, 2 rejected, 1 repeat (this run: 2 trained) | best 87.76% | 6:12 elapsed, 2:48 left of 9:00
     trial 8 [out of time] needs ~299s more, 243s left before the timeout; queued again for the next run; going on: 243s left, the shortest trial took 41s  5c0e8a1f22
-        study: 5 trained, 2 rejected, 1 repeat, 1 out of time | best 87.76% | 6:18 elapsed, 2:42 left of 9:00
+        study: 5 trained, 2 rejected, 1 repeat, 1 out of time (this run: 2 trained, 1 out of time) | best 87.76% | ...
 
-Counts start from what the storage already holds (a resumed study) and follow this process's trials.
+The counts before the parentheses are the whole study's (what the storage already held, for a resumed study,
+plus this process's trials); those inside count this run's alone ('all in this run' when the study began here).
 """
 from __future__ import annotations
 
@@ -29,36 +30,50 @@ class Screen:
 
     def __init__(self, trials, timeout: float | None, start: float | None = None):
         self.timeout, self.start = timeout, time.monotonic() if start is None else start
-        self.counts = {"trained": 0, "rejected": 0, "repeat": 0, "failed": 0, "out of time": 0}
+        self.counts = dict.fromkeys(KINDS, 0)  # the whole study's
+        self.mine = dict.fromkeys(KINDS, 0)  # this run's
         self.best = None
         for t in trials:
-            self.add(t)
+            self.add(t, mine=False)
+        self.resumed = any(self.counts.values())
 
-    def add(self, trial) -> None:
-        """Count one finished trial."""
+    def add(self, trial, mine: bool = True) -> None:
+        """Count one finished trial (`mine`: finished by this run)."""
         r = TrialRecord.from_trial(trial)
+        kind = None
         if r.trained:
-            self.counts["trained"] += 1
+            kind = "trained"
             if r.val_acc is not None and (self.best is None or r.val_acc > self.best):
                 self.best = r.val_acc
         elif r.status in UNTRAINED:
-            self.counts[UNTRAINED[r.status]] += 1
+            kind = UNTRAINED[r.status]
         elif r.status:
-            self.counts["failed"] += 1
+            kind = "failed"
         elif r.reason == "out of time":  # stopped by the deadline, queued again (dse.trials.deadline)
-            self.counts["out of time"] += 1
+            kind = "out of time"
+        if kind:
+            self.counts[kind] += 1
+            self.mine[kind] += mine
 
     def study_line(self) -> str:
-        """'study: 5 trained, 2 rejected | best 87.76% | 6:12 elapsed, 2:48 left of 9:00'."""
-        c = self.counts
-        parts = [f"{c['trained']} trained"] + [f"{c[k]} {k}{'s' if c[k] > 1 and k == 'repeat' else ''}"
-                                                 for k in ("rejected", "repeat", "failed", "out of time") if c[k]]
+        """'study: 5 trained, 2 rejected (this run: 2 trained) | best 87.76% | 6:12 elapsed, 2:48 left of 9:00'."""
+        own = ", ".join(tally(self.mine, zero=False)) or "none yet"
+        parts = ", ".join(tally(self.counts)) + (f" (this run: {own})" if self.resumed else " (all in this run)")
         best = f"best {100 * self.best:.2f}%" if self.best is not None else "best -"
         elapsed = time.monotonic() - self.start
         when = f"{clock(elapsed)} elapsed"
         if self.timeout:
             when += f", {clock(self.timeout - elapsed)} left of {clock(self.timeout)}"
-        return f"    study: {', '.join(parts)} | {best} | {when}"
+        return f"    study: {parts} | {best} | {when}"
+
+
+KINDS = ("trained", "rejected", "repeat", "failed", "out of time")
+
+
+def tally(counts: dict, zero: bool = True) -> list[str]:
+    """['5 trained', '2 rejected', '1 repeat'] (trained always when `zero`; the other kinds when not 0)."""
+    return [f"{counts[k]} {k}{'s' if counts[k] > 1 and k == 'repeat' else ''}" for k in KINDS
+            if counts[k] or (zero and k == "trained")]
 
 
 def trial_line(trial, note: str = "") -> str:

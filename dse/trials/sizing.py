@@ -113,11 +113,35 @@ def choose(space, data, recipe, thin: tuple, timeout: float, n: int, seed: int =
         val = val_for(size, val)
         size = subset_for(per_sample, per_trial, recipe.epochs, val, len(data.train), per_eval)
     batch = recipe.batch_size if keep_batch else batch_for(size, recipe.epochs, recipe.batch_size)
-    steps = size * recipe.epochs // batch
+    val = min(val, len(data.val))
+    limit = getattr(recipe, "limit_batches", None)
+    steps = train_steps(size, batch, limit) * recipe.epochs
+    seconds = trial_seconds(size, val, batch, recipe.epochs, limit, per_sample, per_eval)
+    fits = max(int((timeout - RESERVE_S) // seconds), 0)
+    capped = f", at most {limit} batches per epoch" if limit and limit < max(size // batch, 1) else ""
     why = (f"sizing: {1e3 * per_sample:.2f} ms per training sample measured on a typical point; "
-           f"{size} training samples x {recipe.epochs} epochs at batch {batch} ({steps} steps), {val} validation "
-           f"samples, for about {n} trials in {timeout:.0f} s")
+           f"{size} training samples x {recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''} at batch {batch} "
+           f"({steps} steps{capped}), {val} validation samples: about {seconds:.0f} s per trial at that rate, "
+           f"so about {fits} trials in {timeout:.0f} s"
+           + (f" (fewer than the {n} asked: a trial trains at least {min(FLOOR, len(data.train))} samples)"
+              if fits < n else ""))
     return size, val, batch, why
+
+
+def train_steps(size: int, batch: int, limit: int | None) -> int:
+    """Optimizer steps per epoch over `size` samples (full batches, at least one; at most `limit`)."""
+    steps = max(size // batch, 1)
+    return min(steps, limit) if limit else steps
+
+
+def trial_seconds(size: int, val: int, batch: int, epochs: int, limit: int | None, per_sample: float,
+                  per_eval: float) -> float:
+    """One trial's predicted seconds at the measured rates: OVERHEAD_S, then per epoch the steps taken and one
+    validation pass (batches of max(batch, 256), at most `limit` of them)."""
+    trained = train_steps(size, batch, limit) * batch
+    vbatch = max(batch, 256)
+    scored = min(val, limit * vbatch) if limit else val
+    return OVERHEAD_S + epochs * (trained * per_sample + scored * per_eval)
 
 
 def with_subset(data, size: int, val: int | None = None):
