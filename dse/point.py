@@ -57,43 +57,58 @@ class BlockRule(NamedTuple):
     # each layer adds growth_rate)
     ignores: tuple[str, ...] = ()  # point fields this block has no use for: a point none of whose stages uses
     # one of them may not set it (two ids for one net)
+    uses: tuple[str, ...] = ()  # the BLOCK_FIELDS its family reads; a point none of whose stages reads one holds
+    # its default (Point.__post_init__), so one net has one id
+    skip: str = ""  # the skip its family always makes ("": the point's `skip`); a point none of whose stages reads
+    # `skip` holds this one
 
 
 MOBILE_ATTENTIONS = ("none", "se", "eca", "cbam")
+RESIDUAL_USES = ("attn_ratio", "cardinality", "bottleneck_width")
+# The point fields that only some block types read, and their defaults: a point none of whose stages reads one
+# is made with the default (a space that sets cardinality for every block type draws one id per net).
+BLOCK_FIELDS = {"cardinality": 1, "bottleneck_width": 64, "growth_rate": 0, "compression": 1.0, "dense_bottleneck": 0,
+                "expansion": 6.0, "group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0, "attn_ratio": 0.0625}
+RATIO_ATTENTIONS = ("se", "cbam", "sk", "splat")  # the attentions that have a reduction ratio (eca has none)
 # Every block type, its name written once: the family module that makes it (dse.families) and its rule.
 BLOCK_RULES = {
     # conv-norm-act per kernel in `kernels` (VGG, AlexNet, LeNet, NIN mlpconv)
-    "plain": BlockRule("plain", paddings=PADDINGS, ignores=("attention", "drop_path")),
+    "plain": BlockRule("plain", paddings=PADDINGS, ignores=("attention", "drop_path"), skip="none"),
     # post-activation residual block, one conv per kernel (ResNet-18/34, WRN block types)
-    "basic": BlockRule("residual"),
+    "basic": BlockRule("residual", uses=("attn_ratio",)),
     # 1x1 reduce, k x k grouped (cardinality), 1x1 expand (ResNet-50, ResNeXt, WRN-50-2)
-    "bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True),
+    "bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True, uses=RESIDUAL_USES),
     # BN-act-conv per kernel (pre-act ResNet, Wide ResNet)
-    "preact_basic": BlockRule("residual", preact=True),
+    "preact_basic": BlockRule("residual", preact=True, uses=("attn_ratio",)),
     # pre-activation bottleneck (pre-act ResNet-164/1001)
-    "preact_bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True, preact=True),
+    "preact_bottleneck": BlockRule("residual", needs=("bottleneck_width",), cardinality=True, preact=True,
+                                   uses=RESIDUAL_USES),
     # DenseNet layer [BN-act-1x1 (bottleneck)]-BN-act-k x k conv, concatenated; its net has skip 'dense'
     "dense": BlockRule("dense", attentions=("none",), strides=False, ignores=("drop_path",), preact=True,
-                       widths="growth"),
+                       widths="growth", skip="dense", uses=("growth_rate", "compression", "dense_bottleneck")),
     # GoogLeNet module: 1x1 | 1x1-3x3 | 1x1-3x3(5x5) | pool-1x1, widths from `branches`
     "inception": BlockRule("inception", attentions=("none",), strides=False, ignores=("drop_path",),
-                           widths="branches"),
+                           widths="branches", skip="none"),
     # depthwise-separable convs (MobileNet-v1; with a projection skip, Xception-like)
-    "dwsep": BlockRule("mobile", attentions=MOBILE_ATTENTIONS),
+    "dwsep": BlockRule("mobile", attentions=MOBILE_ATTENTIONS, uses=("attn_ratio",)),
     # inverted residual: 1x1 expand by the point's `expansion`, k x k depthwise, 1x1 project (MobileNet-v2)
-    "inverted": BlockRule("mobile", attentions=MOBILE_ATTENTIONS, needs=("expansion",)),
+    "inverted": BlockRule("mobile", attentions=MOBILE_ATTENTIONS, needs=("expansion",),
+                          uses=("attn_ratio", "expansion")),
     # RegNet X/Y bottleneck: 1x1 to width x bottleneck_ratio, 3x3 in groups of group_width, [SE from the block's
     # input width], 1x1; projection where the shape changes
     "regnet": BlockRule("regnet", attentions=("none", "se"), one_kernel=True, dropout=False,
-                        needs=("group_width", "bottleneck_ratio"), group_width=True),
+                        needs=("group_width", "bottleneck_ratio"), group_width=True,
+                        uses=("group_width", "bottleneck_ratio")),
     # EfficientNet MBConv: [1x1 expand by the stage's expansion], k x k depthwise, SE, 1x1
-    "mbconv": BlockRule("efficientnet", attentions=("none", "se"), one_kernel=True, dropout=False, expansion=True),
+    "mbconv": BlockRule("efficientnet", attentions=("none", "se"), one_kernel=True, dropout=False, expansion=True,
+                        uses=("attn_ratio", "expansion")),
     # ShuffleNet V2 unit: channel split (stride 1) or two branches (stride 2), concat, shuffle
     "shuffle": BlockRule("shufflenet", attentions=("none", "se"), one_kernel=True, dropout=False, drop_path=False,
-                         even_width=True),
+                         even_width=True, skip="none", uses=("attn_ratio",)),
     # ConvNeXt block: k x k depthwise, norm, 1x1 expand, act, 1x1 project, layer scale; a stage that downsamples
     # starts with norm + an s x s / s conv
-    "convnext": BlockRule("convnext", attentions=("none",), one_kernel=True, expansion=True, patchify=True),
+    "convnext": BlockRule("convnext", attentions=("none",), one_kernel=True, dropout=False, expansion=True,
+                          patchify=True, skip="identity", uses=("expansion", "layer_scale")),
 }
 BLOCK_TYPES = tuple(BLOCK_RULES)
 GROUPED = tuple(b for b, rule in BLOCK_RULES.items() if rule.cardinality)  # k x k conv: cardinality x d
@@ -297,6 +312,8 @@ class Point:
 
     def __post_init__(self):
         self.check()
+        for name, value in _canonical(self).items():
+            object.__setattr__(self, name, value)
 
     def check(self) -> None:
         """Raise UserError naming the first bad field."""
@@ -541,6 +558,36 @@ class Point:
                        head=replace(self.head, hidden=tuple(thin(w) for w in self.head.hidden), conv=thin(self.head.conv)),
                        bottleneck_width=max(1, round(self.bottleneck_width * factor)),
                        growth_rate=thin(self.growth_rate), group_width=group_width)
+
+
+def _reads(point: Point, stage: Stage, name: str) -> bool:
+    """Whether the family of `stage`'s block reads the point-wide field `name` (one of BLOCK_FIELDS)."""
+    rule = BLOCK_RULES[stage.block]
+    if name == "expansion" and rule.expansion:
+        return stage.expansion == 0  # mbconv and convnext fall back on the point's ratio
+    if name == "attn_ratio" and point.attention not in RATIO_ATTENTIONS:
+        return False
+    return name in rule.uses
+
+
+def _canonical_stage(stage: Stage) -> Stage:
+    """The stage with the fields its block does not read at their defaults."""
+    rule = BLOCK_RULES[stage.block]
+    return replace(stage, expansion=stage.expansion if rule.expansion else 0.0,
+                   width=stage.width if rule.widths == "width" else 0,
+                   branches=stage.branches if rule.widths == "branches" else ())
+
+
+def _canonical(point: Point) -> dict:
+    """The fields of `point` that no stage reads and that differ from their defaults, set to the defaults: two
+    points that make one net are one point, with one id."""
+    out = {name: default for name, default in BLOCK_FIELDS.items()
+           if getattr(point, name) != default and not any(_reads(point, s, name) for s in point.stages)}
+    skips = {BLOCK_RULES[s.block].skip for s in point.stages}
+    if len(skips) == 1 and "" not in skips and point.skip not in skips:
+        out["skip"] = skips.pop()
+    stages = tuple(_canonical_stage(s) for s in point.stages)
+    return {**out, "stages": stages} if stages != point.stages else out
 
 
 LATE_DEFAULTS = {"group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0}
