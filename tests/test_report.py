@@ -90,6 +90,60 @@ def test_rejected_points_budget_and_seed_error_bars_are_drawn(tmp_path):
     front = report.pareto(rows, ["accuracy", "flops"])
     figures.write_static(tmp_path, "s", rows, front, "s")
     svg = (tmp_path / "pareto.svg").read_text()
-    assert "rejected (over budget)" in svg and "budget 10 MFLOPs" in svg
+    assert "rejected off the axis (1)" in svg and "budget 10 MFLOPs" in svg  # 30 MFLOPs: past the budget's 10
     caption = (tmp_path / "pareto.caption.txt").read_text()
     assert "2 trained points" in caption and "up to 2 seeds" in caption and "1 points rejected" in caption
+    assert "(1 points trained with one seed have none)" in caption and "at up to 30 MFLOPs" in caption
+
+
+def _default_like_rows() -> list[dict]:
+    """results/default/busy_one_core_trials.csv's shape: 9 one-seed points at 2-9 MFLOPs, 2 rejected at 30 and
+    176 MFLOPs (budget 10)."""
+    flops = [2.2, 2.3, 3.2, 3.5, 4.1, 5.7, 5.8, 7.3, 8.4]
+    rows = [dict(_row(i, 0.72 + 0.007 * i, int(f * 1e6)), point_id=f"p{i}", flops_violation=f / 10 - 1)
+            for i, f in enumerate(flops)]
+    return rows + [dict(_row(9 + i, None, int(f * 1e6), status="rejected"), point_id=f"r{i}",
+                        flops_violation=f / 10 - 1) for i, f in enumerate((30, 176))]
+
+
+def test_one_seed_draws_no_error_bars_and_says_so(tmp_path):
+    """Issue 21: zero-length error bars from one seed are gone; the caption says there is no noise estimate."""
+    from matplotlib.container import ErrorbarContainer
+
+    from dse.results import figures
+    rows = _default_like_rows()
+    fig, plt, *_ = figures.draw(rows, report.pareto(rows, ["accuracy", "flops"]), "t")
+    assert not [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    plt.close(fig)
+    figures.write_static(tmp_path, "s", rows, report.pareto(rows, ["accuracy", "flops"]), "s")
+    assert "trained with one seed: no error bars" in (tmp_path / "pareto.caption.txt").read_text()
+
+
+def test_rejected_points_do_not_stretch_the_axis(tmp_path):
+    """Issue 21: two rejected points at 30 and 176 MFLOPs took half the x-axis; the axis now ends past the budget."""
+    from dse.results import figures
+    rows = _default_like_rows()
+    fig, plt, rejected, limit, beyond = figures.draw(rows, report.pareto(rows, ["accuracy", "flops"]), "t")
+    lo, hi = fig.axes[0].get_xlim()
+    plt.close(fig)
+    assert limit == pytest.approx(10.0) and 10.0 < hi < 15.0 and 1.5 < lo < 2.2
+    assert rejected == 2 and beyond == pytest.approx([30.0, 176.0])
+
+
+@pytest.mark.parametrize("flops", [None, [2.2, 3.5, 5.7, 8.4], [0.05, 0.4, 3.0, 40.0], [1.0, 3e3]])
+def test_tick_labels_do_not_overlap(flops):
+    """Issue 21: '6789' and '40506070890100' were minor tick labels drawn on top of each other (None: the
+    default study's shape, rejected points included)."""
+    from dse.results import figures
+    rows = _default_like_rows() if flops is None else [dict(_row(i, 0.7 + 0.01 * i, int(f * 1e6)), point_id=f"p{i}")
+                                                        for i, f in enumerate(flops)]
+    fig, plt, *_ = figures.draw(rows, report.pareto(rows, ["accuracy", "flops"]), "t")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    labels = [t for t in ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+              if t.get_text() and t.get_visible() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+    plt.close(fig)
+    assert len(boxes) >= 2, [t.get_text() for t in labels]
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in labels]

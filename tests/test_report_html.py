@@ -35,6 +35,7 @@ def test_report_is_self_contained_with_every_section(report):
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=|<iframe", page)  # nothing loaded from elsewhere
     assert page.count('class="plotly-graph-div') == 5
     assert "WRN-40-1" in page and "over_budget" not in page.split("Trials (13")[0]
+    assert "Each point was trained with one seed: no error bars" in page  # issue 21: no bars from one seed
 
 
 def chromium() -> str | None:

@@ -1,10 +1,13 @@
 """The Pareto figure of a study, fit for a paper: PNG, PDF and SVG (text kept as text), a plain caption, and
 an interactive HTML page whose plotly bundle is shared by the run directory.
 
-What it shows: every trained point (accuracy against multiply-adds, log axis), seeds as error bars (a grid
-cell trained with several seeds, or a sampled point with `study.seeds`), the Pareto front as a step line, the
-points rejected over the budget as faint ticks under the axis, and the budget as a faint dashed line. The
-legend sits outside the data.
+What it shows: every trained point (accuracy against multiply-adds, log axis), seeds as error bars only where
+a point was trained with several (a grid cell with several seeds, or a sampled point with `study.seeds`; one
+seed draws no bar, and the caption says so), the Pareto front as a step line, the points rejected over the
+budget as faint ticks under the axis, and the budget as a faint dashed line. The x-axis spans the trained
+points and the budget: rejected points beyond it sit at its right edge as one marker, and the caption gives
+how many and how far. Major ticks only (1, 2, 5 per decade, fewer over wide ranges), so labels never
+overlap. The legend sits outside the data.
 """
 from __future__ import annotations
 
@@ -36,19 +39,51 @@ def budget(rows: list[dict]) -> float | None:
     return statistics.median(found) / 1e6 if found else None
 
 
-def caption(study: str, done: list[dict], front: list[dict], rejected: int, limit: float | None) -> str:
-    """A plain caption that says what the figure shows."""
+def caption(study: str, done: list[dict], front: list[dict], rejected: int, limit: float | None,
+            beyond: list[float] | None = None) -> str:
+    """A plain caption that says what the figure shows (`beyond`: MFLOPs of the rejected points past the axis)."""
     points = by_point(done)
     seeds = max((p["n"] for p in points), default=1)
     text = (f"Validation accuracy against multiply-adds (MFLOPs, log scale) of the {len(points)} trained points of "
             f"study {study}; the {len(front)} points of the Pareto front are joined by a step line.")
     if seeds > 1:
-        text += f" Error bars: one standard deviation over up to {seeds} seeds."
+        single = sum(p["n"] == 1 for p in points)
+        text += (f" Error bars: one standard deviation over up to {seeds} seeds"
+                 + (f" ({single} points trained with one seed have none)." if single else "."))
+    else:
+        text += " Each point was trained with one seed: no error bars, and no estimate of seed noise."
+    beyond = beyond or []
     if rejected:
-        text += f" Ticks under the axis: {rejected} points rejected before training as over the budget."
+        text += f" Ticks under the axis: {rejected} points rejected before training as over the budget"
+        text += (f"; {len(beyond)} of them, at up to {max(beyond):.3g} MFLOPs, lie beyond the plotted range and "
+                 "are marked at its right edge." if beyond else ".")
     if limit:
         text += f" Dashed line: the budget of {limit:.3g} MFLOPs."
     return text
+
+
+def x_range(points: list[dict], limit: float | None) -> tuple[float, float] | None:
+    """The x-axis range (MFLOPs): the trained points and the budget, with a margin on the log scale."""
+    xs = [p["flops"] for p in points if p["flops"] > 0] + ([limit] if limit else [])
+    if not xs:
+        return None
+    lo, hi = min(xs), max(xs)
+    if hi <= lo * 1.5:  # one point, or a very narrow range
+        return lo / 1.5, hi * 1.5
+    return lo / 1.15, hi * 1.15
+
+
+def log_ticks(ax, lo: float, hi: float) -> None:
+    """Major ticks only, labelled plainly (3, 10, 20): 1-2-3-5 per decade under 1.5 decades, 1-2-5 under 3, else 1."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(hi / lo)
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def draw(table: list[dict], front: list[dict], title: str | None):
@@ -63,30 +98,37 @@ def draw(table: list[dict], front: list[dict], title: str | None):
     rejected = [r for r in table if r.get("status") == "rejected" and r.get("flops")]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     points = by_point(done)
-    if points:
-        ax.errorbar([p["flops"] for p in points], [p["acc"] for p in points],
-                    yerr=[p["std"] if p["n"] > 1 else 0.0 for p in points], fmt="o", ms=4, color=GREY,
-                    ecolor=FAINT, elinewidth=1, capsize=2, label="trained points")
+    single = [p for p in points if p["n"] == 1]
+    several = [p for p in points if p["n"] > 1]
+    if single:  # one seed: a dot, no error bar (there is no spread to show)
+        ax.plot([p["flops"] for p in single], [p["acc"] for p in single], "o", ms=4, color=GREY,
+                label="trained points" + (" (1 seed)" if several else ""))
+    if several:
+        ax.errorbar([p["flops"] for p in several], [p["acc"] for p in several], yerr=[p["std"] for p in several],
+                    fmt="o", ms=4, color=GREY, ecolor=FAINT, elinewidth=1, capsize=2,
+                    label=f"mean ± std over up to {max(p['n'] for p in several)} seeds")
     if front:
         mean = {n: p for p in points for n in p["numbers"]}
         xs = [r["flops"] / 1e6 for r in front]
         ys = [mean[r["number"]]["acc"] if r["number"] in mean else 100 * r["accuracy"] for r in front]
         ax.step(xs, ys, where="post", color=RED, lw=1.5)
         ax.scatter(xs, ys, s=30, c=RED, label="Pareto front", zorder=3)
-    if rejected:
-        ax.plot([r["flops"] / 1e6 for r in rejected], [0.0] * len(rejected), "|", color=FAINT, ms=10,
-                transform=ax.get_xaxis_transform(), label="rejected (over budget)", clip_on=False)
     limit = budget(table)
+    span = x_range(points, limit) or x_range([{"flops": r["flops"] / 1e6} for r in rejected], None)
+    inside = [r["flops"] / 1e6 for r in rejected if span is None or r["flops"] / 1e6 <= span[1]]
+    beyond = [r["flops"] / 1e6 for r in rejected if span is not None and r["flops"] / 1e6 > span[1]]
+    if inside:
+        ax.plot(inside, [0.0] * len(inside), "|", color=FAINT, ms=10, transform=ax.get_xaxis_transform(),
+                label="rejected (over budget)", clip_on=False)
+    if beyond:  # past the plotted range: one marker at the right edge, counted in the legend and the caption
+        ax.plot([1.0], [0.0], ">", color=GREY, ms=6, transform=ax.transAxes, clip_on=False,
+                label=f"rejected off the axis ({len(beyond)})")
     if limit:
         ax.axvline(limit, color=FAINT, ls="--", lw=1, label=f"budget {limit:.3g} MFLOPs")
-    xs = [p["flops"] for p in points] + [r["flops"] / 1e6 for r in rejected]
-    if xs and min(xs) > 0:
-        from matplotlib.ticker import FuncFormatter
-
+    if span is not None and span[0] > 0:
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda x, _: f"{x:g}")  # 3, 4, 6 instead of 3x10^0
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.set_xlim(*span)
+        log_ticks(ax, *span)
     ax.set_xlabel("multiply-adds (MFLOPs)")
     ax.set_ylabel("validation accuracy (%)")
     if title:
@@ -95,21 +137,21 @@ def draw(table: list[dict], front: list[dict], title: str | None):
     if points or rejected:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
-    return fig, plt, len(rejected), limit
+    return fig, plt, len(rejected), limit, beyond
 
 
 def write_static(run_dir: Path, study: str, table: list[dict], front: list[dict], title: str,
                  trained_as: str = "") -> None:
     """pareto.png (with a title), pareto.pdf and pareto.svg (without: a paper has its caption), pareto.caption.txt
     (ending with `trained_as`: how the trials were made, dse.results.made)."""
-    fig, plt, rejected, limit = draw(table, front, title)
+    fig, plt, rejected, limit, beyond = draw(table, front, title)
     fig.savefig(run_dir / "pareto.png", bbox_inches="tight")
     fig.axes[0].set_title("")
     for suffix in ("pdf", "svg"):
         fig.savefig(run_dir / f"pareto.{suffix}", bbox_inches="tight")
     plt.close(fig)
     done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
-    text = caption(study, done, front, rejected, limit) + (f" {trained_as}" if trained_as else "")
+    text = caption(study, done, front, rejected, limit, beyond) + (f" {trained_as}" if trained_as else "")
     (run_dir / "pareto.caption.txt").write_text(text + "\n")
 
 
@@ -122,7 +164,7 @@ def write_html(path: Path, table: list[dict], front: list[dict], title: str) -> 
     trials = go.Scatter(x=[p["flops"] for p in points], y=[p["acc"] for p in points], mode="markers",
                         name="trained points", marker={"color": GREY, "size": 7},
                         error_y={"type": "data", "array": [p["std"] if p["n"] > 1 else 0 for p in points],
-                                 "color": FAINT},
+                                 "color": FAINT, "visible": any(p["n"] > 1 for p in points)},
                         text=[f"{p['label']} (trials {', '.join(map(str, p['numbers']))})" for p in points])
     best = go.Scatter(x=[r["flops"] / 1e6 for r in front], y=[100 * r["accuracy"] for r in front],
                       mode="lines+markers", name="Pareto front", line={"shape": "hv", "color": RED},

@@ -194,8 +194,12 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     name = optuna_study.study_name
     done = scored(table)
     trained_as = made.words(made.of_study(optuna_study)) or "These trials record no training settings."
+    from dse.results import figures
+
+    words = figures.caption(name, done, front, 0, None)  # this plot draws neither rejected points nor the budget
     sections = [("Pareto front", _div(pareto_fig(table, front, f"{name}: {len(front)} on the front of "
-                                                                 f"{len(done)} trained trials")))]
+                                                                 f"{len(done)} trained trials"))
+                 + f"\n<p class=note>{html.escape(words)}</p>")]
     analysis = None
     if done:
         try:
