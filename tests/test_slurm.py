@@ -19,6 +19,8 @@ from search_helpers import read_csv
 from dse.errors import UserError
 from dse.trials import slurm
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one SLURM and one munged per machine: these run on one worker
+
 FAST = ["fidelity=smoke", "data=synthetic", "space=resnext", "sampler=random", "progress=false", "logger=none",
         "trainer.threads=1", "study.timeout=null", "study.trials_per_timeout=null"]
 
