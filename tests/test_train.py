@@ -155,3 +155,19 @@ def test_pruning_in_single_objective_study(data):
     result = train.fit(POINT, data, small(max_epochs=2, limit_batches=2), callbacks=pruners(multi.ask()),
                        progress=False)
     assert result.status == "ok" and result.epochs == 2  # no pruning under several objectives
+
+
+def test_progress_line_at_most_every_interval_without_a_bar(data):
+    # A trial ran 368 s with nothing on the screen (issue 21): without a bar, a line at least every 30 s.
+    # The clock is injected: each read advances it 4 s, so 30 s pass every ~8 training steps.
+    from dse.trials.progress import Progress
+
+    ticks, lines = iter(range(0, 100000, 4)), []
+    clock = lambda: float(next(ticks))  # noqa: E731
+    cb = Progress("trial 7", every=30.0, clock=clock, out=lines.append)
+    result = train.fit(POINT, data, small(max_epochs=2), progress=False, callbacks=[cb])
+    assert result.status == "ok"
+    steps = 2 * 1024 // 64  # 32 steps, one clock read each after the start's: 128 s
+    assert len(lines) == steps * 4 // 32  # a line every 8 steps (32 s >= 30 s, 28 s < 30 s): 4, never more
+    assert lines[0] == "trial 7: epoch 1/2, step 8/32, 4.00 s/step, ends in ~96 s", lines
+    assert lines[-1] == f"trial 7: epoch 2/2, step {steps}/{steps}, 4.00 s/step, ends in ~0 s", lines

@@ -281,12 +281,17 @@ class Objective:
 
     def callbacks(self, trial, recipe, first_seed: bool) -> list:
         """The fit's callbacks: the deadline watch (dse.trials.deadline; single-process fits of a study with a
-        timeout) and the pruner's (dse.trials.pruning; the first seed of a study with a pruner)."""
+        timeout), a progress line when no bar shows (dse.trials.progress) and the pruner's (dse.trials.pruning;
+        the first seed of a study with a pruner)."""
         out = []
         one = str(getattr(recipe, "devices", 1)) in ("1", "auto") and getattr(recipe, "strategy", "auto") == "auto"
         if self.deadline is not None and one:
             from dse.trials import deadline
             out.append(deadline.callback(self.deadline))
+        if not self.progress:  # no bar: a line at most every 30 s instead (dse.trials.progress)
+            from dse.trials import progress  # loads Lightning
+
+            out.append(progress.Progress(f"trial {trial.number}"))
         if self.prune and first_seed:
             from dse.trials import pruning  # loads Lightning
 
