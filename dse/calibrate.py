@@ -33,6 +33,7 @@ import yaml
 
 from dse.errors import UserError
 from dse.record import TrialRecord
+from dse.results.files import check_writable
 from dse.storage import check_run_dir
 
 USAGE = ("usage: python -m dse.calibrate STUDY|study=NAME --budget KEY=V[,KEY=V…] [--budget …] [--seeds N] "
@@ -351,6 +352,7 @@ def main(argv=None) -> int:
         from dse.results.tables import paper_column
 
         paper = paper_column(jobs[0].study.paper)
+        check_writable(Path(args["out"] or Path("results") / jobs[0].study.name), "--out")  # before any training
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -173,6 +173,16 @@ def test_a_bad_budget_is_one_line_and_nothing_runs(tmp_path, budget, names):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_cal.yaml"]  # no runs/, no results/
 
 
+def test_an_unwritable_out_is_one_line_before_anything_trains(tmp_path):
+    """Issue 21: --out that cannot be written (here a file where the folder would be) is refused up front."""
+    study = write_study(tmp_path)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    rc, out, err = calibrate_in(tmp_path, f"study={study}", "--budget", "trainer.max_epochs=1",
+                                "--out", str(tmp_path / "taken"), *FAST)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: --out: cannot write to ")
+    assert not (tmp_path / "runs").exists()  # nothing trained
+
+
 def test_budget_spec_names_its_run_directory():
     budget = calibrate.parse_budget("trainer.max_epochs=2,data.subset=5000")
     assert budget == {"trainer.max_epochs": "2", "data.subset": "5000"}
