@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from dse import yamlfile
+from dse import yamlfile, zoo
 from dse.cost import complexity
 from dse.errors import UserError, choose
 from dse.point import GROUPED, Point
@@ -239,6 +239,5 @@ def load_point(name_or_path: str) -> Point:
             return Point.from_dict(data)
         except UserError as exc:
             raise UserError(f"{name_or_path}: {exc}") from None
-    from dse import zoo
 
     return zoo.get(name_or_path)

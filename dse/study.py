@@ -32,8 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dse import yamlfile
+from dse import matching, yamlfile, zoo
 from dse.errors import UserError
+from dse.point import Point
 
 # Objectives: accuracy or error, plus costs from dse.cost.measures (flops, params, acts; rf, the receptive
 # field, is maximized: a wider view at the same cost) and the measured `latency` (dse.train.latency, ms per batch).
@@ -240,21 +241,15 @@ def _cell(i: int, data) -> Cell:
 
 def cell_points(study: Study, space) -> dict:
     """Expand the grid (and a `match:` generator) into {label: Point}, in file order."""
-    from dse.point import Point
-
     out = {}
     for cell in study.grid:
         if cell.params is not None:
             out[cell.label] = space_point(space, cell.params, cell.label)
         elif isinstance(cell.point, str):
-            from dse import zoo
-
             out[cell.label] = zoo.get(cell.point)
         else:
             out[cell.label] = Point.from_dict(cell.point)
     if study.match:
-        from dse import matching
-
         for label, point in matching.cells(study.match).items():
             if label in out:
                 raise UserError(f"study.match: label {label!r} is already a grid cell")

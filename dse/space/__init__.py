@@ -1,4 +1,5 @@
 """Design spaces: the Space model (dse.space.model) and its file parser (dse.space.parse), over dse.point."""
+from dse.errors import Infeasible
 from dse.point import Head, Point, Stage, Stem
 
 __all__ = ["Head", "Point", "Stage", "Stem", "load", "Space", "names", "spaces_dir", "Param", "Infeasible"]
@@ -8,8 +9,6 @@ LAZY = {"load": "parse", "names": "parse", "spaces_dir": "parse", "Space": "mode
 
 def __getattr__(name):
     if name == "Infeasible":
-        from dse.errors import Infeasible
-
         return Infeasible
     if name in LAZY:
         from importlib import import_module

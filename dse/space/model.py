@@ -12,6 +12,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from dse.cost import measures
 from dse.errors import Infeasible, UserError
 from dse.point import Point
 from dse.space.expr import Expr
@@ -176,7 +177,6 @@ class Space:
         """Relative violation per bound ('flops.max': (flops - max) / max, ...): feasible when all <= 0."""
         if not self.specs:
             return {}
-        from dse.cost import measures
 
         counts = measures(point)._asdict()
         out = {}
@@ -191,7 +191,6 @@ class Space:
         """The violated constraints of `point`, as readable lines (empty when feasible)."""
         if not self.specs:
             return []
-        from dse.cost import measures
 
         counts = measures(point)._asdict()
         out = []

@@ -41,6 +41,7 @@ from dse.point import MAX_STAGES, Head, Point, Stage, Stem
 from dse.space.expr import FUNCTIONS, Expr
 from dse.space.model import (GEOMETRY, MAX_CHOICES, MAX_EXPRESSIONS, MAX_GRID, MAX_PARAMS, Param, Space, Target,
                              checked_geometry, constraint_specs, expression, groups_of, mapping)
+from dse import zoo
 
 KEYS = ("description", "base", "geometry", "params", "derived", "checks", "set", "constraints", "grid")
 PARAM_KEYS = {
@@ -118,8 +119,6 @@ def parse(data, name: str, path=None, validate: bool = True) -> Space:
 
 def _base(where: str, data) -> Point:
     if isinstance(data, str):
-        from dse import zoo
-
         try:
             return zoo.get(data)
         except UserError as exc:

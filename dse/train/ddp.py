@@ -13,6 +13,8 @@ import contextlib
 import dataclasses
 import os
 
+from dse.point import Point
+
 POINT, SEED, PRUNE = "DSE_DDP_POINT", "DSE_DDP_SEED", "DSE_DDP_PRUNE"
 
 
@@ -47,8 +49,6 @@ def follow(fit, data, recipe) -> int:
     """Train rank 0's point as a follower rank with `fit` (dse.train.fit.fit; no storage, no loggers, no progress);
     exit code. The fit comes from the caller, so this module stays below dse.train.fit (which calls `share`)."""
     import json
-
-    from dse.point import Point
 
     point = Point.from_dict(json.loads(os.environ[POINT]))
     recipe = dataclasses.replace(recipe, seed=int(os.environ.get(SEED, "0")))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from dse.errors import UserError
+from dse.cost import complexity, measures
+from dse.errors import Infeasible, UserError
 
 SAMPLES = 256
 
@@ -31,9 +32,6 @@ class Survey:
 
 def survey(space, n: int = SAMPLES, seed: int = 0) -> Survey:
     """Sample `n` points of the space (values that break its checks are skipped) and test them against the budget."""
-    from dse.cost import measures
-    from dse.errors import Infeasible
-
     rng = random.Random(seed)
     feasible, drawn, best, closest = 0, 0, None, None
     for _ in range(n * 4):
@@ -114,8 +112,6 @@ def check_cells(space, cells: dict, say=print) -> None:
     if not over:
         return
     if len(over) == len(cells):
-        from dse.cost import complexity
-
         label = min(cells, key=lambda lb: complexity(_at(space, cells[lb])).flops)
         flops = complexity(_at(space, cells[label])).flops
         raise UserError(f"budget: all {len(cells)} grid cells are over the budget of space {space.name!r} "

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import time
 
+from dse.errors import UserError
 from dse.record import TrialRecord
+from dse.trials import signals
 
 ROUND = "dse:grid_round"
 PRESENT = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
@@ -97,8 +99,6 @@ def enqueue_once(study, labels, seeds: int, max_retry: int = 2, wait_s: float = 
 
 def _wait_round(storage, study_id: int, round_: int, deadline: float, poll_s: float) -> None:
     """Wait until the elected process has finished enqueueing round `round_`."""
-    from dse.errors import UserError
-
     while int(storage.get_study_system_attrs(study_id).get(ROUND, 0)) < round_:
         if time.monotonic() > deadline:
             raise UserError(f"grid: another process took the enqueue lock (round {round_}) and never finished; "
@@ -113,7 +113,6 @@ def has_work(study, poll_s: float = 1.0) -> bool:
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    from dse.trials import signals
     beating = is_heartbeat_enabled(study._storage)
     while signals.requested() is None:
         states = {t.state.name for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}

@@ -26,6 +26,8 @@ import os
 import socket
 import time
 
+from dse.storage import _retry_class
+
 KEY = "dse:owner"
 REASON = "worker died (process gone)"
 
@@ -99,8 +101,6 @@ def reap(study, max_retry: int = 2) -> int:
     retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
     if retry is None:  # a journal (no heartbeat): the same callback the heartbeat path uses
         import warnings
-
-        from dse.storage import _retry_class
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -39,8 +39,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dse.errors import UserError
-from dse.storage import mask
+from dse.storage import mask, open_storage
 from dse.train.probe import MEMORY_PROBE_ENV
+from dse.trials import signals
 
 # Overrides the parent sets for its workers (the user's values for these keys are dropped).
 OWN_KEYS = ("workers", "storage", "run_dir", "progress")
@@ -189,9 +190,6 @@ def worker_argv(argv: list[str], run_dir: Path, index: int) -> list[str]:
 def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, run_dir: Path, total: int, counted,
         say=print) -> int:
     """Start the workers, show one progress bar until they end, and return the pool's exit code."""
-    from dse.trials import signals
-    from dse.storage import open_storage
-
     workers, devices, gpus = config.workers, config.devices, visible_gpus()
     setting = per_gpu_setting(config.per_gpu)
     probing = setting == "auto" and workers == "auto" and bool(gpus) and devices == 1

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dse.errors import UserError
 from dse.point import Point
+from dse.zoo import convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
 
 
 def _tables() -> dict[str, Point]:
-    from dse.zoo import convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
-
     merged: dict[str, Point] = {}
     for table in (plain.POINTS, residual.POINTS, dense.POINTS, inception.POINTS, mobile.POINTS, regnet.POINTS,
                   efficientnet.POINTS, shufflenet.POINTS, convnext.POINTS):
@@ -46,8 +45,6 @@ def get(name: str) -> Point:
 
 def reference(name: str) -> str | None:
     """'torchvision:<fn>' or 'timm:<name>' for points that must equal a library model, else None."""
-    from dse.zoo import convnext, dense, efficientnet, inception, mobile, plain, regnet, residual, shufflenet
-
     for table in (plain, residual, dense, inception, mobile, regnet, efficientnet, shufflenet, convnext):
         if name in getattr(table, "REFERENCES", {}):
             return table.REFERENCES[name]
