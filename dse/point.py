@@ -68,7 +68,8 @@ RESIDUAL_USES = ("attn_ratio", "cardinality", "bottleneck_width")
 # The point fields that only some block types read, and their defaults: a point none of whose stages reads one
 # is made with the default (a space that sets cardinality for every block type draws one id per net).
 BLOCK_FIELDS = {"cardinality": 1, "bottleneck_width": 64, "growth_rate": 0, "compression": 1.0, "dense_bottleneck": 0,
-                "expansion": 6.0, "group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0, "attn_ratio": 0.0625}
+                "expansion": 6.0, "group_width": 0, "bottleneck_ratio": 1.0, "layer_scale": 0.0, "attn_ratio": 0.0625,
+                "dropout": 0.0, "drop_path": 0.0}
 RATIO_ATTENTIONS = ("se", "cbam", "sk", "splat")  # the attentions that have a reduction ratio (eca has none)
 # Every block type, its name written once: the family module that makes it (dse.families) and its rule.
 BLOCK_RULES = {
@@ -560,9 +561,15 @@ class Point:
                        growth_rate=thin(self.growth_rate), group_width=group_width)
 
 
-def _reads(point: Point, stage: Stage, name: str) -> bool:
-    """Whether the family of `stage`'s block reads the point-wide field `name` (one of BLOCK_FIELDS)."""
+def _reads(point: Point, skip: str, stage: Stage, name: str) -> bool:
+    """Whether the family of `stage`'s block reads the point-wide field `name` (one of BLOCK_FIELDS) in a point
+    with `skip`."""
     rule = BLOCK_RULES[stage.block]
+    if name == "drop_path":  # on a residual branch: none where the point's skip is 'none'
+        return rule.drop_path and (rule.skip or skip) != "none"
+    if name == "dropout":  # plain: after a stage's pool; basic blocks: between their convs; the rest: always
+        return rule.dropout and (stage.pool != "none" if rule.family == "plain" else
+                                 len(stage.kernels) > 1 or rule.cardinality or rule.family != "residual")
     if name == "expansion" and rule.expansion:
         return stage.expansion == 0  # mbconv and convnext fall back on the point's ratio
     if name == "attn_ratio" and point.attention not in RATIO_ATTENTIONS:
@@ -581,11 +588,12 @@ def _canonical_stage(stage: Stage) -> Stage:
 def _canonical(point: Point) -> dict:
     """The fields of `point` that no stage reads and that differ from their defaults, set to the defaults: two
     points that make one net are one point, with one id."""
-    out = {name: default for name, default in BLOCK_FIELDS.items()
-           if getattr(point, name) != default and not any(_reads(point, s, name) for s in point.stages)}
-    skips = {BLOCK_RULES[s.block].skip for s in point.stages}
+    skips, out = {BLOCK_RULES[s.block].skip for s in point.stages}, {}
     if len(skips) == 1 and "" not in skips and point.skip not in skips:
         out["skip"] = skips.pop()
+    skip = out.get("skip", point.skip)
+    out |= {name: default for name, default in BLOCK_FIELDS.items()
+            if getattr(point, name) != default and not any(_reads(point, skip, s, name) for s in point.stages)}
     stages = tuple(_canonical_stage(s) for s in point.stages)
     return {**out, "stages": stages} if stages != point.stages else out
 

@@ -5,9 +5,6 @@ dropout and head node with its sizes; the graph never reads the id or the name).
 every named point and random edits of them (edits that change the network and edits of fields that some block
 types have no use for) are grouped by fingerprint, and each group must hold one id. tests/test_point_rules.py
 edits points the same way; its module builds torch models when imported, so its edit tables are not imported here.
-
-Not edited here, two nets that still have two ids: drop_path on a point with skip 'none' (no residual branch to
-drop) and dropout on basic blocks of one kernel (dropout sits between a block's convs).
 """
 from __future__ import annotations
 
@@ -47,7 +44,7 @@ def _point_edit(rng: random.Random, d: dict) -> None:
     """Change one point-wide field, often one that the point's blocks have no use for."""
     key = rng.choice(["attention", "cardinality", "bottleneck_width", "group_width", "bottleneck_ratio",
                       "expansion", "growth_rate", "compression", "dense_bottleneck", "layer_scale", "attn_ratio",
-                      "skip", "act"])
+                      "dropout", "drop_path", "skip", "act"])
     d[key] = {
         "attention": lambda: rng.choice(["none", "se", "eca"]),
         "cardinality": lambda: rng.choice([1, 2, 4]),
@@ -60,7 +57,9 @@ def _point_edit(rng: random.Random, d: dict) -> None:
         "dense_bottleneck": lambda: rng.choice([0, 4]),
         "layer_scale": lambda: rng.choice([0.0, 1e-6]),
         "attn_ratio": lambda: rng.choice([0.0625, 0.25]),
-        "skip": lambda: rng.choice(["identity", "projection"]),
+        "dropout": lambda: rng.choice([0.0, 0.2]),
+        "drop_path": lambda: rng.choice([0.0, 0.1]),
+        "skip": lambda: rng.choice(["none", "identity", "projection"]),
         "act": lambda: rng.choice(["relu", "silu"]),
     }[key]()
 
