@@ -264,3 +264,71 @@ def test_when_time_is_short_points_other_trials_hold_are_not_drawn():
     first = propose([])
     second = propose([first])  # the same seeded draws, with the first choice now held by a trial
     assert second != first
+
+
+def _stopped_out_of_time(trial):
+    """A trial function that runs out of time at once (what dse.trials.deadline raises inside a fit)."""
+    from dse.trials.deadline import OutOfTime
+
+    trial.suggest_int("x", 0, 1000)
+    raise OutOfTime("needs ~300s more, 10s left before the timeout")
+
+
+def _run(study, n: int) -> None:
+    """n trials of `_stopped_out_of_time`, guarded and caught as dse.trials.runner does, then the re-queue."""
+    from dse.trials import signals
+
+    study.optimize(signals.guard(_stopped_out_of_time), n_trials=n, catch=(signals.TrialOutOfTime,))
+    signals.requeue()
+
+
+def test_stopped_trials_never_crowd_out_new_points(tmp_path):
+    # Issue 21: a busy run stopped 7 trials out of time and queued all 7, so the next run trained them before
+    # any new point. Now one per run is queued; the others fail for good and say why. (A real SQLite study;
+    # the trial function raises the deadline's OutOfTime itself instead of timing a fit.)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    _run(study, 3)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].params == study.trials[0].params
+    for t in study.trials[1:3]:
+        assert t.user_attrs["status"] == "failed"
+        assert "not queued" in t.user_attrs["reason"] and "crowd out new points" in t.user_attrs["reason"]
+
+
+def test_a_trial_is_queued_again_at_most_once(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db")
+    _run(study, 1)
+    _run(study, 1)  # the next run pops the queued copy first; it runs out of time again
+    trials = study.trials
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"] and trials[1].params == trials[0].params
+    assert trials[1].user_attrs["status"] == "failed"  # failed for good: counted, never queued again
+    assert trials[1].user_attrs["reason"] == ("out of time: again (queued once already, from trial 0); not queued "
+                                              "a second time")
+
+
+def test_a_burst_of_load_in_the_first_steps_does_not_stop_a_trial_that_fits():
+    # A real smoke fit; a callback sleeps 2 s in steps 4 and 5, standing in for another process taking the core
+    # (load cannot be made on cue here). Before, the pace was the mean since the warm-up, judged from step 5:
+    # ~2 s/step x 27 steps left > 25 s, so the trial stopped out of time; its steady pace fits many times over.
+    import lightning.pytorch as pl
+    import torch
+
+    from dse.point import Point, Stage, Stem
+    from dse.train import datasets
+    from dse.train import fit as train
+    from dse.trials import deadline
+
+    class Burst(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step in (4, 5):
+                time.sleep(2.0)
+
+    torch.set_num_threads(1)
+    point = Point(stages=(Stage("basic", 1, 8),), stem=Stem(width=8), image_size=16, in_chans=1)
+    data = datasets.load("synthetic", subset=1024, val_subset=128)
+    recipe = train.recipe({"max_epochs": 2, "batch_size": 64, "lr": 0.05, "threads": 1})
+    start = time.monotonic()
+    result = train.fit(point, data, recipe, progress=False,
+                       callbacks=[Burst(), deadline.callback(time.monotonic() + 25.0)])
+    assert result.status == "ok" and result.epochs == 2
+    assert time.monotonic() - start < 25.0  # it did fit: the deadline was not passed

@@ -84,7 +84,7 @@ def run(job: Job) -> int:
             fits, why = pace.time_for_another(s.get_trials(deepcopy=False), deadline(job))
             if not fits:
                 s.stop()
-            note = f"queued again for the next run; {why}"
+            note = why if "status" in trial.user_attrs else f"queued again for the next run; {why}"  # failed for good
         bar.write(trial_line(trial, note))
         bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file

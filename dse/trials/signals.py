@@ -13,7 +13,9 @@ A trial stopped out of time (dse.trials.deadline.OutOfTime) is not a signal: the
 (FAIL, reason 'out of time') but raises TrialOutOfTime, which the search catches and goes on while another
 trial fits (dse.trials.deadline.time_for_another). Its parameters are queued again only when this process stops
 (`requeue()`, in a finally), so Optuna does not pop the same WAITING trial straight back in this run; and
-`ran_out_of_time(key)` tells the trial function not to train that point again in this run.
+`ran_out_of_time(key)` tells the trial function not to train that point again in this run. Queued at most once
+and at most QUEUE_MAX per process: a copy stopped out of time again, or one past QUEUE_MAX, fails for good
+(status failed, a reason that says why), so the queue the next run pops first is never more than one trial.
 
 Use: `install()` in the entry point, wrap the trial function with `guard(fn)`, pass `StopOnSignal()` to
 `study.optimize(callbacks=...)` and TrialOutOfTime to its `catch`, call `requeue()` when optimize ends, and
@@ -27,6 +29,8 @@ import threading
 import time
 
 REASON = "interrupted"
+OUT_OF_TIME_FROM = "dse:out_of_time_from"  # system attr of a copy queued after its trial ran out of time
+QUEUE_MAX = 1  # trials stopped out of time that one process queues again (the rest fail for good)
 SAME_TERM_S = 5.0  # a SIGTERM this soon after the first is the same request, not the second that aborts
 _state = {"signum": None, "armed": False, "at": 0.0}
 _later: list = []  # (study, FrozenTrial): out-of-time trials' copies, queued again when this process stops
@@ -97,9 +101,13 @@ def guard(fn):
             _state["armed"] = False
             reason = getattr(exc, "reason", REASON)
             if reason != REASON and _state["signum"] is None:  # out of time: the study may go on
-                trial.set_user_attr("reason", reason)
+                why = _not_queued(trial)
+                trial.set_user_attr("reason", reason if why is None else f"{reason}: {why}")
                 trial.set_user_attr("detail", str(exc))
-                _later.append((trial.study, _copy(trial)))
+                if why is None:
+                    _later.append((trial.study, _copy(trial, {OUT_OF_TIME_FROM: trial.number})))
+                else:  # failed for good: counts as a failed trial, never queued again
+                    trial.set_user_attr("status", "failed")
                 attrs = trial.user_attrs
                 if attrs.get("point_id") is not None:
                     _ran_out[f"{attrs['point_id']}:{attrs.get('seed', 0)}"] = trial.number
@@ -114,6 +122,26 @@ def guard(fn):
     return run
 
 
+def _not_queued(trial) -> str | None:
+    """Why a trial stopped out of time is not queued again, or None when it is.
+
+    At most once: a copy that ran out of time again fails for good. At most QUEUE_MAX per process: the queue
+    is popped before any new point, and a busy run once stopped 7 trials, which then ran before any new one."""
+    first = trial.storage.get_trial_system_attrs(trial._trial_id).get(OUT_OF_TIME_FROM)
+    if first is not None:
+        return f"again (queued once already, from trial {first}); not queued a second time"
+    if len(_later) >= QUEUE_MAX:
+        return (f"not queued: {QUEUE_MAX} stopped trial per run is queued again, so stopped trials never crowd "
+                "out new points")
+    return None
+
+
+def mark_of(trial) -> dict:
+    """The OUT_OF_TIME_FROM mark of a running trial ({} when it was never stopped out of time)."""
+    first = trial.storage.get_trial_system_attrs(trial._trial_id).get(OUT_OF_TIME_FROM)
+    return {} if first is None else {OUT_OF_TIME_FROM: first}
+
+
 def _record(trial, reason: str = REASON) -> None:
     """Mark an interrupted trial and enqueue its parameters again (the next run of the command re-runs it)."""
     trial.study.stop()
@@ -123,8 +151,9 @@ def _record(trial, reason: str = REASON) -> None:
         trial.study.add_trial(copy)
 
 
-def _copy(trial):
-    """A WAITING copy of a running trial's parameters (None when it has none), to queue again."""
+def _copy(trial, mark: dict | None = None):
+    """A WAITING copy of a running trial's parameters (None when it has none), to queue again; it keeps the
+    trial's OUT_OF_TIME_FROM mark, and adds `mark`."""
     import optuna
 
     attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("status", "reason", "detail")}
@@ -133,7 +162,7 @@ def _copy(trial):
         return None
     dists = trial.distributions
     params = {**(fixed or {}), **trial.params}
-    system = {"dse:requeued_from": trial.number}
+    system = {"dse:requeued_from": trial.number, **mark_of(trial), **(mark or {})}
     if fixed:
         system["fixed_params"] = fixed
     return optuna.create_trial(
