@@ -32,7 +32,7 @@ REASON = "interrupted"
 OUT_OF_TIME_FROM = "dse:out_of_time_from"  # system attr of a copy queued after its trial ran out of time
 QUEUE_MAX = 1  # trials stopped out of time that one process queues again (the rest fail for good)
 SAME_TERM_S = 5.0  # a SIGTERM this soon after the first is the same request, not the second that aborts
-_state = {"signum": None, "armed": False, "at": 0.0}
+_state = {"signum": None, "armed": False, "at": 0.0, "deferred": None}
 _later: list = []  # (study, FrozenTrial): out-of-time trials' copies, queued again when this process stops
 _ran_out: dict = {}  # "point_id:seed" -> trial number: points stopped out of time in this process
 
@@ -62,8 +62,36 @@ def _handler(signum, frame) -> None:
     if _state["armed"]:
         _state["armed"] = False
         os.write(2, f"\n{name}: stopping the current trial (again to abort at once)\n".encode())
-        raise Interrupted(name)
+        _interrupt(name, frame)
+        return
     os.write(2, f"\n{name}: stopping after this step (again to abort at once)\n".encode())
+
+
+def _importing(frame) -> bool:
+    """Is Python importing a module in `frame` or a caller of it?"""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(name: str, frame) -> None:
+    """Raise Interrupted in the trial, but not inside an import: an exception there leaves a C extension half
+    imported (pybind11's 'type ... is already registered' on the next import, e.g. scipy.optimize), so the raise
+    waits, 50 ms at a time (SIGALRM), until the import is done; the guard cancels a wait when the trial ends."""
+    if not _importing(frame):
+        raise Interrupted(name)
+    _state["deferred"] = name
+    signal.signal(signal.SIGALRM, _deferred)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+
+
+def _deferred(signum, frame) -> None:
+    """SIGALRM after an interrupt that came during an import: try again."""
+    name, _state["deferred"] = _state.get("deferred"), None
+    if name is not None:
+        _interrupt(name, frame)
 
 
 def install() -> None:
@@ -117,6 +145,9 @@ def guard(fn):
                                    "command trains it first") from None
         finally:
             _state["armed"] = False
+            if _state.get("deferred"):  # the trial ended before a deferred interrupt could land
+                _state["deferred"] = None
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     run.__wrapped__ = fn
     return run
