@@ -128,6 +128,11 @@ def check_overrides(overrides: list[str], files: dict) -> None:
             raise UserError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
 
 
+# Keys below these are any measure's bounds (study.constraints.acts.max=...): the study's and the space's own checks
+# judge them and name the valid measures, so `+` may add them.
+CHECKED_BELOW = ("study.constraints.", "space.constraints.")
+
+
 def check_added(overrides: list[str]) -> None:
     """`+key=value` adds a key only where the config has a place for it (a group, or below a free-form key such
     as study.proxy); a new key elsewhere is refused like a typo, with the closest valid key. `++key=value`
@@ -136,7 +141,7 @@ def check_added(overrides: list[str]) -> None:
         if not item.startswith("+") or item.startswith("++"):
             continue
         key = item[1:].partition("=")[0]
-        if key in GROUPS:
+        if key in GROUPS or key.startswith(CHECKED_BELOW):
             continue
         keys = known_keys()
         if key in keys or any(key.startswith(k + ".") for k in keys):
