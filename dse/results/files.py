@@ -48,14 +48,18 @@ SENSE = {"accuracy": -1, "error": 1, "flops": 1, "params": 1, "acts": 1, "rf": -
 COLUMNS = {"latency": "latency_ms"}  # an objective's trials.csv column, where the names differ
 
 
-def check_writable(folder: Path, what: str, hint: str = "") -> None:
-    """Make `folder` (and its parents) or refuse in one line: a UserError naming it, why, and `hint`."""
+def check_writable(folder: Path, what: str, hint: str = "", create: bool = True) -> None:
+    """Make `folder` (and its parents) or refuse in one line: a UserError naming it, why, and `hint`. With
+    `create` False nothing is made: the folder, or its nearest existing parent, must take a file."""
     from dse.errors import UserError
 
-    folder = Path(folder)
+    folder = probe = Path(folder)
+    while not create and not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dse-write-check-"):
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".dse-write-check-"):
             pass
     except OSError as exc:
         why = exc.strerror or type(exc).__name__

@@ -31,7 +31,8 @@ def run(job: Job) -> int:
     import optuna
 
     study = job.study
-    results.check_writable(job.run_dir, "run_dir", "give run_dir=DIR where the results can be written")
+    results.check_writable(job.run_dir, "run_dir", "give run_dir=DIR where the results can be written",
+                           create=False)  # nothing is made before the storage opens
     storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
     storage = open_storage(storage_url, job.run_dir)
     loggers = Loggers(job.logger, job.run_dir, study.name)
