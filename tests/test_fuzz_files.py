@@ -108,6 +108,21 @@ def wrong_type(rng: random.Random) -> str:
 
 
 # ----- cases: (id, argv, files {relative path: bytes}) -----
+def hostile(rng: random.Random, i: int, base: str, spots: list, counts: list, typed: list,
+            whole: str | None = None) -> str:
+    """Case i of a kind, in turn: a hostile fragment at a spot, a broken whole file (of `whole`, else `base`), a
+    huge count, a value of the wrong type at one of `typed`."""
+    pick = i % 4
+    if pick == 0:
+        return with_fragment(base, rng.choice(spots), FRAGMENTS[rng.choice(list(FRAGMENTS))](rng))
+    if pick == 1:
+        return whole_file(rng, whole or base)
+    if pick == 2:
+        path, value = rng.choice(counts)
+        return with_fragment(base, path, value)
+    return with_fragment(base, rng.choice(typed), wrong_type(rng))
+
+
 def space_cases(rng: random.Random) -> list:
     """Space files through dse.search; `seed=-1` makes a file that happens to be valid stop before training."""
     spots = [["params", "depth", "values"], ["constraints", "flops", "max"], ["description"], ["checks", 0, "expr"],
@@ -117,16 +132,7 @@ def space_cases(rng: random.Random) -> list:
               (["set", "stages[*].width"], "100000000"), (["params", "depth", "values"], "[100000000]")]
     out = []
     for i in range(PER_KIND):
-        pick = i % 4
-        if pick == 0:
-            body = with_fragment(SPACE, rng.choice(spots), FRAGMENTS[rng.choice(list(FRAGMENTS))](rng))
-        elif pick == 1:
-            body = whole_file(rng, SPACE)
-        elif pick == 2:
-            path, value = rng.choice(counts)
-            body = with_fragment(SPACE, path, value)
-        else:
-            body = with_fragment(SPACE, rng.choice(spots[4:]), wrong_type(rng))
+        body = hostile(rng, i, SPACE, spots, counts, spots[4:])
         out.append((f"space-{i}", ["dse.search", "space={d}/space.yaml", "study=default", "seed=-1"],
                     {"space.yaml": body}))
     return out
@@ -142,18 +148,11 @@ def study_cases(rng: random.Random) -> list:
     for i in range(PER_KIND):
         pick = i % 4
         command = ["dse.search", "study={d}/study.yaml", "space=resnet", "seed=-1"]
-        if pick == 0:
-            body = with_fragment(STUDY, rng.choice(spots), FRAGMENTS[rng.choice(list(FRAGMENTS))](rng))
-            if i % 8 == 0:
-                command = ["dse.calibrate", "study={d}/study.yaml", "--budget", "trainer.max_epochs=1", "--dry-run"]
+        body = hostile(rng, i, STUDY, spots, counts, spots[2:], whole=TABLE_STUDY)
+        if pick == 0 and i % 8 == 0:
+            command = ["dse.calibrate", "study={d}/study.yaml", "--budget", "trainer.max_epochs=1", "--dry-run"]
         elif pick == 1:
-            body = whole_file(rng, TABLE_STUDY)
             command = ["dse.table", "{d}/study.yaml", "--runs", "{d}/runs"]
-        elif pick == 2:
-            path, value = rng.choice(counts)
-            body = with_fragment(STUDY, path, value)
-        else:
-            body = with_fragment(STUDY, rng.choice(spots[2:]), wrong_type(rng))
         out.append((f"study-{i}", command, {"study.yaml": body}))
     return out
 
@@ -167,18 +166,9 @@ def point_cases(rng: random.Random) -> list:
               (["head", "hidden"], str([8] * 100)), (["image_size"], "1000000000")]
     out = []
     for i in range(PER_KIND):
-        pick = i % 4
         command = ["dse.inspect", "{d}/point.yaml"] if i % 5 else \
             ["dse.match", "{d}/point.yaml", "--sweep", "depth=14,20", "--free", "k"]
-        if pick == 0:
-            body = with_fragment(POINT, rng.choice(spots), FRAGMENTS[rng.choice(list(FRAGMENTS))](rng))
-        elif pick == 1:
-            body = whole_file(rng, POINT)
-        elif pick == 2:
-            path, value = rng.choice(counts)
-            body = with_fragment(POINT, path, value)
-        else:
-            body = with_fragment(POINT, rng.choice(spots[1:]), wrong_type(rng))
+        body = hostile(rng, i, POINT, spots, counts, spots[1:])
         out.append((f"point-{i}", command, {"point.yaml": body}))
     best = {"study": "s", "front": [{"rank": 0, "point": POINT}]}
     for i in range(10):
