@@ -9,13 +9,22 @@ instead of running it, and charge the recorded seconds as its simulated cost.
 
     python bench/make_tabular.py --out bench/data/resnext_tabular.csv \\
         [--space resnext] [--study default] [--subset 8000] [--val-subset 3000] [--epochs 4] [--threads 1] \\
-        [--limit N] [--where depth=11,width=32]
+        [--limit N] [--where depth=11,width=32] \\
+        [--schedule onecycle|wsd] [--warmup-fraction 0.05] [--decay-fraction 0.2] \\
+        [--rungs 1/9,1/3,2/3] [--rung-decay 0.2] [--sample N] [--sample-seed 0]
 
 Output: a CSV, one row per point (columns in COLUMNS below, then acc_1..acc_E, val_loss_1..E, loss_1..E,
 sec_1..sec_E, cpu_1..cpu_E), written and flushed row by row, and a sidecar `<out stem>.json` with the fidelity, the
 command, the machine and the run's totals. Resumable: a rerun skips the points already in the CSV
 (rows with status `failed`, i.e. an exception, are retried) and refuses to mix fidelities in one file.
-`--limit N` keeps only the first N grid points (after `--where`), for smoke runs.
+`--limit N` keeps only the first N grid points (after `--where`), for smoke runs. `--sample N` keeps only
+the first N feasible points of a seeded shuffle (`--sample-seed`; over-budget points get no rows): a larger N
+later extends the same sample, and the same N and seed pick the same points under either schedule.
+
+`--schedule wsd` trains with warmup-stable-decay (trainer.schedule=wsd: linear warm-up over
+`--warmup-fraction` of the steps, constant, linear decay to 0 over the last `--decay-fraction`). `--rungs`
+scores each rung (a share of all steps) with dse.train.rungs.RungScores: under wsd on a discarded branch that
+decays the lr to 0 over `--rung-decay` x (steps so far) steps, under onecycle in place (the current weights).
 
 Columns: point_id (dse's Point.id), the space's params, params and flops (dse.complexity at the data's
 geometry), viol_<key>_<side> (relative violation; feasible when <= 0), status (ok | over_budget | diverged
@@ -23,7 +32,11 @@ geometry), viol_<key>_<side> (relative violation; feasible when <= 0), status (o
 k, 0..1), val_loss_k, loss_k (mean training loss of epoch k), sec_k (wall seconds of epoch k, training
 plus validation), cpu_k (process CPU seconds of the same; steadier than wall time when other work shares
 the machine), train_seconds (wall seconds of the whole fit: build, Trainer set-up and all epochs),
-cpu_seconds (process CPU time over the fit), seed.
+cpu_seconds (process CPU time over the fit, rung branches included), seed. With `--rungs`, per rung i: rung_acc_i, rung_loss_i (validation
+after the branch), rung_step_i (optimizer steps of the main run), rung_branch_steps_i, rung_main_cpu_i (CPU
+seconds of the main run up to the rung, branches excluded), rung_branch_cpu_i (CPU seconds of the branch and
+its validation: compute the rung costs on top of the main run); then steps (all main optimizer steps) and
+branch_cpu_seconds (all branches).
 """
 from __future__ import annotations
 
@@ -56,7 +69,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--val-subset", type=int, default=3000, help="validation samples (from the seeded split)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs = rungs of the table")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.1, help="one-cycle peak learning rate")
+    ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
+    ap.add_argument("--schedule", default="onecycle", choices=("onecycle", "wsd"), help="lr schedule")
+    ap.add_argument("--warmup-fraction", type=float, default=0.05, help="wsd: warm-up share of the steps")
+    ap.add_argument("--decay-fraction", type=float, default=0.2, help="wsd: decay share of the steps")
+    ap.add_argument("--rungs", default="", help="rungs as shares of the steps, e.g. 1/9,1/3,2/3")
+    ap.add_argument("--rung-decay", type=float, default=0.2,
+                    help="wsd rung branch length as a share of the steps so far (onecycle: rungs scored in place)")
+    ap.add_argument("--sample", type=int, default=None, help="only N feasible points of a seeded shuffle")
+    ap.add_argument("--sample-seed", type=int, default=0, help="seed of --sample's shuffle")
     ap.add_argument("--augment", action="store_true", help="pad-and-crop + flip (off, as in fidelity=proxy)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0, help="data split and training seed")
@@ -68,7 +89,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("subset", "val_subset", "epochs", "batch_size", "threads"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
+    if args.sample is not None and args.sample <= 0:
+        ap.error("--sample must be positive")
     return args
+
+
+def train_recipe(args):
+    """The fit's Recipe and the rungs (UserError on a bad value: checked before anything is written)."""
+    from dse.train.recipe import parse_rungs, recipe
+
+    cfg = {"recipe": "proxy", "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+           "schedule": args.schedule, "threads": args.threads, "seed": args.seed}
+    if args.schedule == "wsd":
+        cfg.update(warmup_fraction=args.warmup_fraction, decay_fraction=args.decay_fraction)
+    rungs = parse_rungs(args.rungs) if args.rungs else ()
+    if not 0.0 <= args.rung_decay <= 1.0:
+        from dse.errors import UserError
+        raise UserError(f"--rung-decay: must be in [0, 1] (a share of the steps so far), got {args.rung_decay}")
+    return recipe(cfg), rungs
 
 
 def load_space(name: str, study_name: str, geometry: dict):
@@ -88,14 +126,32 @@ def fidelity(args, data_geometry: dict) -> dict:
     """What must be equal for two runs to share a table."""
     return {"space": args.space, "study": args.study, "dataset": args.dataset, "subset": args.subset,
             "val_subset": args.val_subset, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "schedule": "onecycle", "recipe": "proxy", "augment": bool(args.augment), "seed": args.seed,
-            **data_geometry}
+            "schedule": args.schedule, "recipe": "proxy", "augment": bool(args.augment), "seed": args.seed,
+            **data_geometry, **extra_fidelity(args)}
 
 
-def columns(param_names: list[str], bound_keys: list[str], epochs: int) -> list[str]:
+def extra_fidelity(args) -> dict:
+    """Keys only runs with wsd, rungs or a sample have (so older tables keep their fidelity)."""
+    extra = {}
+    if args.schedule == "wsd":
+        extra.update(warmup_fraction=args.warmup_fraction, decay_fraction=args.decay_fraction)
+    if args.rungs:
+        from dse.train.recipe import parse_rungs
+        extra.update(rungs=[str(r) for r in parse_rungs(args.rungs)], rung_decay=args.rung_decay)
+    if args.sample is not None:
+        extra["sample_seed"] = args.sample_seed  # N may grow between runs: the same shuffle's first N
+    return extra
+
+
+RUNG_KEYS = ("acc", "loss", "step", "branch_steps", "main_cpu", "branch_cpu")
+
+
+def columns(param_names: list[str], bound_keys: list[str], epochs: int, rungs: int = 0) -> list[str]:
     per_epoch = [f"{k}_{i}" for k in ("acc", "val_loss", "loss", "sec", "cpu") for i in range(1, epochs + 1)]
+    per_rung = [f"rung_{k}_{i}" for i in range(1, rungs + 1) for k in RUNG_KEYS]
+    tail = ["steps", "branch_cpu_seconds"] if rungs else []
     return (["point_id", *param_names, "params", "flops", *[f"viol_{k}" for k in bound_keys], "status", "reason",
-             "epochs", "val_acc", *per_epoch, "train_seconds", "cpu_seconds", "seed"])
+             "epochs", "val_acc", *per_epoch, *per_rung, "train_seconds", "cpu_seconds", *tail, "seed"])
 
 
 def read_rows(path: Path) -> tuple[list[str] | None, list[dict]]:
@@ -105,6 +161,11 @@ def read_rows(path: Path) -> tuple[list[str] | None, list[dict]]:
         reader = csv.DictReader(fh)
         rows = list(reader)
         return reader.fieldnames, rows
+
+
+def code() -> dict:
+    from dse.results.made import code as dse_code
+    return dse_code()
 
 
 def machine() -> dict:
@@ -143,8 +204,31 @@ def fmt(x, digits: int = 6):
 
 
 def main(argv=None) -> int:
+    from dse.errors import UserError
+
     args = parse_args(argv)
+    try:
+        return build(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def sample(points, feasible_ids: set, n: int | None, seed: int) -> list:
+    """The first n feasible points of a seeded shuffle of all feasible points (all points when n is None)."""
+    if n is None:
+        return points
+    import random
+
+    pool = sorted((p for p in points if p[1].id in feasible_ids), key=lambda vp: vp[1].id)
+    random.Random(seed).shuffle(pool)
+    return pool[:n]
+
+
+def build(args, argv) -> int:
     from dse import complexity
+
+    recipe, rungs = train_recipe(args)
 
     geometry = {"image_size": 28, "in_chans": 1, "num_classes": 10} if args.dataset == "fashion_mnist" else None
     data = None
@@ -155,10 +239,13 @@ def main(argv=None) -> int:
     space, study = load_space(args.space, args.study, geometry)
     where = [dict(kv.split("=", 1) for kv in w.split(",") if kv) for w in args.where]
     points = grid(space, where, args.limit)
+    if args.sample is not None:
+        ok = {p.id for _, p in points if all(x <= 0 for x in space.violations(p).values())}
+        points = sample(points, ok, args.sample, args.sample_seed)
     param_names = list(space.params)
     bound_keys = [f"{k}_{side}" for k, spec in space.specs.items() for side in ("min", "max") if spec.get(side)
                   is not None]
-    cols = columns(param_names, bound_keys, args.epochs)
+    cols = columns(param_names, bound_keys, args.epochs, len(rungs))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +277,7 @@ def main(argv=None) -> int:
         print(f"done: nothing to do; {out}", flush=True)
         return 0
     runs.append({"command": command, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "machine": machine(), "to_train": len(feasible)})
+                 "machine": machine(), "code": code(), "to_train": len(feasible)})
     meta.update({"fidelity": fid, "budget": space.constraints, "columns": cols, "runs": runs,
                  "params": {n: list(space.params[n].values) for n in param_names},
                  "study_constraints": study.constraints, "points_in_space": len(space.grid_values())})
@@ -198,12 +285,9 @@ def main(argv=None) -> int:
 
     if feasible and data is None:
         data = load_data(args)
-    recipe = None
     if feasible:
         from dse.train import fit as train
         train.quiet()
-        recipe = train.recipe({"recipe": "proxy", "epochs": args.epochs, "batch_size": args.batch_size,
-                               "lr": args.lr, "schedule": "onecycle", "threads": args.threads, "seed": args.seed})
         # Warm-up (not recorded): the first fit of a process pays Lightning's import and the allocator's start
         from dataclasses import replace
 
@@ -225,7 +309,7 @@ def main(argv=None) -> int:
                 row.update(status="over_budget", reason="over " + ", ".join(k for k, x in viol.items() if x > 0),
                            epochs=0)
             else:
-                row.update(train_one(point, data, recipe, args.epochs))
+                row.update(train_one(point, data, recipe, args.epochs, rungs, args.rung_decay))
                 trained += 1
                 cpu_total += float(row["cpu_seconds"] or 0)
                 if not args.quiet:
@@ -250,13 +334,17 @@ def load_data(args):
                          seed=args.seed)
 
 
-def train_one(point, data, recipe, epochs: int) -> dict:
-    """Fit one point; the per-epoch columns of its row."""
+def train_one(point, data, recipe, epochs: int, rungs=(), rung_decay: float = 0.2) -> dict:
+    """Fit one point; the per-epoch (and per-rung) columns of its row."""
     from dse.train import fit as train
     cpu0, wall0 = time.process_time(), time.perf_counter()
     clock = _cpu_clock()
+    scores = None
+    if rungs:
+        from dse.train.rungs import RungScores
+        scores = RungScores(rungs, decay=rung_decay if recipe.schedule == "wsd" else 0.0, seed=recipe.seed)
     try:
-        result = train.fit(point, data, recipe, progress=False, callbacks=(clock,))
+        result = train.fit(point, data, recipe, progress=False, callbacks=(clock,) + ((scores,) if scores else ()))
         status, reason, history = result.status, result.reason, result.history
         seconds = result.seconds
     except Exception as exc:  # noqa: BLE001 - recorded, retried by the next run
@@ -277,6 +365,14 @@ def train_one(point, data, recipe, epochs: int) -> dict:
         row[f"sec_{i}"] = fmt(h.get("seconds"), 5)
         row[f"cpu_{i}"] = fmt(clock.cpu.get(i), 5)
     row["val_acc"] = row.get(f"acc_{len(history)}", "") if history else ""
+    if scores is not None:
+        for i, rec in enumerate(scores.records, 1):
+            row.update({f"rung_{k}_{i}": fmt(rec[k], 6 if k in ("acc", "loss") else 5) for k in RUNG_KEYS})
+        row["branch_cpu_seconds"] = fmt(sum(r["branch_cpu"] for r in scores.records), 5)
+        row["steps"] = getattr(scores, "total_steps", "")
+        if status == "ok" and len(scores.records) < len(rungs):
+            status, reason = "failed", f"{len(scores.records)} of {len(rungs)} rungs scored"
+            row.update(status=status, reason=reason)
     return row
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass, fields, replace
+from fractions import Fraction
 
 from dse.errors import UserError, choose
 
-SCHEDULES = ("step", "cosine", "onecycle", "constant")
+SCHEDULES = ("step", "cosine", "onecycle", "constant", "wsd")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed")
 COMPILES = ("auto", "true", "false")  # trainer.compile (Hydra gives true/false as booleans)
 
@@ -27,10 +28,12 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # step | cosine | onecycle | constant
+    schedule: str = "onecycle"  # step | cosine | onecycle | constant | wsd
     milestones: tuple[int, ...] = ()  # epochs at which a step schedule multiplies lr by gamma
     gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear warm-up (step, cosine, constant); onecycle's rising part (0: 30%)
+    warmup_fraction: float = 0.05  # wsd: linear warm-up over this share of all steps
+    decay_fraction: float = 0.2  # wsd: linear decay to 0 over the last share of all steps
     label_smoothing: float = 0.0
     seed: int = 0
     precision: str = "auto"  # auto: bf16-mixed on a GPU that has it, else 16-mixed on GPU, 32 on CPU
@@ -60,6 +63,13 @@ class Recipe:
             raise UserError(f"trainer.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.warmup_epochs < self.epochs or self.warmup_epochs < 0:
             raise UserError(f"trainer.warmup_epochs: must be in [0, epochs), got {self.warmup_epochs}")
+        for name in ("warmup_fraction", "decay_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise UserError(f"trainer.{name}: must be a number in [0, 1], got {value!r}")
+        if self.warmup_fraction + self.decay_fraction > 1.0:
+            raise UserError(f"trainer.warmup_fraction + trainer.decay_fraction: must be <= 1, got "
+                            f"{self.warmup_fraction} + {self.decay_fraction}")
 
 
 # Named recipes: the papers' full schedules (a `trainer.recipe: <name>` key starts from one of these).
@@ -116,7 +126,9 @@ def recipe(cfg=None) -> Recipe:
 # ----- learning-rate schedules (per optimizer step) -----
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the base lr at optimizer step `step` (step, cosine and constant schedules)."""
+    """Multiplier of the base lr at optimizer step `step` (step, cosine, constant and wsd schedules)."""
+    if recipe.schedule == "wsd":
+        return wsd_factor(step, recipe.epochs * steps_per_epoch, recipe.warmup_fraction, recipe.decay_fraction)
     epoch = step / steps_per_epoch
     warm = recipe.warmup_epochs
     if warm and epoch < warm:
@@ -129,6 +141,23 @@ def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     return 1.0
 
 
+def wsd_phases(total: int, warmup_fraction: float, decay_fraction: float) -> tuple[int, int]:
+    """(warm-up steps, first step of the decay) of a warmup-stable-decay schedule over `total` steps."""
+    warm = round(warmup_fraction * total)
+    decay = round(decay_fraction * total)
+    return warm, max(total - decay, warm)
+
+
+def wsd_factor(step: int, total: int, warmup_fraction: float, decay_fraction: float) -> float:
+    """Warmup-stable-decay ("trapezoidal"): linear up to 1 over the warm-up, 1, then linear down to 0 at `total`."""
+    warm, decay_start = wsd_phases(total, warmup_fraction, decay_fraction)
+    if step < warm:
+        return (step + 1) / warm
+    if step < decay_start:
+        return 1.0
+    return max(total - step, 0) / max(total - decay_start, 1)
+
+
 def scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
     """The torch scheduler for `recipe`, stepped once per optimizer step."""
     import torch
@@ -139,6 +168,22 @@ def scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
             optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=pct,
             cycle_momentum=False, div_factor=25.0, final_div_factor=1e4)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(recipe, s, steps_per_epoch))
+
+
+def parse_rungs(text) -> tuple[Fraction, ...]:
+    """'1/9,1/3' (or a list of numbers) -> sorted shares in (0, 1); UserError naming the bad value."""
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        try:
+            value = Fraction(str(item))
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"rungs: {item!r} is not a fraction; valid: shares of the budget in (0, 1), "
+                            f"e.g. 1/9,1/3") from None
+        if not 0 < value < 1:
+            raise UserError(f"rungs: {item} is not in (0, 1); valid: shares of the budget, e.g. 1/9,1/3")
+        out.append(value)
+    return tuple(sorted(set(out)))
 
 
 def compiles(recipe: Recipe, on_cuda: bool) -> bool:
