@@ -3,11 +3,13 @@ act, 1x1 project, layer scale and drop-path, around an identity shortcut.
 
 A stage with stride s > 1 starts with norm + an s x s / s conv to its width (ConvNeXt's downsampling layer).
 Every conv carries a bias, as in the paper (its 1x1 convs are linear layers over channels). The expansion is
-the stage's (`Stage.expansion`) or the point's; the depthwise kernel is the stage's `kernels[0]`.
+the stage's (`Stage.expansion`) or the point's; the depthwise kernel is the stage's `kernels[0]`. A stage's
+`pool` runs after its blocks, as in every family (the paper's nets have none): Point.vanishes counts it, so the
+network must have it.
 """
 from __future__ import annotations
 
-from dse.families.common import blocks, norm
+from dse.families.common import blocks, norm, pool
 from dse.graph.nodes import Act, Add, Conv, DropPath, LayerScale, Seq, seq
 from dse.point import Point
 
@@ -24,10 +26,10 @@ def block(point: Point, index: int, b: int, c: int, stride: int, drop_path: floa
 
 
 def stage(point: Point, index: int, cin: int, rates: list[float]) -> tuple[Seq, int]:
-    """ConvNeXt stage `index`: [norm + s x s / s conv when it downsamples or widens], then its blocks."""
+    """ConvNeXt stage `index`: [norm + s x s / s conv when it downsamples or widens], its blocks, then its pool."""
     spec = point.stages[index]
     nodes: list = []
     if spec.stride > 1 or cin != spec.width:
         nodes += norm(point, cin) + [Conv(cin, spec.width, spec.stride, spec.stride, 0, bias=True)]
     body, c = blocks(point, index, spec.width, rates, block)
-    return Seq(tuple(nodes + body)), c
+    return Seq(tuple(nodes + body + pool(spec.pool))), c
