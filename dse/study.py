@@ -12,6 +12,8 @@ Schema (every key optional except where said):
     sampler: tpe              # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random)
     pruner: none              # single-objective only: none, median, halving, hyperband; or dominance
                               # (multi-objective, needs a cost objective: dse.trials.dominance)
+    moasha: {eta: 3, min_rung: 1}   # multi-objective successive halving (dse.trials.moasha): keep the top
+                              # 1/eta at rungs min_rung x eta^k epochs; replayed by bench/search_efficiency.py
     grid:                     # an ablation: fixed cells instead of sampling
       - {label: wrn_28_10, point: wrn_28_10}           # a zoo name
       - {label: custom, point: {stages: [...], ...}}   # a Point as a dict
@@ -42,13 +44,14 @@ DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", 
               "acts": "minimize", "rf": "maximize", "latency": "minimize"}
 BOUNDED = ("flops", "params", "acts", "rf")  # what `constraints` may bound (analytic, known before training)
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "grid", "random")
-PRUNERS = ("none", "median", "halving", "hyperband", "dominance")
+PRUNERS = ("none", "median", "halving", "hyperband", "dominance", "moasha")
+MOASHA = {"eta": 3, "min_rung": 1}  # dse.trials.moasha's defaults (η, first rung in epochs)
 # Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
             "match": None, "description": "", "constraints": None, "proxy": None,
-            "allow_changes": False, "trials_per_timeout": None}
+            "allow_changes": False, "trials_per_timeout": None, "moasha": None}
 KEYS = tuple(DEFAULTS)
 # Bounds on the counts a study sets (a grid study enqueues cells x seeds trials at once), far above real studies.
 MAX_TRIALS = 1_000_000  # n_trials, trials_per_timeout
@@ -112,6 +115,7 @@ class Study:
     allow_changes: bool = False
     trials_per_timeout: int | None = None
     proxy: dict | None = None  # {dotted key: value} that apply under fidelity=proxy (dse.search.proxy_overrides)
+    moasha: dict | None = None  # {eta, min_rung} of pruner moasha (moasha_settings)
 
     @property
     def directions(self) -> list[str]:
@@ -145,11 +149,15 @@ def from_dict(data: dict) -> Study:
     pruner = str(data.get("pruner", "none"))
     if pruner not in PRUNERS:
         raise UserError(f"study.pruner: unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}")
+    if pruner == "moasha":
+        raise UserError("study.pruner: moasha is not in the run loop yet (a trial cannot pause and resume at a rung: "
+                        "docs/moasha.md); bench/search_efficiency.py --moasha replays it; use dominance or none")
     if pruner not in ("none", "dominance") and len(objectives) > 1:
         raise UserError(f"study.pruner: pruning ({pruner}) needs a single objective, got {', '.join(objectives)}")
     if pruner == "dominance" and len(objectives) < 2:
         raise UserError(f"study.pruner: dominance compares accuracy at no more cost; it needs a cost objective "
                         f"(flops, params) besides {', '.join(objectives)}")
+    moasha = moasha_settings(data.get("moasha"))
     n_trials = _count("study.n_trials", data.get("n_trials", 20))
     seeds = _count("study.seeds", data.get("seeds", 1), MAX_SEEDS)
     timeout = data.get("timeout")
@@ -172,7 +180,7 @@ def from_dict(data: dict) -> Study:
                  constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)),
                  trials_per_timeout=None if data.get("trials_per_timeout") is None
                  else _count("study.trials_per_timeout", data["trials_per_timeout"]),
-                 proxy=data.get("proxy"))
+                 proxy=data.get("proxy"), moasha=moasha)
 
 
 def load(name_or_path: str) -> Study:
@@ -210,6 +218,22 @@ def _bounds(value) -> dict | None:
         if kept:
             out[key] = kept
     return out or None
+
+
+def moasha_settings(value) -> dict:
+    """`study.moasha` ({eta: int >= 2, min_rung: epochs >= 1}) with the defaults filled in."""
+    if value is None:
+        return dict(MOASHA)
+    if not isinstance(value, dict):
+        raise UserError(f"study.moasha: must be a mapping {{eta: 3, min_rung: 1}}, got {value!r}")
+    extra = sorted(set(value) - set(MOASHA))
+    if extra:
+        raise UserError(f"study.moasha: unknown key {extra[0]!r}; valid: {', '.join(MOASHA)}")
+    out = {**MOASHA, **value}
+    for key, low in (("eta", 2), ("min_rung", 1)):
+        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < low:
+            raise UserError(f"study.moasha.{key}: must be an integer >= {low}, got {out[key]!r}")
+    return out
 
 
 def _flag(value) -> bool:

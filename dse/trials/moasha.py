@@ -1,0 +1,149 @@
+"""Multi-objective asynchronous successive halving (MOASHA): which trials go on at a rung, by non-dominated sorting.
+
+Rungs sit at geometric fractions of the budget: epochs min_rung x eta^k below max_epochs (`rungs`). A trial
+that reaches a rung is recorded there (`Record`: trial, rung, objectives, every one minimized, so accuracy is
+negated by `record`). The n trials recorded at a rung are ranked (`order`): by non-dominated sorting
+(front 1 first), and inside a front by NSGA-II's crowding distance, largest first (the ends of a front are
+infinitely far: the most accurate and the cheapest trial always lead), then by the first objective
+(accuracy), then by trial id (earlier first). Trials with identical objectives get identical distances, so
+ties fall to accuracy and then to the earlier trial.
+
+Asynchronous promotion, as in ASHA (Li et al., MLSys 2020), ranked as in MOASHA (Schmucker et al., 2021): a
+trial arriving at a rung goes on at once when it is among the top floor(n / eta) of the n trials recorded
+there so far, itself included (`goes_on`); otherwise it pauses. Whenever a worker is free, a paused trial
+that has since entered the top floor(n / eta) of its rung and was not promoted from it yet is resumed first
+(`next_promotion`: the highest rung first, the best-ranked trial of it), before any new trial is drawn. A
+trial promoted once stays promoted even if later arrivals push it out of the top.
+
+Everything here is a pure function of plain records, so the same decisions follow from a list (the tabular
+replay in bench/search_efficiency.py) or from a study's storage (`from_trials` reads dse.trials.dominance's
+rung attributes `dse:rung:<epoch>` and the trials' cost attributes).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+from dse.record import TrialRecord
+from dse.trials.dominance import rung as rung_attrs
+
+ETA = 3  # keep the top 1/eta at each rung
+MIN_RUNG = 1  # first rung, in epochs
+
+
+@dataclass(frozen=True)
+class Record:
+    """A trial's objectives at a rung (the epoch it reached); every objective is minimized."""
+
+    trial: int
+    rung: int
+    values: tuple[float, ...]
+
+
+def record(trial: int, rung: int, accuracy: float, *costs: float) -> Record:
+    """The record of a trial with `accuracy` (maximized) and `costs` (minimized) at `rung`."""
+    return Record(int(trial), int(rung), (-float(accuracy), *(float(c) for c in costs)))
+
+
+def rungs(max_epochs: int, min_rung: int = MIN_RUNG, eta: int = ETA) -> list[int]:
+    """The epochs at which a fit of `max_epochs` epochs is ranked: min_rung x eta^k < max_epochs."""
+    if eta < 2 or min_rung < 1:
+        raise ValueError(f"moasha: eta must be >= 2 and min_rung >= 1, got {eta}, {min_rung}")
+    out, epoch = [], int(min_rung)
+    while epoch < max_epochs:
+        out.append(epoch)
+        epoch *= int(eta)
+    return out
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """a is no worse than b in every objective and better in one (all minimized)."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def fronts(values: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Non-dominated sorting: the indices of `values` front by front (front 1 first), each in index order."""
+    left, out = list(range(len(values))), []
+    while left:
+        front = [i for i in left if not any(dominates(values[j], values[i]) for j in left if j != i)]
+        out.append(front)
+        left = [i for i in left if i not in set(front)]
+    return out
+
+
+def crowding(values: Sequence[Sequence[float]], front: Sequence[int]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each index of `front`: per objective, the gap between its neighbours
+    along the front over the front's range (the ends: infinite); equal objective vectors share one distance."""
+    distinct = sorted({tuple(values[i]) for i in front})
+    dist = dict.fromkeys(distinct, 0.0)
+    for m in range(len(distinct[0]) if distinct else 0):
+        line = sorted(distinct, key=lambda v: v[m])
+        span = line[-1][m] - line[0][m]
+        dist[line[0]] = dist[line[-1]] = math.inf
+        for k in range(1, len(line) - 1):
+            if span > 0:
+                dist[line[k]] += (line[k + 1][m] - line[k - 1][m]) / span
+    return {i: dist[tuple(values[i])] for i in front}
+
+
+def latest(records: Iterable[Record], rung: int) -> list[Record]:
+    """The records at `rung`, one per trial (the last one given)."""
+    out = {r.trial: r for r in records if r.rung == rung}
+    return list(out.values())
+
+
+def order(records: Iterable[Record]) -> list[Record]:
+    """Records of one rung, best first: by front, then crowding distance (largest first), then the first
+    objective, then trial id."""
+    recs = list(records)
+    values = [r.values for r in recs]
+    out = []
+    for front in fronts(values):
+        dist = crowding(values, front)
+        ranked = sorted(front, key=lambda i, d=dist: (-d[i], recs[i].values[0], recs[i].trial))
+        out += [recs[i] for i in ranked]
+    return out
+
+
+def top(records: Iterable[Record], rung: int, eta: int = ETA) -> list[Record]:
+    """The top floor(n / eta) of the n trials recorded at `rung`, best first."""
+    at = latest(records, rung)
+    return order(at)[: len(at) // int(eta)]
+
+
+def goes_on(records: Iterable[Record], trial: int, rung: int, eta: int = ETA) -> bool:
+    """Decided on arrival: is `trial` (its record at `rung` among `records`) in the top floor(n / eta) there?"""
+    return any(r.trial == trial for r in top(records, rung, eta))
+
+
+def next_promotion(records: Iterable[Record], ladder: Sequence[int], promoted: Collection[tuple[int, int]] = (),
+                   eta: int = ETA, done: Collection[int] = ()) -> Record | None:
+    """The paused trial a free worker resumes first, or None (draw a new trial).
+
+    Over the rungs of `ladder`, highest first: the best-ranked trial in the top floor(n / eta) of the rung that
+    was not promoted from it yet. A trial counts as promoted from rung r when (trial, r) is in `promoted` or
+    it has a record at a later rung; trials in `done` (finished, failed, or not to be resumed) never are.
+    """
+    recs = list(records)
+    higher = {(r.trial, r.rung) for r in recs}
+    for rung in sorted(ladder, reverse=True):
+        for rec in top(recs, rung, eta):
+            later = any(t == rec.trial and k > rung for t, k in higher)
+            if rec.trial not in done and (rec.trial, rung) not in promoted and not later:
+                return rec
+    return None
+
+
+def from_trials(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
+    """Records of a study's trials (Optuna FrozenTrials): each rung attribute `dse:rung:<epoch>` with the
+    trial's costs (its `flops`, `params`, ... attributes); trials without those costs are left out."""
+    out = []
+    for t in trials:
+        costs = TrialRecord.from_trial(t)
+        values = [costs.objective(k) for k in cost_keys]
+        if any(v is None for v in values):
+            continue
+        for epoch, acc in sorted(rung_attrs(t).items()):
+            out.append(record(t.number, epoch, acc, *values))
+    return out
