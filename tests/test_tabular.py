@@ -85,3 +85,72 @@ def test_other_fidelity_is_refused(table):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--subset", "64", "--val-subset", "64", "--epochs", "3",
                            "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "another fidelity" in proc.stderr
+
+
+def feasible_ids_of_the_full_table() -> list[str]:
+    """Feasible points as the committed one-cycle table recorded them (independent of --sample's code)."""
+    return sorted(r["point_id"] for r in rows(ROOT / "bench" / "data" / "resnext_tabular.csv") if r["status"] == "ok")
+
+
+@pytest.fixture(scope="module")
+def rung_tables(tmp_path_factory):
+    base = tmp_path_factory.mktemp("rungs")
+    small = ["--subset", "128", "--rungs", "2/3,1/3"]  # 4 steps per epoch, 8 in all
+    run(base / "w.csv", "--schedule", "wsd", "--sample", "2", *small)
+    run(base / "o.csv", "--schedule", "onecycle", "--sample", "2", *small)
+    run(base / "o.csv", "--schedule", "onecycle", "--sample", "3", *small)  # the sample grows: one more point
+    return base
+
+
+def test_sample_is_the_seeded_shuffle_of_feasible_points(rung_tables):
+    import random
+
+    ids = feasible_ids_of_the_full_table()
+    random.Random(0).shuffle(ids)
+    assert [r["point_id"] for r in rows(rung_tables / "w.csv")] == ids[:2]
+    assert [r["point_id"] for r in rows(rung_tables / "o.csv")] == ids[:3]
+
+
+def test_rung_columns(rung_tables):
+    w, o = rows(rung_tables / "w.csv"), rows(rung_tables / "o.csv")
+    for row in w + o:
+        assert row["status"] == "ok" and row["steps"] == "8"
+        # rungs at round(8/3) = 3 and round(16/3) = 5 steps; wsd's decay starts at step 8 - round(1.6) = 6
+        assert (row["rung_step_1"], row["rung_step_2"]) == ("3", "5")
+        assert 0 <= float(row["rung_acc_1"]) <= 1 and 0 <= float(row["rung_acc_2"]) <= 1
+        assert 0 < float(row["rung_main_cpu_1"]) < float(row["rung_main_cpu_2"]) < float(row["cpu_seconds"])
+        spent = float(row["rung_branch_cpu_1"]) + float(row["rung_branch_cpu_2"])
+        assert float(row["branch_cpu_seconds"]) == pytest.approx(spent, rel=1e-3)
+    # wsd branches decay over ceil(0.2 x steps so far) steps; one-cycle scores in place
+    assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in w} == {("1", "1")}
+    assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in o} == {("0", "0")}
+    meta = json.loads((rung_tables / "w.json").read_text())["fidelity"]
+    assert meta["schedule"] == "wsd" and meta["rungs"] == ["1/3", "2/3"] and meta["decay_fraction"] == 0.2
+    old = json.loads((ROOT / "bench" / "data" / "resnext_tabular.json").read_text())["fidelity"]
+    assert "rungs" not in old and old["schedule"] == "onecycle"  # older tables keep their fidelity
+
+
+def test_rung_rho_by_hand(rung_tables, tmp_path):
+    """bench/rung_rho.py on tables whose ranks are set by hand: rho +1 (wsd) and -1 (one-cycle) at 1/3."""
+    for name, sign in (("o", -1), ("w", 1)):
+        table = rows(rung_tables / f"{name}.csv")[:2]
+        extra = dict(table[0])
+        extra["point_id"] = "fake"
+        table = table + [extra]
+        for k, row in enumerate(table):
+            row["val_acc"] = str(0.5 + 0.1 * k)
+            row["rung_acc_1"] = str(0.5 + sign * 0.1 * k)
+        with (tmp_path / f"{name}.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
+        (tmp_path / f"{name}.json").write_text((rung_tables / f"{name}.json").read_text())
+    proc = subprocess.run([sys.executable, "bench/rung_rho.py", "--onecycle", str(tmp_path / "o.csv"), "--wsd",
+                           str(tmp_path / "w.csv"), "--out", str(tmp_path / "rho.txt")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "rho.txt").read_text()
+    assert "points: 3 " in text
+    assert "aim rho >= 0.8 at 1/3 of the budget, onecycle: rho -1.000: NOT met" in text
+    assert "aim rho >= 0.8 at 1/3 of the budget, wsd: rho 1.000: met" in text
+    assert "command: python bench/rung_rho.py" in text
