@@ -15,6 +15,9 @@ trials count (user attr status 'ok' with a validation accuracy); error = 1 - val
                          of the minimum error (25% resamples, 10^4 times) with its 95% interval
     importance.csv/.png  Optuna's fANOVA and PED-ANOVA importances for low error (high accuracy), per study of
                          at least 10 trained trials (dse.results.analysis.MIN_IMPORTANCE; fewer: a line says so)
+    zerocost.csv         per study whose trials carry zero-cost scores (dse.train.zerocost): each score's Spearman
+                         rho against accuracy, with n; given from 10 trained trials with the score
+                         (dse.results.analysis.MIN_ZEROCOST; fewer: its rho is left empty and a line says so)
 
 Studies trained with different settings (data, subset, epochs, batch, seeds, ...: dse.results.made) are
 compared all the same, after one `warning:` line on stderr naming the settings that differ.

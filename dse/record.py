@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields
 UNTRAINED = ("rejected", "duplicate")  # outcomes that cost no training and count toward no result
 # A study objective's record field, where the two names differ (error is 1 - val_acc).
 OBJECTIVE_FIELDS = {"accuracy": "val_acc", "latency": "latency_ms"}
+# The zero-cost scores a trial records in `zerocost` (dse.train.zerocost computes them).
+ZEROCOST = ("synflow", "naswot", "grad_norm", "snip")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class TrialRecord:
     width_scale: float | None = None
     trained_params: int | None = None
     trained_flops: int | None = None
+    # the trained net's zero-cost scores at its initialization: {synflow, naswot, grad_norm, snip, batch, seconds,
+    # cpu_seconds} (dse.train.zerocost.measure; a score that is not finite is None)
+    zerocost: dict | None = None
     # training
     epochs: int | None = None
     train_seconds: float | None = None

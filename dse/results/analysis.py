@@ -12,12 +12,15 @@ import numpy as np
 
 from dse.results import edf as E
 from dse.errors import UserError
-from dse.record import TrialRecord
+from dse.record import ZEROCOST, TrialRecord
 
 MEASURES = ("flops", "params", "acts", "none")
 # Trained trials a study needs before its parameter importances are computed: below it a forest over a
 # handful of points ranks noise (issue 21 saw importances printed from 8 trials).
 MIN_IMPORTANCE = 10
+# Trained trials with a zero-cost score (dse.train.zerocost) a study needs before that score's Spearman rho
+# against accuracy is given: at n = 10 an uncorrelated score still reaches |rho| > 0.56 one time in ten.
+MIN_ZEROCOST = 10
 EDF_COLUMNS = ["group", "number", "error", "complexity", "weight", "edf", "edf_normalized"]
 
 
@@ -35,6 +38,7 @@ class Record:
     point: dict
     history: list = field(default_factory=list)
     group: str = ""
+    zerocost: dict | None = None  # the trained net's zero-cost scores at initialization, when recorded
 
 
 @dataclass
@@ -64,6 +68,7 @@ class Analysis:
     trend_rows: list
     importance_rows: list
     refined: dict
+    zerocost_rows: list = field(default_factory=list)
 
 
 # ----- reading -----
@@ -78,7 +83,7 @@ def study_run(study, run_dir: Path, label: str, space_file: str | None = None) -
                               flops=float(r.flops or 0), params=float(r.params or 0),
                               acts=None if r.acts is None else float(r.acts),
                               values={k: v for k, v in t.params.items() if k not in ("cell", "seed")},
-                              point=r.point or {}, history=list(r.history or [])))
+                              point=r.point or {}, history=list(r.history or []), zerocost=r.zerocost))
     return Run(label, Path(run_dir), study, study.user_attrs.get("space"), space_file, records)
 
 
@@ -230,6 +235,31 @@ def importance_table(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def spearman(xs, ys) -> float | None:
+    """Spearman's rank correlation (ties get their mean rank); None when either side is constant."""
+    from scipy.stats import rankdata
+
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    return float(np.corrcoef(rankdata(xs), rankdata(ys))[0, 1])
+
+
+def zerocost_table(runs: list[Run]) -> list[dict]:
+    """Per study and zero-cost score: how many trained trials carry it, and its Spearman rho against their
+    accuracy (None below MIN_ZEROCOST trials). Studies whose trials carry no scores give no rows."""
+    rows = []
+    for run in runs:
+        if not any(r.zerocost for r in run.records):
+            continue
+        for score in ZEROCOST:
+            have = [(r.zerocost[score], 1.0 - r.error) for r in run.records
+                    if r.zerocost and isinstance(r.zerocost.get(score), (int, float))]
+            rho = spearman(*zip(*have)) if len(have) >= MIN_ZEROCOST else None
+            rows.append({"study": run.label, "score": score, "n_trials": len(have), "spearman_rho": rho,
+                         "min_trials": MIN_ZEROCOST})
+    return rows
+
+
 def error_study(run: Run):
     """An in-memory single-objective study (minimize error) of the run's trained trials (distributions from
     the stored trials, or inferred from the values seen when the run has no study: see rows_run)."""
@@ -306,7 +336,8 @@ def analyze_runs(runs: list[Run], by: str | None = None, measure: str = "flops",
         refined = {k: v for k, v in refined.items() if v is not None}
     return Analysis(runs=runs, records=records, groups=groups, measure=measure, edges=edges, edf_rows=edf_rows,
                     curves=curves, ks_rows=ks_table(records, groups, weights),
-                    trend_rows=trend_table(records, groups), importance_rows=importance_table(runs), refined=refined)
+                    trend_rows=trend_table(records, groups), importance_rows=importance_table(runs), refined=refined,
+                    zerocost_rows=zerocost_table(runs))
 
 
 # ----- writing -----
@@ -325,7 +356,8 @@ def write(analysis: Analysis, out: Path) -> list[str]:
     from dse.results import analysis_plots as plots
     from dse.results import refine
     out.mkdir(parents=True, exist_ok=True)
-    written = ["edf.csv", "edf.png", "ks.csv", "trends.csv", "trends.png", "importance.csv", "importance.png"]
+    written = ["edf.csv", "edf.png", "ks.csv", "trends.csv", "trends.png", "importance.csv", "importance.png",
+               "zerocost.csv"]
     write_rows(out / "edf.csv", analysis.edf_rows, EDF_COLUMNS)
     write_rows(out / "ks.csv", analysis.ks_rows, ["group_a", "group_b", "n_a", "n_b", "ks", "at_error",
                                                   "edf_a_minus_b", "ks_plain", "n_eff_a", "n_eff_b", "p_value"])
@@ -333,6 +365,8 @@ def write(analysis: Analysis, out: Path) -> list[str]:
                                                          "boot_min", "boot_min_lo", "boot_min_hi"])
     write_rows(out / "importance.csv", analysis.importance_rows, ["study", "param", "fanova", "ped_anova",
                                                                   "n_trials", "ped_anova_quantile"])
+    write_rows(out / "zerocost.csv", analysis.zerocost_rows, ["study", "score", "n_trials", "spearman_rho",
+                                                              "min_trials"])
     plots.edf_png(out / "edf.png", analysis)
     plots.trends_png(out / "trends.png", analysis)
     plots.importance_png(out / "importance.png", analysis)
@@ -361,6 +395,18 @@ def summary(analysis: Analysis) -> list[str]:
         if len(run.records) < MIN_IMPORTANCE:
             lines.append(f"{run.label}: no parameter importance from {len(run.records)} trained trials "
                          f"(needs at least {MIN_IMPORTANCE})")
+    for label in dict.fromkeys(r["study"] for r in analysis.zerocost_rows):
+        mine = [r for r in analysis.zerocost_rows if r["study"] == label]
+        given = [f"{r['score']} {r['spearman_rho']:+.2f} (n {r['n_trials']})" for r in mine
+                 if r["spearman_rho"] is not None]
+        short = [f"{r['score']} (n {r['n_trials']})" for r in mine if r["n_trials"] < MIN_ZEROCOST]
+        flat = [r["score"] for r in mine if r["spearman_rho"] is None and r["n_trials"] >= MIN_ZEROCOST]
+        text = ", ".join(given) if given else "none"
+        if short:
+            text += f"; not given for {', '.join(short)}: needs at least {MIN_ZEROCOST} trained trials with the score"
+        if flat:
+            text += f"; not given for {', '.join(flat)}: the score or the accuracy is the same for every trial"
+        lines.append(f"{label}: zero-cost scores, Spearman rho against accuracy: {text}")
     for label, result in analysis.refined.items():
         lines.append(f"{label}: refined with w0 {result['ranges']['w0']}, wa {result['ranges']['wa']}, "
                      f"wm {result['ranges']['wm']} from the best {len(result['fits'])} models")

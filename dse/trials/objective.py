@@ -201,6 +201,9 @@ class Objective:
             small = measures(trained)
             record = dataclasses.replace(record, width_scale=self.thin[0], trained_params=int(small.params),
                                          trained_flops=int(small.flops))
+        from dse.train import zerocost  # the trained net's scores at its initialization (~0.3 CPU s at 10 MFLOPs)
+
+        record = dataclasses.replace(record, zerocost=zerocost.for_trial(trained, self.data, seed))
         # Stored before training, the outcome at the end: while the trial trains, other processes read its point
         # id (dse.trials.sampling leaves held points out) and its costs (dse.trials.dominance compares them at
         # each rung); a stopped or killed trial keeps them, and its re-queued copy inherits them
