@@ -9,7 +9,8 @@ Schema (every key optional except where said):
     trials_per_timeout: null  # size data.subset (measured before the first trial) so ~N trials fit the timeout
     seeds: 1                  # training repeats per grid cell, or per sampled point (mean ± std recorded)
     objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
-    sampler: tpe              # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random)
+    sampler: auto             # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random);
+                              # auto (dse.trials.sampling.auto): grid for grids, gp up to 200 trials, tpe beyond
     pruner: none              # single-objective only: none, median, halving, hyperband; or dominance
                               # (multi-objective, needs a cost objective: dse.trials.dominance)
     moasha: {eta: 3, min_rung: 1}   # multi-objective successive halving (dse.trials.moasha): keep the top
@@ -49,7 +50,7 @@ MOASHA = {"eta": 3, "min_rung": 1}  # dse.trials.moasha's defaults (η, first ru
 # Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
-            "objectives": ["accuracy", "flops"], "sampler": "tpe", "pruner": "none", "grid": None, "paper": None,
+            "objectives": ["accuracy", "flops"], "sampler": "auto", "pruner": "none", "grid": None, "paper": None,
             "match": None, "description": "", "constraints": None, "proxy": None,
             "allow_changes": False, "trials_per_timeout": None, "moasha": None}
 KEYS = tuple(DEFAULTS)
@@ -105,7 +106,7 @@ class Study:
     timeout: float | None = None
     seeds: int = 1
     objectives: tuple[str, ...] = ("accuracy", "flops")
-    sampler: str = "tpe"
+    sampler: str = "auto"  # gp at small budgets: the search benchmark ranks it first (README)
     pruner: str = "none"
     grid: tuple[Cell, ...] = ()
     paper: dict | None = None
@@ -143,7 +144,7 @@ def from_dict(data: dict) -> Study:
     if not name or not isinstance(name, str) or "/" in name or name.startswith("."):
         raise UserError(f"study.name: needs a plain name (no '/'), got {name!r}")
     objectives = _objectives(data.get("objectives", ["accuracy", "flops"]))
-    sampler = data.get("sampler", "tpe")
+    sampler = data.get("sampler", "auto")
     if sampler not in SAMPLERS:
         raise UserError(f"study.sampler: unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
     pruner = str(data.get("pruner", "none"))

@@ -91,3 +91,18 @@ def test_start_up_trials_are_drawn_inside_the_budget():
     assert blind.count("rejected") >= 4, blind  # blind random draws are mostly over budget
     started = _statuses(FeasibleStart(optuna.samplers.RandomSampler(seed=0), space, n=5, seed=0), space, 5)
     assert started == ["ok"] * 5, started
+
+
+def test_a_study_file_that_names_no_sampler_gets_auto(tmp_path):
+    """The default sampler is auto (gp up to 200 trials, tpe beyond), as the default study's: tpe before."""
+    import yaml
+
+    from dse.search import compose, prepare
+
+    assert studies.from_dict({"name": "x"}).sampler == "auto"
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump({"name": "plain", "space": "resnext", "n_trials": 20}))
+    small = prepare(compose([f"study={path}", "data=synthetic", "fidelity=smoke"]))
+    assert small.sampler.name == "gp"
+    large = prepare(compose([f"study={path}", "data=synthetic", "fidelity=smoke", "study.n_trials=500"]))
+    assert large.sampler.name == "tpe"
