@@ -240,6 +240,283 @@ def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: i
             "stuck_at": streak["stuck_at"]}
 
 
+# ----- asynchronous workers on a simulated clock: no pruner, dominance, or moasha -----
+
+def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, proposals: int, workers: int,
+                 pruner=None) -> dict:
+    """One study of at most `proposals` proposals run by `workers` asynchronous workers on a simulated clock.
+
+    Every trained point runs epoch by epoch; an epoch ends `cpu_k` simulated seconds after it starts (epoch 1
+    also pays the fit's set-up), and events are handled in time order, so a sampler asked for a new point sees
+    the trials still running as RUNNING (as `workers=N` does). `pruner`: None; a DominancePruner
+    (dse.trials.dominance.check at every epoch, on the study's storage); or a dict {eta, min_rung}: moasha
+    (dse.trials.moasha), where a trial reaching a rung goes on if it is in the top floor(n/eta) there, else it
+    pauses (told PRUNED, as a paused trial would be) and frees its worker; a free worker first resumes the paused
+    trial moasha names (from its checkpoint: only the epochs after the rung are charged), else proposes. A
+    resumed trial that finishes is added to the study as a COMPLETE copy of the paused one (what re-queuing it
+    would give), so model-based samplers learn its final accuracy. Returns the curve at every event (compute:
+    CPU seconds charged so far over all workers; hv of the finished trials; time: the simulated clock) and counts.
+    """
+    import heapq
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from dse import study as studies
+    from dse.record import TrialRecord
+    from dse.train.fit import TrainResult
+    from dse.trials import dominance, moasha
+    from dse.trials import objective as obj
+
+    epochs = meta["epochs"]
+    ref = float(space.constraints["flops"]["max"])
+    kind = "none" if pruner is None else "moasha" if isinstance(pruner, dict) else "dominance"
+    ladder = moasha.rungs(epochs, pruner["min_rung"], pruner["eta"]) if kind == "moasha" else []
+    counts = {"proposals": 0, "trained": 0, "finished": 0, "pruned": 0, "paused": 0, "resumed": 0, "missing": 0,
+              "epochs": 0}
+
+    class Lookup(obj.Objective):
+        """dse's trial function; the fit is looked up in the table and run later on the simulated clock."""
+
+        def train(self, trial, point, seed, params, flops, *args, **kwargs):
+            row = table.get(point.id)
+            if row is None:
+                counts["missing"] += 1
+                raise obj.TrialFailed(f"point {point.id} is not in the table yet")
+            if row["status"] == "over_budget":
+                raise RuntimeError(f"point {point.id} is feasible for dse but over budget in the table")
+            if row["status"] != "ok":
+                return TrainResult(None, None, 0, row["train_seconds"], row["status"], row["status"])
+            return TrainResult(row["acc"][-1], None, epochs, row["train_seconds"], "ok", "")
+
+    smp, _ = sampler_for(sampler, seed, space)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=smp)
+    study.set_user_attr("objectives", ["accuracy", "flops"])
+    spec = studies.from_dict({"name": "bench", "objectives": ["accuracy", "flops"], "pruner": "none"})
+    data = types.SimpleNamespace(image_size=space.geometry["image_size"], in_chans=space.geometry["in_chans"],
+                                 num_classes=space.geometry["num_classes"])
+    loggers = types.SimpleNamespace(trial=lambda *a, **k: None, trial_done=lambda *a, **k: None)
+    objective = Lookup(study=spec, space=space, cells=None, data=data, recipe=types.SimpleNamespace(seed=0),
+                       loggers=loggers, prune=False, progress=False)
+    clock: list = []  # (end time, sequence, worker, trial number, epoch, seconds)
+    jobs: dict = {}  # trial number -> {trial, row, values, epoch, told}
+    records: list = []  # moasha.Record of every rung reached
+    points: list = []  # the point ids trained, in order
+    promoted: set = set()
+    done: set = set()
+    front: list = []
+    curve = {"compute": [0.0], "hv": [0.0], "time": [0.0]}
+    compute = [0.0]
+
+    def log(t: float) -> None:
+        curve["compute"].append(compute[0])
+        curve["hv"].append(hypervolume(front, ref))
+        curve["time"].append(t)
+
+    def run_epoch(worker: int, t: float, job: dict) -> None:
+        k = job["epoch"] + 1
+        row = job["row"]
+        secs = row["sec"][k - 1] or 0.0
+        if k == 1:
+            secs += max(row["train_seconds"] - sum(x or 0.0 for x in row["sec"]), 0.0)
+        heapq.heappush(clock, (t + secs, next(sequence), worker, job["number"], k, secs))
+
+    def finish_paused(job: dict) -> None:
+        """A resumed trial ends: its COMPLETE copy joins the study (the paused original stays PRUNED)."""
+        old = study._storage.get_trial(job["trial"]._trial_id)
+        attrs = {k: v for k, v in old.system_attrs.items() if k.startswith("constraints:")}
+        study.add_trial(optuna.trial.create_trial(
+            params=old.params, distributions=old.distributions, values=job["values"],
+            user_attrs={**old.user_attrs, "status": "ok", "resumed_from": old.number}, system_attrs=attrs))
+
+    def start(worker: int, t: float) -> None:
+        if kind == "moasha":
+            rec = moasha.next_promotion(records, ladder, promoted, pruner["eta"], done)
+            if rec is not None:
+                promoted.add((rec.trial, rec.rung))
+                counts["resumed"] += 1
+                run_epoch(worker, t, jobs[rec.trial])
+                return
+        while counts["proposals"] < proposals:
+            trial = study.ask()
+            counts["proposals"] += 1
+            try:
+                values = objective(trial)
+            except obj.TrialFailed:
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            status = TrialRecord.from_trial(study._storage.get_trial(trial._trial_id)).status
+            if status != "ok":  # over budget: COMPLETE at once, never trained
+                study.tell(trial, values)
+                continue
+            counts["trained"] += 1
+            job = {"trial": trial, "number": trial.number, "row": table[trial.user_attrs["point_id"]],
+                   "values": values, "epoch": 0, "told": False}
+            jobs[trial.number] = job
+            points.append(job["trial"].user_attrs["point_id"])
+            run_epoch(worker, t, job)
+            return
+
+    import itertools
+
+    sequence = itertools.count()
+    for w in range(workers):
+        start(w, 0.0)
+    while clock:
+        t, _, worker, number, k, secs = heapq.heappop(clock)
+        job = jobs[number]
+        job["epoch"] = k
+        compute[0] += secs
+        counts["epochs"] += 1
+        acc = job["row"]["acc"][k - 1]
+        if k == epochs:
+            if job["told"]:
+                finish_paused(job)
+            else:
+                study.tell(job["trial"], job["values"])
+            front.append((acc, job["row"]["flops"]))
+            counts["finished"] += 1
+            done.add(number)
+            log(t)
+            start(worker, t)
+            continue
+        if kind == "dominance" and dominance.check(job["trial"], k, acc, pruner.eps, pruner.min_trials, epochs,
+                                                   pruner.warmup):
+            study.tell(job["trial"], state=TrialState.PRUNED)
+            counts["pruned"] += 1
+            done.add(number)
+            log(t)
+            start(worker, t)
+            continue
+        if kind == "moasha" and k in ladder:
+            records.append(moasha.record(number, k, acc, job["row"]["flops"]))
+            if not moasha.goes_on(records, number, k, pruner["eta"]):
+                if not job["told"]:
+                    study.tell(job["trial"], state=TrialState.PRUNED)
+                    job["told"] = True
+                counts["paused"] += 1
+                log(t)
+                start(worker, t)
+                continue
+            promoted.add((number, k))
+        log(t)
+        run_epoch(worker, t, job)
+    curve["hv_final"] = curve["hv"][-1]
+    return {**curve, **counts, "stopped": sum(1 for n in jobs if n not in done), "points": points}
+
+
+def reach(run: dict, target: float):
+    """The compute (CPU seconds over all workers) at which a run's HV first reaches `target`, or None."""
+    return first_reaching(run["compute"], run["hv"], target)
+
+
+def async_report(table: dict, meta: dict, space, results: dict, reference: list, args, source: str) -> list[str]:
+    """The lines of the asynchronous comparison; the last is `ratio: X` (best moasha compute to random's final
+    HV / best unpruned sampler's, means over seeds)."""
+    ref = float(space.constraints["flops"]["max"])
+    ok = [r for r in table.values() if r["status"] == "ok"]
+    feasible = [r for r in table.values() if r["status"] != "over_budget"]
+    best = hypervolume([(r["acc"][-1], r["flops"]) for r in ok], ref)
+    exhaustive = sum(r["train_seconds"] for r in feasible)
+    final, final_sd = mean_std(r["hv_final"] for r in reference)
+    ladder = ", ".join(map(str, args.ladder)) or "none"
+    lines = [f"search efficiency with {args.workers} asynchronous workers on {source}: {len(table)} points, "
+             f"{len(feasible)} within budget (FLOPs <= {ref:.3g}), {meta['epochs']} epochs; {args.seeds} seeds",
+             f"HV as above (all {len(ok)} trained points: HV {best:.4f}); compute: CPU seconds of the epochs run, "
+             f"summed over workers (the table's cpu_k; training every feasible point once: {exhaustive:.0f} s)",
+             f"target: random search's final HV with {args.trials} proposals (no pruner, same workers): "
+             f"{final:.4f}±{final_sd:.4f} over {len(reference)} seeds; every run below gets {args.long} proposals",
+             f"moasha: eta {args.eta}, min_rung {args.min_rung}: rungs at epochs {ladder} of {meta['epochs']}; "
+             f"dominance: dse.trials.dominance's defaults",
+             "", f"{'run':<18}{'to 95% (s)':>20}{'n':>4}{'to 100% (s)':>20}{'n':>4}{'final HV':>17}"
+             f"{'compute':>9}{'trained':>8}{'full':>6}{'pauses':>7}{'resumed':>8}{'pruned':>7}"]
+    means = {}
+    for name, runs in results.items():
+        cells = ""
+        for share in (0.95, 1.0):
+            hit = [c for c in (reach(r, share * final) for r in runs) if c is not None]
+            m, sd = mean_std(hit) if hit else (math.nan, math.nan)
+            cells += f"{f'{m:.0f}±{sd:.0f}' if hit else '-':>20}{len(hit):>4}"
+            if share == 1.0:
+                means[name] = (m if len(hit) == len(runs) else math.nan, len(hit))
+        avg = lambda key: statistics.fmean(r[key] for r in runs)  # noqa: E731
+        lines.append(f"{name:<18}{cells}{fmt_ms(*mean_std(r['hv_final'] for r in runs)):>17}"
+                     f"{statistics.fmean(r['compute'][-1] for r in runs):>9.0f}"
+                     f"{avg('trained'):>8.1f}{avg('finished'):>6.1f}{avg('paused'):>7.1f}{avg('resumed'):>8.1f}"
+                     f"{avg('pruned'):>7.1f}")
+    lines += ["(to X%: compute at which a run's HV first reaches X% of the target, mean±std over the n seeds that "
+              f"reach it within {args.long} proposals; compute: at the end of the run; full: trials trained to the last "
+              "epoch; pauses: a trial paused at a rung (once per rung); resumed: paused trials promoted later)"]
+    plain = {k: v for k, v in means.items() if "+" not in k}
+    pruned = {k: v for k, v in means.items() if k.endswith("+moasha")}
+    best_plain = min(plain.items(), key=lambda kv: (math.isnan(kv[1][0]), kv[1][0]), default=None)
+    best_moasha = min(pruned.items(), key=lambda kv: (math.isnan(kv[1][0]), kv[1][0]), default=None)
+    for name in [k for k in means if k.endswith("+dominance")]:
+        base = name.split("+")[0]
+        if base in means and not math.isnan(means[base][0]) and not math.isnan(means[name][0]):
+            saved = 1 - means[name][0] / means[base][0]
+            lines.append(f"dominance with {base}: {100 * saved:.1f}% of the compute to the target saved"
+                         f"{'' if saved > 0 else ' (it costs compute)'}")
+    if not best_plain or not best_moasha or math.isnan(best_plain[1][0]) or math.isnan(best_moasha[1][0]):
+        lines += ["bar (moasha <= 50% of the best unpruned sampler): cannot say, a run did not reach the target in "
+                  "every seed", "ratio: nan"]
+        return lines
+    ratio = best_moasha[1][0] / best_plain[1][0]
+    lines += [f"best unpruned: {best_plain[0]} {best_plain[1][0]:.0f} s; best with moasha: {best_moasha[0]} "
+              f"{best_moasha[1][0]:.0f} s (mean compute to 100% of the target, every seed reaching it)",
+              f"bar (moasha <= 50% of the best unpruned sampler): {'met' if ratio <= 0.5 else 'not met'}",
+              f"ratio: {ratio:.3f}"]
+    return lines
+
+
+def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> list[str]:
+    """--workers N: every sampler without a pruner, with moasha and (--pruned) with dominance, on the simulated
+    clock; the reference is random search with --trials proposals."""
+    from dse import study as studies
+    from dse.errors import UserError
+    from dse.trials import dominance, moasha
+
+    try:
+        settings = studies.moasha_settings({"eta": args.eta, "min_rung": args.min_rung})
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    args.ladder = moasha.rungs(meta["epochs"], settings["min_rung"], settings["eta"])
+    args.long = args.long or 2 * args.trials
+    samplers = [s for s in args.samplers.split(",") if s]
+    with_moasha = [s for s in args.moasha.split(",") if s and s != "none"]
+    with_dominance = [s for s in args.pruned.split(",") if s and s != "none"]
+    def runs(base: str, proposals: int, pruner, name: str) -> list[dict]:
+        """Every seed's run, each read from --cache when there (resumable) and written there when made."""
+        out = []
+        for seed in range(args.seeds):
+            path = Path(args.cache) / f"{name}-{proposals}-{seed}.json" if args.cache else None
+            if path is not None and path.is_file():
+                out.append(json.loads(path.read_text()))
+                continue
+            out.append(replay_async(table, space, meta, base, seed, proposals, args.workers, pruner))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(out[-1]))
+        return out
+
+    reference = runs("random", args.trials, None, f"w{args.workers}-random")
+    print(f"# reference (random, {args.trials} proposals) done ({time.time() - t0:.0f} s)", file=sys.stderr,
+          flush=True)
+    results = {}
+    todo = ([(s, None) for s in samplers] + [(s, settings) for s in with_moasha]
+            + [(s, dominance.DominancePruner()) for s in with_dominance])
+    for base, pruner in todo:
+        name = base if pruner is None else f"{base}+{'moasha' if isinstance(pruner, dict) else 'dominance'}"
+        tag = f"-eta{args.eta}-min{args.min_rung}" if isinstance(pruner, dict) else ""
+        results[name] = runs(base, args.long, pruner, f"w{args.workers}-{name}{tag}")
+        print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return async_report(table, meta, space, results, reference, args, str(path))
+
+
 # ----- summaries -----
 
 def dominance_rungs(pruner, epochs: int) -> str:
@@ -378,6 +655,13 @@ def main(argv=None) -> int:
     ap.add_argument("--eps", type=float, default=None, help="dominance margin (default: dse.trials.dominance.EPS)")
     ap.add_argument("--min-trials", type=int, default=None, help="dominance: records needed at a rung")
     ap.add_argument("--warmup", type=float, default=None, help="dominance: share of epochs never pruned")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="N > 0: asynchronous workers on a simulated clock, with and without moasha (see replay_async)")
+    ap.add_argument("--moasha", default="random,tpe,nsga2,gp", help="with --workers: samplers also run with moasha")
+    ap.add_argument("--eta", type=int, default=3, help="moasha: keep the top 1/eta at a rung")
+    ap.add_argument("--min-rung", type=int, default=1, help="moasha: first rung (epochs)")
+    ap.add_argument("--long", type=int, default=None, help="with --workers: proposals per run (default 2 x --trials)")
+    ap.add_argument("--cache", default=None, help="with --workers: keep each seed's run here as JSON (resumable)")
     ap.add_argument("--out", default=None, help="also write the printed lines to this file")
     ap.add_argument("--make-synthetic", default=None, metavar="FILE", help="write a fake table and exit")
     ap.add_argument("--epochs", type=int, default=4, help="epochs of --make-synthetic")
@@ -396,6 +680,10 @@ def main(argv=None) -> int:
     table, meta = read_table(path)
     space = load_space(meta)
     check_ids(table, space)
+    if args.workers > 0:
+        t0 = time.time()
+        lines = run_async(args, table, meta, space, path, t0)
+        return emit(args, argv, lines, t0)
     from dse.trials import dominance
     settings = dominance.DominancePruner(**{k: v for k, v in (("eps", args.eps), ("min_trials", args.min_trials),
                                                                ("warmup", args.warmup)) if v is not None})
@@ -413,10 +701,13 @@ def main(argv=None) -> int:
                                    for seed in range(args.seeds)]
         print(f"# {base}+dominance x2 proposals done ({time.time() - t0:.0f} s)", file=sys.stderr)
     results["_pruner"] = settings
+    return emit(args, argv, report(table, meta, space, results, args, str(path)), t0)
+
+
+def emit(args, argv, lines: list[str], t0: float) -> int:
+    """Print the lines under the command that made them (and write them to --out)."""
     command = " ".join(["python bench/search_efficiency.py", *(sys.argv[1:] if argv is None else argv)])
-    lines = [f"command: {command.strip()}  ({time.time() - t0:.0f} s)", *report(table, meta, space, results, args,
-                                                                           str(path))]
-    text = "\n".join(lines)
+    text = "\n".join([f"command: {command.strip()}  ({time.time() - t0:.0f} s)", *lines])
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
