@@ -115,3 +115,25 @@ def test_a_real_point_scores_finite_and_deterministic_for_a_seed():
     other = zerocost.measure(point, data, seed=1)
     assert other["synflow"] != first["synflow"]  # another initialization
     assert zerocost.for_trial(point, object()) is None  # no data in memory: no scores, no error
+
+
+def test_the_scored_net_is_the_one_a_fit_with_the_same_seed_starts_from():
+    """dse.train.fit seeds with Lightning's seed_everything and then builds; zerocost.initial must give the same
+    weights, and leave torch's global generator where it was."""
+    import lightning.pytorch as pl
+
+    from dse.network import build
+    from dse.space.parse import load
+    from dse.train import datasets
+
+    data = datasets.load("synthetic", subset=100, seed=0)
+    space = load("resnext").with_geometry(image_size=data.image_size, in_chans=data.in_chans,
+                                          num_classes=data.num_classes)
+    point = space.point({"depth": 11, "cardinality": 2, "bottleneck_width": 4, "width": 32})
+    pl.seed_everything(5, verbose=False)
+    fitted = build(point, data.num_classes, data.in_chans, data.image_size).state_dict()
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    scored = zerocost.initial(point, data, seed=5).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert fitted.keys() == scored.keys() and all(torch.equal(fitted[k], scored[k]) for k in fitted)

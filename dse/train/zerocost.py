@@ -10,12 +10,15 @@ left out of the sums.
   on a copy, in eval mode: BatchNorm then uses its running statistics (0 and 1 at initialization), so it is
   the positive affine map x |gamma| / sqrt(1 + eps) + |beta| and the net stays a positive function of its
   input, as the score assumes; in train mode one all-ones image would be normalized by its own statistics
-  and the score would no longer be the path norm. float32 overflows on deep nets; float64 does not here.
+  and the score would no longer be the path norm. float32 overflows on deep nets; float64 does not here (up to
+  1e40 on the spaces at 16 x 16). LayerNorm (ConvNeXt) has no running statistics and normalizes the input by
+  its own, so there the score is computed all the same but is no path norm (about 1 on a ConvNeXt point).
 - **naswot** (Mellor et al., ICML 2021): each of a minibatch's N images gets a binary code, one bit per unit
   of every activation layer (1 where the layer's input is > 0: for ReLU, where the unit is active); K[i, j] =
   N_A - Hamming(c_i, c_j) = number of bits where codes i and j agree; score = log |det K|.
 - **grad_norm** (Abdelfattah et al., ICLR 2021): the Euclidean norm of the gradient of the mean
-  cross-entropy loss of one minibatch with respect to all the weights, taken as one vector.
+  cross-entropy loss of one minibatch with respect to all the weights, taken as one vector (not a sum of
+  per-layer norms).
 - **snip** (Lee et al., ICLR 2019): the connection sensitivity sum over weights of |w * dL/dw|, the same
   loss and minibatch.
 
@@ -136,15 +139,20 @@ def minibatch(data, batch: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, to
     return next(iter(Batches(sample, data, batch_size=len(idx))))
 
 
+def initial(point, data, seed: int = 0) -> nn.Module:
+    """The point built at `data`'s geometry under torch.manual_seed(seed), the global generator left as it was."""
+    from dse.network import build
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build(point, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size)
+
+
 def measure(point, data, seed: int = 0, batch: int = BATCH) -> dict:
     """The point built at initialization `seed` and scored on a minibatch of `data`'s training images: the four
     scores (None where one is not finite), and the wall and CPU seconds the build and scoring took."""
-    from dse.network import build
-
     start, cpu = time.perf_counter(), time.process_time()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        model = build(point, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size)
+    model = initial(point, data, seed)
     x, y = minibatch(data, batch, seed)
     model = model.to(x.device)
     found = scores(model, x, y)
