@@ -4,6 +4,8 @@ replayed on a tabular benchmark (every point of a space trained once, bench/make
 usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv] [--trials 150] [--seeds 10]
            [--samplers random,tpe,nsga2,gp] [--pruned tpe,random] [--eps E] [--min-trials K]
            [--warmup W] [--out FILE]
+       python bench/search_efficiency.py --workers 4 [--trials 25] [--long 300] [--samplers ...] [--moasha ...]
+           [--pruned ...] [--eta 3] [--min-rung 1] [--cache DIR]   (asynchronous workers: replay_async, async_report)
        python bench/search_efficiency.py --make-synthetic FILE [--epochs 4]   (a fake table, same format)
 
 Each run is a real Optuna study (in-memory storage, objectives accuracy max / FLOPs min, the table's budget
@@ -23,7 +25,13 @@ Hypervolume (HV, exact in 2-D): the area dominated by the trained points' (accur
 reference point accuracy 0 and FLOPs = the budget's max, FLOPs scaled by that max, so HV is in [0, 1]
 (1: a net with 100% accuracy at zero FLOPs). The table's own best (all feasible points trained) is printed.
 
-The last line is `ratio: X`: the fraction of simulated compute that TPE with the dominance pruner saves to
+With --workers N the replay runs on a simulated clock instead (replay_async): N workers, each trained point
+epoch by epoch, samplers asked while other trials run; every sampler runs without a pruner, with moasha
+(dse.trials.moasha: pause at a rung, resume from the checkpoint when promoted) and with dominance, for --long
+proposals; the target is random search's final HV after --trials proposals with the same workers. Its last line
+is `ratio: X` = the best moasha run's mean compute to that HV / the best unpruned sampler's (the bar: <= 0.5).
+
+Without --workers, the last line is `ratio: X`: the fraction of simulated compute that TPE with the dominance pruner saves to
 reach the final HV of TPE without it (mean curves over seeds; the pruned runs get 2x the proposals so
 they can get there; if pruning lost a front point and they end lower, both are compared at that lower
 level, and the line before says so). X < 0 means the pruner costs compute.
@@ -460,6 +468,9 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
             saved = 1 - means[name][0] / means[base][0]
             lines.append(f"dominance with {base}: {100 * saved:.1f}% of the compute to the target saved"
                          f"{'' if saved > 0 else ' (it costs compute)'}")
+        else:
+            lines.append(f"dominance with {base}: reaches the target in {means[name][1]} of {args.seeds} seeds "
+                         "(it prunes points of the final front), so it saves nothing at this target")
     if not best_plain or not best_moasha or math.isnan(best_plain[1][0]) or math.isnan(best_moasha[1][0]):
         lines += ["bar (moasha <= 50% of the best unpruned sampler): cannot say, a run did not reach the target in "
                   "every seed", "ratio: nan"]
