@@ -16,7 +16,7 @@ TINY = ["--subset", "64", "--val-subset", "64", "--epochs", "2", "--batch-size",
 
 def run(out: Path, *extra: str) -> str:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *TINY, *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
