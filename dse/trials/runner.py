@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from dse import provenance
+from dse.record import TrialRecord
 from dse.results import files as results
 from dse.results import made
 from dse.results.files import scored
@@ -37,11 +39,12 @@ def run(job: Job) -> int:
     storage = open_storage(storage_url, job.run_dir)
     loggers = Loggers(job.logger, job.run_dir, study.name)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial gets our own one-line summary
-    done = [t for t in _trials(storage, study.name) if obj.counted(t)]
     max_epochs = int(getattr(job.recipe, "epochs", 1))
     prune = study.pruner != "none"
-    optuna_study = obj.open_study(storage, study, make_sampler(job, len(done)),
-                                  obj.make_pruner(study.pruner, max_epochs), study.space)
+    # one study object, so every trial is read from the storage once: its cache serves every later read
+    optuna_study = obj.open_study(storage, study, None, obj.make_pruner(study.pruner, max_epochs), study.space)
+    done = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))
+    optuna_study.sampler = make_sampler(job, done)
     job = size_trials(job, optuna_study)
     provenance.check_resume(optuna_study, job.settings, study.allow_changes)  # before anything is written
     owners.reap(optuna_study)  # this host's killed trials: FAIL + re-queued now, not after the heartbeat grace
@@ -76,7 +79,7 @@ def run(job: Job) -> int:
                               settings=job.settings, deadline=deadline(job))
     objective = signals.guard(objective)
     stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
-    every = max(job.options.report_every, 1)
+    files = Rewrite(job.run_dir, max(job.options.report_every, 1))
 
     def after(s, trial):
         screen.add(trial)
@@ -90,7 +93,7 @@ def run(job: Job) -> int:
         bar.write(screen.study_line())
         if obj.counted(trial):  # rejected points change no result file
             bar.update(1)
-            results.write_all(s, job.run_dir, plots=bar.n % every == 0)
+            files.trial(s)
 
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
@@ -98,8 +101,7 @@ def run(job: Job) -> int:
             left = None if study.timeout is None else max(deadline(job) - time.monotonic(), 1.0)
             optuna_study.optimize(objective, n_trials=None, timeout=left,
                                   catch=(obj.TrialFailed, signals.TrialOutOfTime),
-                                  callbacks=[after, *stop, signals.StopOnSignal()],
-                                  gc_after_trial=True)
+                                  callbacks=[collect, after, *stop, signals.StopOnSignal()])
     except signals.TrialInterrupted as stopped:  # the trial in flight: its line, then the study's
         bar.write(str(stopped))
         bar.write(screen.study_line())
@@ -119,6 +121,46 @@ def run(job: Job) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
     return code
+
+
+def collect(_study, trial) -> None:
+    """Callback: free the memory a trial's fit left in reference cycles (Lightning's trainer, the model, CUDA
+    tensors) before the next trial builds its own. A trial that trained nothing (rejected before training, a
+    duplicate) built no model, so it is not collected: one gc.collect in a process that imported torch and
+    Lightning and holds 10k trials takes 0.4-0.6 s of CPU (bench/data/storage.txt), more than a whole trial of
+    plain Optuna. (Optuna's gc_after_trial collects after every trial.)"""
+    if not TrialRecord.from_trial(trial).untrained:
+        gc.collect()
+
+
+REWRITE_S = 30.0  # during a run, the result files are rewritten at most this often (and at its end)
+
+
+class Rewrite:
+    """The result files during a run: after a counted trial, at most every REWRITE_S seconds, or 10x the last
+    write's own time if that is longer (at 10k trials one write_all takes 1-3 s); the plots with the first write
+    after each `every` counted trials. The run's end rewrites everything (runner.run's finally), so files
+    lag the storage only while a run is live, by at most the interval; after a kill -9 `python -m dse.report
+    RUN_DIR` (or the next run of the command) rebuilds them from the storage, which holds every trial."""
+
+    def __init__(self, run_dir: Path, every: int, clock=time.monotonic):
+        self.run_dir, self.every, self.clock = run_dir, every, clock
+        self.next_at = None  # None: the first counted trial writes at once
+        self.unplotted = 0
+
+    def trial(self, optuna_study) -> bool:
+        """One more counted trial; write the files if it is time; did it write?"""
+        self.unplotted += 1
+        now = self.clock()
+        if self.next_at is not None and now < self.next_at:
+            return False
+        plots = self.unplotted >= self.every
+        results.write_all(optuna_study, self.run_dir, plots=plots)
+        took = self.clock() - now
+        self.next_at = self.clock() + max(REWRITE_S, 10 * took)
+        if plots:
+            self.unplotted = 0
+        return True
 
 
 def nothing_to_train(study, finished: int, total: int) -> str:
@@ -231,16 +273,6 @@ def write_config(job: Job) -> None:
             n += 1
         path.rename(job.run_dir / f"config.{n}.yaml")
     path.write_text(text)
-
-
-def _trials(storage, name: str) -> list:
-    """The stored trials of study `name` ([] when it does not exist yet)."""
-    import optuna
-
-    try:
-        return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    except KeyError:
-        return []
 
 
 def _bar(total: int, initial: int, name: str, enabled: bool, timeout: float | None = None):
