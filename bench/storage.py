@@ -17,16 +17,18 @@ long-lived dse worker; its start-up (open + read every trial) is timed apart (op
                                dse/conf/sampler/{random,tpe}.yaml), the real dse.trials.objective.Objective with
                                training replaced by an instant result (so owners.mark, Space.suggest,
                                claims.claim / take_over, every set_user_attr and set_constraint are dse's own),
-                               signals.guard, study.optimize with catch, gc_after_trial=True, dse.search's
-                               per-trial lines (dse.trials.screen) and the StopAt and StopOnSignal callbacks
+                               signals.guard, study.optimize with catch, dse.trials.runner.collect (gc after
+                               a trial that reached training), dse.search's per-trial lines
+                               (dse.trials.screen) and the StopAt and StopOnSignal callbacks
 
 Each trial is timed from Optuna's `_run_trial` to the end of its callbacks, with its pieces timed by wrapping
 the functions dse and Optuna call (ask: create the trial + the sampler's relative sampling; stale: Optuna's
 fail_stale_trials; hb: the heartbeat thread; mark, suggest, claim, attrs (set_user_attr + set_constraint),
 count (analytic params/FLOPs), tell, stopat, gc). dse.search's `after` callback rewrites trials.csv
-(dse.results.files.write_all) after every counted trial; it is timed on its own, in this process, after the workers
-(write_all without plots, and the plots it adds every 5th trial), because at 10k trials one call takes
-seconds. The table's "dse+after" adds it (times the share of trials that count) to dse/tpe.
+(dse.results.files.write_all) after a counted trial, at most every dse.trials.runner.REWRITE_S seconds (or 10x
+its own time); it is timed on its own, in this process, after the workers (write_all without plots, and the
+plots), because at 10k trials one call takes seconds. The table's "dse+after" adds its share per trial to
+dse/tpe: min(share of trials that count, trial time / interval) x (write_all + plots).
 
 The last line is `ratio: X`: dse's per-trial ms (dse/tpe + after) / plain Optuna's (optuna/tpe), on
 PostgreSQL at the largest size (without PostgreSQL: the first storage measured). --quick: tiny sizes, 2
@@ -404,6 +406,8 @@ def _instrument() -> None:
     dse.complexity = _timed("count", dse.complexity)
     Trial.set_user_attr = _timed("attrs", Trial.set_user_attr)
     Trial.set_constraint = _timed("attrs", Trial.set_constraint)
+    if hasattr(objective, "_write_attrs"):  # dse's record and constraints in one transaction
+        objective._write_attrs = _timed("attrs", objective._write_attrs)
     if claims_unwrap_journal():
         claims._backend = _unwrap_cache  # measure the claim dse means to make (see claims_unwrap_journal)
 
@@ -539,12 +543,11 @@ def _dse_study(task: dict):
     if key not in _OPEN:
         storage = _open(task)
         study = dse_study()
-        trials = getattr(runner, "_trials", None)
-        done = [t for t in trials(storage, study.name) if obj.counted(t)] if trials else []
         optuna_study = obj.open_study(storage, study, None, obj.make_pruner("none", 1), study.space)
+        done = sum(obj.counted(t) for t in optuna_study.get_trials(deepcopy=False))  # as runner.run counts them
         owners.reap(optuna_study)
         optuna_study.ask = _timed("ask", optuna_study.ask)  # _run_trial asks through the study
-        _OPEN[key] = (storage, optuna_study, len(done))
+        _OPEN[key] = (storage, optuna_study, done, obj.StopAt(study.n_trials, grid=False))
     return _OPEN[key][1], _OPEN[key][2]
 
 
@@ -576,13 +579,15 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
         if trial_line is not None:
             trial_line(trial)
 
-    stop = _timed("stopat", obj.StopAt(study.n_trials, grid=False))
-    callbacks = [_timed("after", after), stop, signals.StopOnSignal(), lambda s, t: _finish_record(records, t)]
+    counter = _OPEN[(task["url"], False)][3]  # one StopAt per worker, like one per dse run
+    stop = _timed("stopat", counter)
+    callbacks = [_timed("gc", runner.collect), _timed("after", after), stop, signals.StopOnSignal(),
+                 lambda s, t: _finish_record(records, t)]
     optuna_study.get_trials(deepcopy=False)  # the trials new to this worker into its cache, before the clock
+    counter.counts(optuna_study)  # and into StopAt's counts (its first call in a run judges every trial once)
     startup = time.perf_counter() - start
     barrier.wait()
-    optuna_study.optimize(objective, n_trials=task["trials"], catch=(obj.TrialFailed,), callbacks=callbacks,
-                          gc_after_trial=True)
+    optuna_study.optimize(objective, n_trials=task["trials"], catch=(obj.TrialFailed,), callbacks=callbacks)
     return {"records": records, "startup": startup}
 
 
@@ -915,6 +920,8 @@ def main(argv=None) -> int:
 
 def report_tables(results: list[dict], writes: list[dict], args, skipped: list[str]):
     """Print the per-piece table and the summary table; returns the ratio of the last line."""
+    from dse.trials.runner import REWRITE_S  # result files are rewritten at most this often during a run
+
     print()
     print("per trial, ms (median over all workers' measured trials; pieces are medians too, so they need not sum)")
     head = ["storage", "size", "config", "n", "median", "p90", "cpu"] + list(PIECES) + ["attr#", "dup", "read_s"]
@@ -939,8 +946,9 @@ def report_tables(results: list[dict], writes: list[dict], args, skipped: list[s
                          _ms(w["pareto"]), _ms(w["csv"]), _ms(w["write_all"]), _ms(w.get("plots")), _ms(w["gc"]),
                          _ms(w["gc_cpu"]), str(w["objects"])] for w in writes])
     print()
-    print(f"summary, ms per trial (median wall; cpu: median process CPU); dse+after = dse/tpe + share of trials that "
-          f"count x (write_all + plots/{REPORT_EVERY})")
+    print(f"summary, ms per trial (median wall; cpu: median process CPU); dse+after = dse/tpe + write_all + plots "
+          f"per trial: dse.trials.runner.Rewrite writes after a counted trial at most every max({REWRITE_S:.0f} s, "
+          f"10 x write_all), so min(share of trials that count, dse/tpe / that interval) writes per trial")
     head = ["storage", "size", *CONFIGS, "dse+after", "dse/optuna random", "dse+after/optuna tpe", "cpu dse/tpe",
             "cpu optuna/tpe"]
     by = {(r["storage"], r["size"], r["config"]): r for r in results}
@@ -957,7 +965,8 @@ def report_tables(results: list[dict], writes: list[dict], args, skipped: list[s
                 recs = by[(kind, size, "dse/tpe")]["records"]
                 share = sum(x["status"] == "ok" for x in recs) / max(len(recs), 1)
                 w = wr[(kind, size)]
-                full = med["dse/tpe"] + share * (w["write_all"] + w.get("plots", 0.0) / REPORT_EVERY)
+                interval = max(REWRITE_S, 10 * (w["write_all"] + w.get("plots", 0.0)))
+                full = med["dse/tpe"] + min(share, med["dse/tpe"] / interval) * (w["write_all"] + w.get("plots", 0.0))
             storage_ratio = (med["dse/random"] / med["optuna/random"]
                              if med["dse/random"] and med["optuna/random"] else None)
             full_ratio = full / med["optuna/tpe"] if full and med["optuna/tpe"] else None
