@@ -164,9 +164,11 @@ def check_run_dir(run_dir: Path) -> None:
 
 
 def _schema_race(exc: Exception) -> bool:
-    """Did opening fail because another process was creating the same tables?"""
+    """Did opening fail because another process was creating the same tables? (SQLite may also say 'disk I/O
+    error' to the fourth of four processes that open one new file at once.)"""
     text = str(exc).lower()
-    return any(k in text for k in ("unique constraint", "already exists", "duplicate key", "database is locked"))
+    return any(k in text for k in ("unique constraint", "already exists", "duplicate key", "database is locked",
+                                   "disk i/o error"))
 
 
 def _driver(url: str) -> str:
@@ -196,22 +198,92 @@ def _timing(heartbeat_s: int, grace_s: int) -> tuple[int, int]:
 
 
 def _storage_class():
-    """RDBStorage that writes `reason` on a stale trial (still RUNNING, so writable) before Optuna fails it."""
-    from optuna.exceptions import UpdateFinishedTrialError
+    """RDBStorage whose trial state changes are atomic on SQLite too, and whose heartbeat-stale trials carry user
+    attr reason='worker died (heartbeat)', written in the same transaction that fails them."""
+    import contextlib
+    from datetime import timedelta
+
+    import sqlalchemy
     from optuna.storages import RDBStorage
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
 
     class Storage(RDBStorage):
-        """RDBStorage whose heartbeat-stale trials carry user attr reason='worker died (heartbeat)'."""
+        """Optuna's RDBStorage with one transaction per state change, which sees the state it changes.
+
+        Optuna reads a trial's state, checks it and writes the new one; on PostgreSQL and MySQL the read locks
+        the row (SELECT ... FOR UPDATE), but SQLite ignores FOR UPDATE and Python's sqlite3 begins the
+        transaction only at the write, so two processes could both read WAITING and both pop one grid cell, or
+        both read RUNNING and both fail a dead worker's trial and queue two retries of it (the cell then trained
+        twice). On SQLite the change runs under BEGIN IMMEDIATE: the database's write lock is held from the read.
+        """
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._stale: set[int] = set()  # found stale; failed next by set_trial_state_values, if still stale
+
+        def _get_prepared_new_trial(self, study_id: int, template_trial, session):
+            """A new RUNNING trial beats from the transaction that makes it (see `set_trial_state_values`)."""
+            trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+            if self.heartbeat_interval and (template_trial is None or template_trial.state == TrialState.RUNNING):
+                session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+            return trial
 
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-            stale = []
-            for trial_id in super()._get_stale_trial_ids(study_id):
-                try:
-                    self.set_trial_user_attr(trial_id, "reason", HEARTBEAT_REASON)
-                except UpdateFinishedTrialError:  # it finished after all
-                    continue
-                stale.append(trial_id)
+            stale = super()._get_stale_trial_ids(study_id)
+            self._stale.update(stale)
             return stale
+
+        def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+            with self._write_lock() as session:
+                if state == TrialState.RUNNING and self.heartbeat_interval:
+                    self._first_beat(session, trial_id)
+                if state == TrialState.FAIL and trial_id in self._stale:
+                    self._stale.discard(trial_id)
+                    if not self._still_stale(session, trial_id):  # it beat again, or finished: not taken over
+                        return False
+                    self._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id,
+                                                        "reason", HEARTBEAT_REASON)
+                return super().set_trial_state_values(trial_id, state, values)  # the same session: one commit
+
+        def _first_beat(self, session, trial_id: int) -> None:
+            """A popped trial's first heartbeat, in the pop's transaction. Optuna beats only once the trial function
+            runs, and never takes a RUNNING trial without a beat for dead: a worker killed between the pop and its
+            first beat left its cell RUNNING for good, and the other grid workers waited for it for ever."""
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.state != TrialState.WAITING:  # not ours to pop: Optuna's method below says so
+                return
+            beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+            if beat is None:
+                session.add(models.TrialHeartbeatModel(trial_id=trial_id))
+            else:
+                beat.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
+
+        def _still_stale(self, session, trial_id: int) -> bool:
+            """Is the trial RUNNING with a heartbeat older than the grace period, read under the write lock?"""
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+            if trial.state != TrialState.RUNNING or beat is None:
+                return False
+            now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+            grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat_interval
+            return now - beat.heartbeat > timedelta(seconds=grace)
+
+        @contextlib.contextmanager
+        def _write_lock(self):
+            """This thread's session, in a transaction that holds SQLite's write lock from its first read; Optuna's
+            own methods called inside it use the same session (scoped per thread) and commit it."""
+            session = self.scoped_session()
+            try:
+                if self.engine.name == "sqlite":
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                yield session
+                session.commit()  # when the body returned before Optuna's method committed
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     return Storage
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dse.trials import pool
+from dse.trials.claims import cell_of
 from dse.errors import UserError
 from grid_helpers import per_cell, run_pool
 
@@ -58,4 +59,4 @@ def test_four_workers_grid_exactly_once_after_sigkill(tmp_path):
     dead = [t for t in trials if t.state.name == "FAIL"]
     assert len(dead) == 1 and dead[0].user_attrs["reason"] == "worker died (heartbeat)"
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
-    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == dead[0].params
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and cell_of(retry[0]) == cell_of(dead[0])
