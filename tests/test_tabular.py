@@ -95,7 +95,7 @@ def feasible_ids_of_the_full_table() -> list[str]:
 @pytest.fixture(scope="module")
 def rung_tables(tmp_path_factory):
     base = tmp_path_factory.mktemp("rungs")
-    small = ["--subset", "128", "--rungs", "2/3,1/3"]  # 4 steps per epoch, 8 in all
+    small = ["--subset", "128", "--rungs", "1/2,1/3"]  # 4 steps per epoch, 8 in all
     run(base / "w.csv", "--schedule", "wsd", "--sample", "2", *small)
     run(base / "o.csv", "--schedule", "onecycle", "--sample", "2", *small)
     run(base / "o.csv", "--schedule", "onecycle", "--sample", "3", *small)  # the sample grows: one more point
@@ -115,8 +115,8 @@ def test_rung_columns(rung_tables):
     w, o = rows(rung_tables / "w.csv"), rows(rung_tables / "o.csv")
     for row in w + o:
         assert row["status"] == "ok" and row["steps"] == "8"
-        # rungs at round(8/3) = 3 and round(16/3) = 5 steps; wsd's decay starts at step 8 - round(1.6) = 6
-        assert (row["rung_step_1"], row["rung_step_2"]) == ("3", "5")
+        # rungs at round(8/3) = 3 and 8/2 = 4 steps; wsd's decay starts at step 8 - round(1.6) = 6
+        assert (row["rung_step_1"], row["rung_step_2"]) == ("3", "4")
         assert 0 <= float(row["rung_acc_1"]) <= 1 and 0 <= float(row["rung_acc_2"]) <= 1
         assert 0 < float(row["rung_main_cpu_1"]) < float(row["rung_main_cpu_2"]) < float(row["cpu_seconds"])
         spent = float(row["rung_branch_cpu_1"]) + float(row["rung_branch_cpu_2"])
@@ -124,8 +124,11 @@ def test_rung_columns(rung_tables):
     # wsd branches decay over ceil(0.2 x steps so far) steps; one-cycle scores in place
     assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in w} == {("1", "1")}
     assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in o} == {("0", "0")}
+    for row in o:  # in place at step 4, the end of epoch 1: the same weights Lightning's validation scored
+        assert float(row["rung_acc_2"]) == pytest.approx(float(row["acc_1"]), abs=1e-6)
+        assert float(row["rung_loss_2"]) == pytest.approx(float(row["val_loss_1"]), rel=1e-4)
     meta = json.loads((rung_tables / "w.json").read_text())["fidelity"]
-    assert meta["schedule"] == "wsd" and meta["rungs"] == ["1/3", "2/3"] and meta["decay_fraction"] == 0.2
+    assert meta["schedule"] == "wsd" and meta["rungs"] == ["1/3", "1/2"] and meta["decay_fraction"] == 0.2
     old = json.loads((ROOT / "bench" / "data" / "resnext_tabular.json").read_text())["fidelity"]
     assert "rungs" not in old and old["schedule"] == "onecycle"  # older tables keep their fidelity
 
