@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, wilcoxon
 
 ROOT = Path(__file__).resolve().parents[1]
 AIM = 0.8  # the aim: rho >= 0.8 at a third of the budget
@@ -118,6 +118,10 @@ def report(paths: dict[str, Path]) -> list[str]:
     lines.append(f"  wsd - onecycle final acc, paired: mean {statistics.mean(diff):+.4f}, sd {sd:.4f}, "
                  f"standard error {sd / len(diff) ** 0.5:.4f}; wsd branches cost {branch:.1f} CPU s per point "
                  f"({100 * branch / full_cpu['wsd']:.1f}% of its full budget)")
+    better = sum(d > 0 for d in diff)
+    test = wilcoxon(diff) if any(diff) else None
+    lines.append(f"  median paired difference {statistics.median(diff):+.4f}; wsd higher on {better} of {len(diff)} "
+                 f"points; Wilcoxon signed-rank p = {test.pvalue:.3f}" if test is not None else "  no difference")
     noise = sd / 2 ** 0.5
     lines.append(f"  seed noise bound: if the schedules differed by a constant, one run's noise sd would be "
                  f"sd(diff)/sqrt(2) = {noise:.4f}; |mean diff| = {abs(statistics.mean(diff)):.4f} is "
