@@ -31,6 +31,7 @@ class TrialRecord:
     seed: int | None = None  # training seed (a grid cell adds its own seed to the base seed)
     label: str | None = None  # grid cell label (enqueued cells carry it from the start)
     cell: str | None = None  # a grid cell label stored by older studies (read only)
+    repeat_of: int | None = None  # a seed-noise repeat (dse.trials.sampling): the trial whose point it trains again
     # what it costs: the point as declared (no torch)
     params: int | None = None
     flops: int | None = None  # multiply-adds

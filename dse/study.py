@@ -8,6 +8,8 @@ Schema (every key optional except where said):
     timeout: null             # seconds per invocation (the trial in flight stops and is re-queued at the end)
     trials_per_timeout: null  # size data.subset (measured before the first trial) so ~N trials fit the timeout
     seeds: 1                  # training repeats per grid cell, or per sampled point (mean ± std recorded)
+    noise_after: 3            # sampled studies with seeds 1: once 3 points are trained, the fastest of them is trained
+                              # again with the next seed (one trial of n_trials) for a seed-noise estimate; 0: never
     objectives: [accuracy, flops]   # accuracy|error plus optionally flops, params; directions implied
     sampler: auto             # default sampler when `sampler=` is not given (auto, tpe, nsga2, gp, grid, random);
                               # auto (dse.trials.sampling.auto): grid for grids, gp up to 200 trials, tpe beyond
@@ -52,7 +54,7 @@ MOASHA = {"eta": 3, "min_rung": 1}  # dse.trials.moasha's defaults (η, first ru
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "auto", "pruner": "none", "grid": None, "paper": None,
             "match": None, "description": "", "constraints": None, "proxy": None,
-            "allow_changes": False, "trials_per_timeout": None, "moasha": None}
+            "allow_changes": False, "trials_per_timeout": None, "noise_after": 3, "moasha": None}
 KEYS = tuple(DEFAULTS)
 # Bounds on the counts a study sets (a grid study enqueues cells x seeds trials at once), far above real studies.
 MAX_TRIALS = 1_000_000  # n_trials, trials_per_timeout
@@ -116,6 +118,7 @@ class Study:
     allow_changes: bool = False
     trials_per_timeout: int | None = None
     proxy: dict | None = None  # {dotted key: value} that apply under fidelity=proxy (dse.search.proxy_overrides)
+    noise_after: int = 3  # trained points before one is repeated with the next seed (dse.trials.sampling); 0: never
     moasha: dict | None = None  # {eta, min_rung} of pruner moasha (moasha_settings)
 
     @property
@@ -161,6 +164,10 @@ def from_dict(data: dict) -> Study:
     moasha = moasha_settings(data.get("moasha"))
     n_trials = _count("study.n_trials", data.get("n_trials", 20))
     seeds = _count("study.seeds", data.get("seeds", 1), MAX_SEEDS)
+    noise_after = data.get("noise_after", 3)
+    if not isinstance(noise_after, int) or isinstance(noise_after, bool) or not 0 <= noise_after <= MAX_TRIALS:
+        raise UserError(f"study.noise_after: must be an integer >= 0 (trained points before one is repeated with "
+                        f"another seed; 0: never), got {noise_after!r}")
     timeout = data.get("timeout")
     if timeout is not None and (not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0
                                 or timeout != timeout):
@@ -181,7 +188,7 @@ def from_dict(data: dict) -> Study:
                  constraints=_bounds(data.get("constraints")), allow_changes=_flag(data.get("allow_changes", False)),
                  trials_per_timeout=None if data.get("trials_per_timeout") is None
                  else _count("study.trials_per_timeout", data["trials_per_timeout"]),
-                 proxy=data.get("proxy"), moasha=moasha)
+                 proxy=data.get("proxy"), moasha=moasha, noise_after=noise_after)
 
 
 def load(name_or_path: str) -> Study:

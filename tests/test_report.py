@@ -93,7 +93,8 @@ def test_rejected_points_budget_and_seed_error_bars_are_drawn(tmp_path):
     assert "rejected off the axis (1)" in svg and "budget 10 MFLOPs" in svg  # 30 MFLOPs: past the budget's 10
     caption = (tmp_path / "pareto.caption.txt").read_text()
     assert "2 trained points" in caption and "up to 2 seeds" in caption and "1 points rejected" in caption
-    assert "(1 points trained with one seed have none)" in caption and "at up to 30 MFLOPs" in caption
+    assert "at up to 30 MFLOPs" in caption  # b, trained once, carries the noise pooled from a's two seeds:
+    assert "Error bars on the point trained with one seed: the seed noise pooled over the study, ±2.83" in caption
 
 
 def _default_like_rows() -> list[dict]:

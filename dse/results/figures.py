@@ -1,18 +1,23 @@
 """The Pareto figure of a study, fit for a paper: PNG, PDF and SVG (text kept as text), a plain caption, and
 an interactive HTML page whose plotly bundle is shared by the run directory.
 
-What it shows: every trained point (accuracy against multiply-adds, log axis), seeds as error bars only where
-a point was trained with several (a grid cell with several seeds, or a sampled point with `study.seeds`; one
-seed draws no bar, and the caption says so), the Pareto front as a step line, the points rejected over the
+What it shows: every trained point (accuracy against multiply-adds, log axis), seeds as error bars where a point
+was trained with several (a grid cell with several seeds, a sampled point with `study.seeds`, the point the
+default study repeats), the Pareto front as a step line with '≈' over a front point within seed noise of the
+cheaper one before it (dse.results.noise), the points rejected over the
 budget as faint ticks under the axis, and the budget as a faint dashed line. The x-axis spans the trained
 points and the budget: rejected points beyond it sit at its right edge as one marker, and the caption gives
-how many and how far. Major ticks only (1, 2, 5 per decade, fewer over wide ranges), so labels never
+how many and how far. A point trained with one seed has no spread of its own: where the study measured its seed
+noise, its bar is that pooled estimate (drawn apart, and named so in the legend and the caption); where it did
+not, the point is a plain dot and the caption says there is no estimate. Major ticks only (1, 2, 5 per decade, fewer over wide ranges), so labels never
 overlap. The legend sits outside the data.
 """
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
+
+from dse.results import noise
 
 GREY, RED, FAINT = "#7b8794", "#d1495b", "#c5cbd3"
 
@@ -32,6 +37,11 @@ def by_point(done: list[dict]) -> list[dict]:
     return out
 
 
+def error_bars(points: list[dict], found) -> list[float]:
+    """Each point's bar (accuracy %): its own spread over several seeds, else the pooled seed noise (0 without)."""
+    return [p["std"] if p["n"] > 1 else (100 * found.sigma if found is not None else 0.0) for p in points]
+
+
 def budget(rows: list[dict]) -> float | None:
     """The FLOPs bound (MFLOPs) the study's trials were held to, recovered from their constraint values."""
     found = [float(r["flops"]) / (1.0 + float(r["flops_violation"])) for r in rows
@@ -44,14 +54,21 @@ def caption(study: str, done: list[dict], front: list[dict], rejected: int, limi
     """A plain caption that says what the figure shows (`beyond`: MFLOPs of the rejected points past the axis)."""
     points = by_point(done)
     seeds = max((p["n"] for p in points), default=1)
+    found = noise.estimate(done)
     text = (f"Validation accuracy against multiply-adds (MFLOPs, log scale) of the {len(points)} trained points of "
             f"study {study}; the {len(front)} points of the Pareto front are joined by a step line.")
+    single = sum(p["n"] == 1 for p in points)
     if seeds > 1:
-        single = sum(p["n"] == 1 for p in points)
-        text += (f" Error bars: one standard deviation over up to {seeds} seeds"
-                 + (f" ({single} points trained with one seed have none)." if single else "."))
-    else:
+        text += f" Error bars on points trained with several seeds: one standard deviation over up to {seeds} seeds."
+    if found is not None and single:
+        some = f"the {single} points" if single > 1 else "the point"
+        text += (f" Error bars on {some} trained with one seed: the seed noise pooled over the study, "
+                 f"±{100 * found.sigma:.2f} points ({found.basis()}).")
+    elif seeds == 1:
         text += " Each point was trained with one seed: no error bars, and no estimate of seed noise."
+    if found is not None and front:
+        tied = noise.front_rows(front, done, found)
+        text += f" On the front, {noise.ties_words(tied)}."
     beyond = beyond or []
     if rejected:
         text += f" Ticks under the axis: {rejected} points rejected before training as over the budget"
@@ -98,11 +115,16 @@ def draw(table: list[dict], front: list[dict], title: str | None):
     rejected = [r for r in table if r.get("status") == "rejected" and r.get("flops")]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=150)
     points = by_point(done)
+    found = noise.estimate(done)
     single = [p for p in points if p["n"] == 1]
     several = [p for p in points if p["n"] > 1]
-    if single:  # one seed: a dot, no error bar (there is no spread to show)
+    if single and found is None:  # one seed and no noise estimate: a dot, no error bar (no spread to show)
         ax.plot([p["flops"] for p in single], [p["acc"] for p in single], "o", ms=4, color=GREY,
                 label="trained points" + (" (1 seed)" if several else ""))
+    elif single:  # one seed: the study's pooled seed noise, drawn apart from a point's own spread
+        ax.errorbar([p["flops"] for p in single], [p["acc"] for p in single], yerr=100 * found.sigma, fmt="o",
+                    ms=4, color=GREY, ecolor=FAINT, elinewidth=1, capsize=0, ls="none",
+                    label=f"1 seed (bars: seed noise ±{100 * found.sigma:.2f}, pooled)")
     if several:
         ax.errorbar([p["flops"] for p in several], [p["acc"] for p in several], yerr=[p["std"] for p in several],
                     fmt="o", ms=4, color=GREY, ecolor=FAINT, elinewidth=1, capsize=2,
@@ -113,6 +135,11 @@ def draw(table: list[dict], front: list[dict], title: str | None):
         ys = [mean[r["number"]]["acc"] if r["number"] in mean else 100 * r["accuracy"] for r in front]
         ax.step(xs, ys, where="post", color=RED, lw=1.5)
         ax.scatter(xs, ys, s=30, c=RED, label="Pareto front", zorder=3)
+        tied = {r["number"] for r in noise.front_rows(front, done, found) if r["tie"]} if found else set()
+        for r, x, y in zip(front, xs, ys):
+            if r["number"] in tied:  # within seed noise of the cheaper front point before it: not ranked
+                ax.annotate(noise.TIE, (x, y), textcoords="offset points", xytext=(5, 3), ha="left",
+                            color=RED, fontsize=10)
     limit = budget(table)
     span = x_range(points, limit) or x_range([{"flops": r["flops"] / 1e6} for r in rejected], None)
     inside = [r["flops"] / 1e6 for r in rejected if span is None or r["flops"] / 1e6 <= span[1]]
@@ -161,10 +188,10 @@ def write_html(path: Path, table: list[dict], front: list[dict], title: str) -> 
 
     done = [r for r in table if r.get("status") == "ok" and r.get("accuracy") is not None]
     points = by_point(done)
+    bars = error_bars(points, noise.estimate(done))
     trials = go.Scatter(x=[p["flops"] for p in points], y=[p["acc"] for p in points], mode="markers",
                         name="trained points", marker={"color": GREY, "size": 7},
-                        error_y={"type": "data", "array": [p["std"] if p["n"] > 1 else 0 for p in points],
-                                 "color": FAINT, "visible": any(p["n"] > 1 for p in points)},
+                        error_y={"type": "data", "array": bars, "color": FAINT, "visible": any(bars)},
                         text=[f"{p['label']} (trials {', '.join(map(str, p['numbers']))})" for p in points])
     best = go.Scatter(x=[r["flops"] / 1e6 for r in front], y=[100 * r["accuracy"] for r in front],
                       mode="lines+markers", name="Pareto front", line={"shape": "hv", "color": RED},

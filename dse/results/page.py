@@ -1,6 +1,8 @@
 """report.html: one self-contained page per study (no server, no network; plotly's JS inlined once).
 
-It holds the interactive Pareto front, the error EDF (plain and FLOPs-normalized, with its bootstrap band),
+It holds the interactive Pareto front with the study's seed noise (dse.results.noise: error bars, and a table of
+the front that marks with '≈' a point within seed noise of the cheaper one before it), the error EDF (plain and
+FLOPs-normalized, with its bootstrap band),
 the error trends and parameter importance of dse.analyze, the ablation table when `dse.table` wrote one into
 the run directory (table.csv), the trials' learning curves (user attr `history`) and a sortable list of all
 trials with their points. `python -m dse.report RUN_DIR` writes it beside the other result files.
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from dse.errors import UserError
 from dse.record import TrialRecord
+from dse.results import noise
 
 COLORS = ["#1f77b4", "#d1495b", "#2a9d8f", "#e9c46a", "#6a4c93", "#f4a261", "#264653", "#8d99ae"]
 
@@ -49,16 +52,22 @@ def _div(fig) -> str:
 
 
 def pareto_fig(table: list[dict], front: list[dict], title: str):
-    """Accuracy against MFLOPs: every trained trial and the front."""
+    """Accuracy against MFLOPs: every trained point (the mean over its seeds, with its bar: its own spread, else
+    the pooled seed noise) and the front."""
     import plotly.graph_objects as go
 
+    from dse.results import figures
     from dse.results.files import scored
 
     done = scored(table)
+    points = figures.by_point(done)
+    bars = figures.error_bars(points, noise.estimate(done))
     fig = go.Figure([
-        go.Scatter(x=[r["flops"] / 1e6 for r in done], y=[100 * r["accuracy"] for r in done], mode="markers",
-                   name="trained trials", marker={"color": "#9aa5b1", "size": 7},
-                   text=[f"trial {r['number']} {r['point_id']} params {r['params']:,}" for r in done]),
+        go.Scatter(x=[p["flops"] for p in points], y=[p["acc"] for p in points], mode="markers",
+                   name="trained points", marker={"color": "#9aa5b1", "size": 7},
+                   error_y={"type": "data", "array": bars, "color": "#c5cbd3", "visible": any(bars)},
+                   text=[f"{p['label']} (trials {', '.join(map(str, p['numbers']))}, {p['n']} run(s))"
+                         for p in points]),
         go.Scatter(x=[r["flops"] / 1e6 for r in front], y=[100 * r["accuracy"] for r in front], mode="lines+markers",
                    name="Pareto front", line={"shape": "hv", "color": COLORS[1]}, marker={"size": 10},
                    text=[f"trial {r['number']} {r['point_id']} params {r['params']:,}" for r in front])])
@@ -148,6 +157,21 @@ def curves_fig(histories: list[tuple[int, list]]):
     return fig
 
 
+def front_html(table: list[dict], front: list[dict]) -> str:
+    """The seed-noise line and the front, cheapest first, a point within seed noise of the one before it marked
+    '≈' (not ranked above it)."""
+    found = noise.estimate(table)
+    rows = noise.front_rows(front, table, found)
+    out = f"<p class=noise>{html.escape(found.words() if found is not None else noise.UNKNOWN)}</p>"
+    if not rows:
+        return out
+    shown = [{"": noise.TIE if r["tie"] else "", "MFLOPs": round(r["flops"] / 1e6, 3),
+              "val acc (%)": round(100 * r["accuracy"], 2), "runs": r["runs"], "trial": r["number"],
+              "point": r["point_id"] or ""} for r in rows]
+    note = (f"<p class=note>{html.escape(noise.ties_words(rows))}.</p>" if found is not None else "")
+    return out + "\n" + html_table(shown, list(shown[0]), sortable=False) + note
+
+
 def html_table(rows: list[dict], columns: list[str], sortable: bool = True) -> str:
     """An HTML table of dict rows (text escaped); numbers right-aligned, text left."""
     def cell(v) -> str:
@@ -199,7 +223,7 @@ def build(run_dir: Path, optuna_study, table: list[dict], front: list[dict]) -> 
     words = figures.caption(name, done, front, 0, None)  # this plot draws neither rejected points nor the budget
     sections = [("Pareto front", _div(pareto_fig(table, front, f"{name}: {len(front)} on the front of "
                                                                  f"{len(done)} trained trials"))
-                 + f"\n<p class=note>{html.escape(words)}</p>")]
+                 + f"\n<p class=note>{html.escape(words)}</p>\n" + front_html(table, front))]
     analysis = None
     if done:
         try:

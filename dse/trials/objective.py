@@ -240,8 +240,9 @@ class Objective:
     def suggest(self, trial):
         """(Point, cell label or None, training seed) for this trial."""
         base = int(getattr(self.recipe, "seed", 0))
-        if self.cells is None:
-            return self.space.suggest(trial), None, base
+        if self.cells is None:  # a seed-noise repeat (dse.trials.sampling) carries its seed
+            again = TrialRecord.from_trial(trial)
+            return self.space.suggest(trial), None, base if again.repeat_of is None else int(again.seed)
         if TrialRecord.from_trial(trial).label is None:  # enqueued cells carry their label; none: the queue ran dry
             trial.study.stop()
             save(trial, TrialRecord(reason="grid_exhausted", status="skipped"))

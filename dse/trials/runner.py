@@ -25,7 +25,7 @@ from dse.trials import objective as obj
 from dse.trials import pool
 from dse.trials.job import Job
 from dse.trials.sampling import FeasibleStart, startup_count
-from dse.trials.screen import Screen, trial_line
+from dse.trials.screen import Screen, noise_lines, trial_line
 
 
 def run(job: Job) -> int:
@@ -259,7 +259,9 @@ def make_sampler(job: Job, done: int):
     inner = obj.make_sampler(job.sampler, seed, job.study.multi)
     if job.cells is not None or job.space is None:
         return inner
-    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed, deadline=deadline(job))
+    return FeasibleStart(inner, job.space, startup_count(job.sampler), seed, deadline=deadline(job),
+                         repeat_after=job.study.noise_after if job.study.seeds == 1 else 0,
+                         n_trials=job.study.n_trials)  # one point again with the next seed: the seed noise
 
 
 def write_config(job: Job) -> None:
@@ -295,4 +297,6 @@ def _final_line(name: str, run_dir: Path, out: dict) -> None:
     print(f"study {name}: {len(out['rows'])} trials ({len(ok)} ok), {len(out['front'])} on the Pareto front"
           + (f"; best val accuracy {100 * best['accuracy']:.2f}% at {best['flops'] / 1e6:.2f} MFLOPs"
              if best else ""))
+    for line in noise_lines(out["rows"], out["front"]):  # the seed noise, and the front with its ties marked
+        print(line)
     print(f"results: {run_dir}/ (trials.csv, pareto.csv, pareto.png, pareto.html, best.yaml)")

@@ -18,10 +18,19 @@ trained trial, each next point is one of IN_TIME_DRAWS random points inside the 
 the time left with as many trials as still fit (dse.trials.deadline.pick_in_time: training seconds predicted from
 activations by the trained trials), instead of the inner sampler's, which knows nothing of time. Points that
 another trial already holds are left out of those draws: they would come back as repeats.
+
+One point is trained twice, for the seed noise. With `repeat_after` K (`study.noise_after`; the default study's
+is 3), once the study holds K trained points and none was repeated, the next trial is the point of these that
+trained fastest, with the next seed (an enqueued trial carrying `seed` and `repeat_of`; the claim of
+point + seed keeps it from training twice). It costs one trial of n_trials, and one only where one still fits
+(n_trials, and the time left when the study has a deadline). The fastest is picked because it costs least, and
+its choice does not look at accuracies: a repeat of the best point would overstate the noise (the best of many
+noisy draws is lucky, and its repeat falls back). dse.results.noise pools the estimate; the screen, the figures and report.html show it.
 """
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 from optuna.samplers import BaseSampler
@@ -30,6 +39,7 @@ from optuna.trial import TrialState
 from dse.record import TrialRecord
 
 IN_TIME_DRAWS = 32  # random points inside the budget to choose from when the study's time is short
+REPEAT_ROOM = 1.5  # a seed-noise repeat starts only with this many times its first training's seconds left
 
 
 @dataclass(frozen=True)
@@ -48,8 +58,11 @@ class SamplerConfig:
 class FeasibleStart(BaseSampler):
     """The first `n` feasible points at random from inside the space's budget, then `inner`."""
 
-    def __init__(self, inner: BaseSampler, space, n: int | None, seed: int = 0, deadline: float | None = None):
+    def __init__(self, inner: BaseSampler, space, n: int | None, seed: int = 0, deadline: float | None = None,
+                 repeat_after: int = 0, n_trials: int | None = None):
         self.inner, self.space, self.n, self.deadline = inner, space, n, deadline
+        self.repeat_after, self.n_trials = repeat_after, n_trials  # the seed-noise repeat (module docstring)
+        self.repeated = False  # set once the study holds its repeat: never looked for again
         self.rng = random.Random(seed)
         self.drawn: dict[int, dict] = {}  # trial number -> the space's values for it
         self.started = False  # set once `n` feasible trials exist: never counted again
@@ -135,6 +148,32 @@ class FeasibleStart(BaseSampler):
         self.drawn.pop(trial.number, None)
         self.escape = state == TrialState.FAIL and TrialRecord.from_trial(trial).status == "duplicate"
         self.inner.after_trial(study, trial, state, values)
+        if self.repeat_after and not self.repeated and state == TrialState.COMPLETE \
+                and TrialRecord.from_trial(trial).trained:
+            self.repeat(study)
+
+    def repeat(self, study) -> int | None:
+        """Enqueue the seed-noise repeat when it is due (module docstring); the trial number it repeats, or None."""
+        from dse.trials.objective import counted
+
+        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+        records = [(t, TrialRecord.from_trial(t)) for t in trials]
+        if any(r.repeat_of is not None or (r.seeds or 1) > 1 for _, r in records):
+            self.repeated = True  # repeated once already (or trained with several seeds): the noise is measured
+            return None
+        trained = [(t, r) for t, r in records if r.trained and r.train_seconds is not None]
+        if len(trained) < self.repeat_after:
+            return None
+        # the trial that called is trained but still RUNNING in the storage: it counts once it ends
+        done = sum(counted(t) or (t.state == TrialState.RUNNING and r.trained) for t, r in records)
+        if self.n_trials is not None and done >= self.n_trials:
+            return None
+        first, record = min(trained, key=lambda tr: (tr[1].train_seconds, tr[0].number))
+        if self.deadline is not None and self.deadline - time.monotonic() < REPEAT_ROOM * record.train_seconds:
+            return None
+        study.enqueue_trial(first.params, user_attrs={"seed": int(record.seed or 0) + 1, "repeat_of": first.number})
+        self.repeated = True
+        return first.number
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()

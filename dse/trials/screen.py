@@ -7,12 +7,22 @@
 
 The counts before the parentheses are the whole study's (what the storage already held, for a resumed study,
 plus this process's trials); those inside count this run's alone ('all in this run' when the study began here).
+Once a point has been trained with two seeds (dse.results.noise), the study line adds the seed noise. At the
+end, `noise_lines` prints the estimate and the Pareto front, cheapest first, with '≈' where a point is within
+seed noise of the cheaper one before it:
+
+    seed noise: ±0.80 points of validation accuracy (1 repeated point, 2 seeds; 1 degree of freedom: ...)
+    Pareto front, cheapest first (≈ marks a point within seed noise of the cheaper point before it, ...):
+          MFLOPs   val acc  runs  trial  point
+            2.10    63.30%     1      3  19a6781cd3
+            4.52  ≈ 64.10%     2      5  5c0e8a1f22
 """
 from __future__ import annotations
 
 import time
 
 from dse.record import TrialRecord
+from dse.results import noise
 
 UNTRAINED = {"rejected": "rejected", "duplicate": "repeat"}
 
@@ -33,6 +43,7 @@ class Screen:
         self.counts = dict.fromkeys(KINDS, 0)  # the whole study's
         self.mine = dict.fromkeys(KINDS, 0)  # this run's
         self.best = None
+        self.trained: list[dict] = []  # what dse.results.noise reads: point id, accuracy, seeds, spread
         for t in trials:
             self.add(t, mine=False)
         self.resumed = any(self.counts.values())
@@ -45,6 +56,8 @@ class Screen:
             kind = "trained"
             if r.val_acc is not None and (self.best is None or r.val_acc > self.best):
                 self.best = r.val_acc
+            self.trained.append({"number": trial.number, "status": "ok", "point_id": r.point_id,
+                                 "accuracy": r.val_acc, "seeds": r.seeds, "val_acc_std": r.val_acc_std})
         elif r.status in UNTRAINED:
             kind = UNTRAINED[r.status]
         elif r.status:
@@ -60,6 +73,9 @@ class Screen:
         own = ", ".join(tally(self.mine, zero=False)) or "none yet"
         parts = ", ".join(tally(self.counts)) + (f" (this run: {own})" if self.resumed else " (all in this run)")
         best = f"best {100 * self.best:.2f}%" if self.best is not None else "best -"
+        found = noise.estimate(self.trained)
+        if found is not None:
+            best += f" | seed noise ±{100 * found.sigma:.2f} ({found.df} df)"
         elapsed = time.monotonic() - self.start
         when = f"{clock(elapsed)} elapsed"
         if self.timeout:
@@ -84,8 +100,27 @@ def trial_line(trial, note: str = "") -> str:
         text = "; ".join(x for x in (r.detail, note) if x)
         return f"trial {trial.number} [{r.reason}] {text}  {point_id}"
     head = f"trial {trial.number} [{r.status if r.ended else trial.state.name.lower()}]"
+    again = f"  (seed {r.seed}: trial {r.repeat_of}'s point again, for the seed noise)" \
+        if r.repeat_of is not None else ""
     if r.trained:
         spread = f" ± {100 * r.val_acc_std:.2f}" if r.val_acc_std is not None else ""
         return (f"{head} acc {100 * r.val_acc:.2f}%{spread}  {r.flops / 1e6:.2f} MFLOPs  "
-                f"{r.params / 1e6:.3f} M params  {r.epochs} ep  {r.train_seconds or 0:.0f}s  {r.point_id}")
+                f"{r.params / 1e6:.3f} M params  {r.epochs} ep  {r.train_seconds or 0:.0f}s  {r.point_id}{again}")
     return f"{head} {r.reason if r.reason is not None else ''}  {point_id}"
+
+
+def noise_lines(table: list[dict], front: list[dict]) -> list[str]:
+    """The end of a run: the seed-noise estimate (or that there is none) and the front with its ties marked
+    (dse.results.noise), from trials.csv's rows and pareto.csv's."""
+    found = noise.estimate(table)
+    lines = [found.words() if found is not None else noise.UNKNOWN]
+    rows = noise.front_rows(front, table, found)
+    if not rows:
+        return lines
+    lines.append("Pareto front, cheapest first" + (f" ({noise.ties_words(rows)}):" if found is not None else ":"))
+    lines.append(f"    {'MFLOPs':>8}  {'val acc':>9}  {'runs':>4}  {'trial':>5}  point")
+    for r in rows:
+        mark = noise.TIE if r["tie"] else " "
+        lines.append(f"    {r['flops'] / 1e6:8.2f}  {mark} {100 * r['accuracy']:6.2f}%  {r['runs']:4d}  "
+                     f"{r['number']:5d}  {r['point_id'] or ''}")
+    return lines
