@@ -297,6 +297,9 @@ def check_paths(cfg: dict, study_name: str) -> None:
         _path_kind(Path(url[len("journal:"):]), "storage", folder=False)
     elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         _path_kind(Path(url[len("sqlite:///"):].split("?")[0]), "storage", folder=False)
+    elif url.startswith("grpc:"):
+        from dse.storage import parse_proxy
+        parse_proxy(url)  # grpc://host:port; whether a proxy answers there is known when the storage opens
 
 
 def _path_kind(path: Path, what: str, folder: bool) -> None:

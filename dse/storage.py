@@ -1,11 +1,16 @@
-"""Optuna storages for dse: SQLite by default, any RDB URL (PostgreSQL for many machines), or a journal file.
+"""Optuna storages for dse: SQLite by default, any RDB URL (PostgreSQL for many machines), a journal file, or
+Optuna's gRPC storage proxy in front of one database (`grpc://host:port`, served by `python -m dse.storage serve`).
 
 Every storage URL that reaches a log, a config dump, an error or W&B goes through `mask` first.
+
+    python -m dse.storage serve DATABASE_URL [--host H] [--port P]   # or the URL in env DSE_STORAGE
 """
 from __future__ import annotations
 
+import os
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -51,9 +56,10 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     are retried. The commands that only read a run (dse.report, dse.table, dse.analyze) pass create=False: a
     missing, empty or foreign file is then a one-line UserError naming it, and nothing is written.
 
-    `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://) or
-    `journal:<path>` for a JournalStorage file on a shared file system (no heartbeats there: a killed
-    worker's trial is failed and re-queued only by the next dse process on its own machine, see dse.trials.owners). Env `DSE_HEARTBEAT=interval,grace` (seconds) overrides the timing.
+    `url` may be None (SQLite in run_dir), an RDB URL (sqlite://, postgresql://, mysql://),
+    `journal:<path>` for a JournalStorage file on a shared file system, or `grpc://host:port` for Optuna's gRPC
+    proxy (`serve`). Journals and the proxy carry no heartbeats: dse.trials.owners keeps a lease of its own on
+    their trials instead. Env `DSE_HEARTBEAT=interval,grace` (seconds) overrides the timing.
     """
     import warnings
 
@@ -69,12 +75,23 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
         path = url[len("journal:"):]
         check_file(Path(path), "journal", create)
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    if url.startswith("grpc:"):
+        return open_proxy(url)
     if "://" not in url:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
-                        "postgresql://user:pw@host/db or journal:/path/file.log")
+                        "postgresql://user:pw@host/db, journal:/path/file.log or grpc://host:port")
     heartbeat_s, grace_s = _timing(heartbeat_s, grace_s)
-    given, url = url, _driver(url)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return open_rdb(url, create, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                    heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry))
+
+
+def open_rdb(given: str, create: bool = True, **heartbeat):
+    """An RDB storage (dse's heartbeat-reason subclass) on URL `given`; `heartbeat`: RDBStorage's heartbeat
+    arguments (none: no heartbeat, as behind the gRPC proxy, which cannot carry one)."""
+    import optuna
+
+    url = _driver(given)
     sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         check_sqlite(Path(url[len("sqlite:///"):].split("?")[0]), create)
@@ -82,9 +99,7 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
     try:
         for attempt in range(6):  # processes that create a fresh storage at once race on its schema
             try:
-                return _storage_class()(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                                        heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry),
-                                        engine_kwargs=engine)
+                return _storage_class()(url, engine_kwargs=engine, **heartbeat)
             except Exception as exc:  # unreachable server, bad driver, bad credentials, schema race
                 if attempt == 5 or not _schema_race(exc):
                     msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -312,3 +327,157 @@ def counts(storage, study_name: str) -> dict[str, int]:
 
     study_id = storage.get_study_id_from_name(study_name)
     return dict(Counter(t.state.name for t in storage.get_all_trials(study_id, deepcopy=False)))
+
+
+# ----- Optuna's gRPC storage proxy: one server process in front of the database, many workers through it -----
+
+PROXY_WAIT_S = 10.0  # how long a worker waits for the proxy to answer before it gives up
+PROXY_PORT = 13000  # Optuna's default
+
+
+def parse_proxy(url: str) -> tuple[str, int]:
+    """(host, port) of `grpc://host:port`, or a one-line UserError."""
+    from urllib.parse import urlsplit
+
+    bad = UserError(f"storage: {mask(url)!r} is not a gRPC proxy address; use grpc://host:port "
+                    "(the line that python -m dse.storage serve prints)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise bad from None
+    if parts.scheme != "grpc" or not parts.hostname or port is None or parts.username or parts.password \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise bad
+    return (f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname), port  # IPv6 in brackets
+
+
+def open_proxy(url: str, wait_s: float = PROXY_WAIT_S):
+    """A GrpcStorageProxy on `grpc://host:port` that has answered, or a one-line UserError."""
+    import warnings
+
+    import optuna
+
+    host, port = parse_proxy(url)
+    try:
+        import grpc
+    except ImportError:
+        raise UserError("storage: grpc:// needs the grpcio package (pip install grpcio)") from None
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    where = f"grpc://{host}:{port}"
+    try:
+        proxy.wait_server_ready(timeout=wait_s)
+        proxy.get_study_id_from_name("dse:no-such-study")  # a real call: the server is Optuna's, its database open
+    except KeyError:
+        return proxy
+    except ConnectionError:
+        proxy.close()
+        raise UserError(f"storage: no gRPC storage proxy answers at {where} (waited {wait_s:g} s); start one "
+                        f"with: python -m dse.storage serve DATABASE_URL --port {port}") from None
+    except grpc.RpcError as exc:
+        proxy.close()
+        detail = mask((exc.details() or "").strip().splitlines()[0] if (exc.details() or "").strip() else "")
+        raise UserError(f"storage: {where} answers but not as an Optuna storage proxy with an open database "
+                        f"({exc.code().name}{': ' + detail if detail else ''})") from None
+    return proxy
+
+
+def serve(url: str, host: str = "localhost", port: int = PROXY_PORT) -> int:
+    """Run Optuna's gRPC proxy for the database `url` until stopped; prints the `storage=grpc://…` line to give
+    the workers once it answers. The database is opened without heartbeats: the proxy cannot carry them."""
+    import socket
+    import threading
+    import warnings
+
+    import optuna
+
+    if not url:
+        raise UserError("serve: give the database URL (postgresql://user@host/db, sqlite:///file.db), "
+                        "or put it in env DSE_STORAGE")
+    if url.startswith(("journal:", "grpc:")) or "://" not in url:
+        raise UserError(f"serve: {mask(url)!r} is not a database URL; the proxy serves an RDB storage "
+                        "(postgresql://, mysql://, sqlite:///), not a journal or another proxy")
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise UserError("serve: the gRPC proxy needs the grpcio package (pip install grpcio)") from None
+    _check_port_free(host, port)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = optuna.storages.get_storage(open_rdb(url))  # Optuna's cache in front of the database
+    shown = socket.getfqdn() if host in ("0.0.0.0", "::", "[::]", "") else host
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host in ("::", "[::]") else host)
+
+    def announce():
+        while True:  # a busy machine may take long to start the server; it runs until the command ends
+            try:
+                optuna.storages.GrpcStorageProxy(host=local, port=port).wait_server_ready(timeout=10)
+                break
+            except ConnectionError:
+                continue
+        print(f"proxy for {mask(url)} listening on {host}:{port}; workers join with:", flush=True)
+        print(f"storage=grpc://{shown}:{port}", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        optuna.storages.run_grpc_proxy_server(storage, host=host, port=port)
+    except RuntimeError as exc:  # grpc could not bind
+        raise UserError(f"serve: cannot listen on {host}:{port}: {mask(str(exc))}") from None
+    except KeyboardInterrupt:
+        print("proxy stopped", flush=True)
+        return 130
+    return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A UserError when something already listens on host:port (gRPC itself would share it: SO_REUSEPORT)."""
+    import socket
+
+    if not 0 < port < 65536:
+        raise UserError(f"serve: --port {port} is not a TCP port (1-65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"serve: --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise UserError(f"serve: cannot listen on {host}:{port}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dse.storage serve [URL] [--host H] [--port P]`; a password-carrying URL moves to env
+    DSE_STORAGE and the command runs again without it, so `ps` and the process title never show it."""
+    import argparse
+
+    command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UserError(f"{message.removeprefix('argument ')} (see python -m dse.storage --help)")
+
+    p = Parser(prog="python -m dse.storage", description="Serve one database to many dse workers through "
+               "Optuna's gRPC storage proxy; they join with storage=grpc://host:port.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the proxy in front of a database")
+    s.add_argument("url", nargs="?", metavar="DATABASE_URL", help="postgresql://…, mysql://… or sqlite:///… "
+                   "(default: env DSE_STORAGE)")
+    s.add_argument("--host", default="localhost", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=PROXY_PORT, help=f"TCP port (default {PROXY_PORT})")
+    try:
+        args = p.parse_args(argv)
+        rest = list(getattr(sys, "orig_argv", [])[1:])  # python's own options, -m dse.storage, the arguments
+        if command_line and args.url and mask(args.url) != args.url and args.url in rest:
+            rest.remove(args.url)
+            os.execve(sys.executable, [sys.executable, *rest], {**os.environ, "DSE_STORAGE": args.url})
+        return serve(args.url or os.environ.get("DSE_STORAGE", ""), args.host, args.port)
+    except UserError as exc:
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,6 @@
 """A grid worker for the claims tests, run as a subprocess: the real dse.trials.claims/dse.storage/dse.trials.signals code
-around a trial function that only sleeps (no training), so many trials fit in a few seconds.
+around a trial function that only sleeps (no training), so many trials fit in a few seconds. Each trial records
+its owner first (dse.trials.owners.mark), as dse's own trial function does.
 
 usage: python tests/claims_worker.py URL STUDY LABELS(comma) SEEDS SLEEP_S
 """
@@ -8,7 +9,7 @@ import time
 
 import optuna
 
-from dse.trials import claims
+from dse.trials import claims, owners
 
 from dse.trials import signals
 from dse.storage import open_storage
@@ -24,6 +25,7 @@ def main(url: str, name: str, labels: str, seeds: str, sleep_s: str) -> int:
     claims.enqueue_once(study, labels, seeds)
 
     def objective(trial):
+        owners.mark(trial)
         if "label" not in trial.user_attrs:  # the queue ran dry between the check and the pop
             trial.study.stop()
             trial.set_user_attr("status", "skipped")

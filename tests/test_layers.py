@@ -19,8 +19,9 @@ DESIGN = PACKAGE.parent / "docs" / "design.md"
 GROUND = ("dse.record",)  # plain data types: nothing of dse below them
 # Modules with a `python -m` command that are libraries first: other modules read through them, and their
 # command calls only their own functions. dse.train.imagenet loads ImageFolder trees and litdata shards for
-# dse.train.datasets; `python -m dse.train.imagenet to-litdata` converts a tree.
-TOOLS = {"dse.train.imagenet"}
+# dse.train.datasets; `python -m dse.train.imagenet to-litdata` converts a tree. dse.storage opens every storage;
+# `python -m dse.storage serve` runs the gRPC proxy in front of one.
+TOOLS = {"dse.train.imagenet", "dse.storage"}
 
 
 def module_files() -> dict[str, Path]:

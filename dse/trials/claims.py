@@ -19,8 +19,8 @@ Optuna's GridSampler does not promise this with parallel workers (optuna issues 
    RUNNING atomically; a pop that loses the race moves on to the next trial.
 3. Dead workers. The next dse process on the dead worker's machine fails its RUNNING trial at once (reason
    'worker died (process gone)', dse.trials.owners); on other machines the trial stops beating and, after the grace
-   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage). Either way its params are
-   re-queued as WAITING.
+   period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage; on a journal or the gRPC proxy
+   its lease runs out: 'worker died (lease ran out)', dse.trials.owners). Either way its params are re-queued.
 4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
    other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.
 
@@ -33,7 +33,7 @@ import time
 
 from dse.errors import UserError
 from dse.record import TrialRecord
-from dse.trials import signals
+from dse.trials import owners, signals
 
 ROUND = "dse:grid_round"
 PRESENT = ("WAITING", "RUNNING", "COMPLETE", "PRUNED")
@@ -111,18 +111,21 @@ def has_work(study, poll_s: float = 1.0) -> bool:
     import warnings
 
     from optuna.storages import fail_stale_trials
-    from optuna.storages._heartbeat import is_heartbeat_enabled
 
-    beating = is_heartbeat_enabled(study._storage)
+    beating = owners.beating(study._storage)
     while signals.requested() is None:
         states = {t.state.name for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}
         if "WAITING" in states:
             return True
-        if "RUNNING" not in states or not beating:  # a journal has no heartbeats: a dead trial never returns
+        if "RUNNING" not in states:
             return False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
+        if not beating:  # a journal or the gRPC proxy: dse's own leases (dse.trials.owners) stand in for heartbeats
+            if not owners.pending(study):
+                return False
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fail_stale_trials(study)  # a dead worker's trial becomes FAIL + a WAITING retry
         time.sleep(poll_s)
     return False
 
@@ -155,14 +158,15 @@ def claim(study, key: str, holder: int) -> int | None:
 
     RDB storages (SQLite, PostgreSQL, MySQL): one row in study_system_attributes, whose unique (study, key)
     index lets exactly one insert win. A journal: a marker study named '<study>:claim:<key>', whose name the
-    log order makes unique. In memory (one process): a study attribute.
+    log order makes unique; the gRPC proxy (whose attribute writes overwrite) the same marker, whose name the
+    database's unique index makes unique. In memory (one process): a study attribute.
     """
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage
 
     storage = _backend(study._storage)
     if isinstance(storage, RDBStorage):
         return _claim_rdb(storage, study._study_id, CLAIM + key, holder)
-    if isinstance(storage, JournalStorage):
+    if isinstance(storage, (JournalStorage, GrpcStorageProxy)):
         return _claim_journal(storage, study.study_name, key, holder)
     taken = storage.get_study_system_attrs(study._study_id).get(CLAIM + key)
     if taken is None:
@@ -172,10 +176,10 @@ def claim(study, key: str, holder: int) -> int | None:
 
 def take_over(study, key: str, holder: int) -> None:
     """Hand `key` to trial id `holder` (its holder died or was interrupted, and this trial retries it)."""
-    from optuna.storages import JournalStorage
+    from optuna.storages import GrpcStorageProxy, JournalStorage
 
     storage = _backend(study._storage)
-    if isinstance(storage, JournalStorage):
+    if isinstance(storage, (JournalStorage, GrpcStorageProxy)):
         marker = storage.get_study_id_from_name(f"{study.study_name}:claim:{key}")
         storage.set_study_system_attr(marker, "holder", holder)
     else:

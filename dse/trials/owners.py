@@ -15,8 +15,14 @@ tell at once whether a trial's owner is alive. So:
   WAITING trial, exactly like the heartbeat path: the same retry callback, the same max_retry, the same
   retry_history, so `dse.trials.claims.present` counts the dead one for its cell the same way.
 
-Trials of other hosts (and of other pid namespaces on this one) are left to the heartbeat (RDB storages) or
-stay RUNNING (journal storages). Host names must tell machines apart: two machines with the same name and
+Trials of other hosts (and of other pid namespaces on this one) are left to the heartbeat on RDB storages.
+Journals and Optuna's gRPC proxy carry no heartbeat, so there `mark` also starts the trial's lease: a thread
+that writes the time into the owner record ('beat', with the 'grace' it promises) every heartbeat interval
+(30 s; DSE_HEARTBEAT=interval,grace) until the trial has finished. A trial of another host whose beat is older
+than its grace is failed by `reap` with reason 'worker died (lease ran out)' and re-queued the same way; the
+hosts' clocks must agree to well within the grace (NTP). On those storages `mark` also reaps before its trial
+trains, as Optuna's heartbeat does at each trial's start, and `pending` tells a grid worker whether a RUNNING
+trial can still end or come back. Host names must tell machines apart: two machines with the same name and
 different boot ids are told apart by time (a trial of a previous boot was started before this boot).
 """
 from __future__ import annotations
@@ -24,12 +30,14 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import threading
 import time
 
-from dse.storage import _retry_class
+from dse.storage import _retry_class, _timing
 
 KEY = "dse:owner"
 REASON = "worker died (process gone)"
+LAPSED = "worker died (lease ran out)"
 
 
 def identity(pid: int | None = None) -> dict:
@@ -46,19 +54,68 @@ def identity(pid: int | None = None) -> dict:
 
 
 def mark(trial) -> None:
-    """Record this host and process as the owner of a running trial (no-op for FixedTrial/FrozenTrial)."""
+    """Record this host and process as the owner of a running trial (no-op for FixedTrial/FrozenTrial); on a
+    storage without heartbeats also reap the study's dead trials and keep this trial's lease (module doc)."""
     storage, trial_id = getattr(trial, "storage", None), getattr(trial, "_trial_id", None)
     if storage is None or trial_id is None:  # not a stored trial: nothing can be left RUNNING
         return
-    storage.set_trial_system_attr(trial_id, KEY, {**identity(), "trial": trial_id})
+    record = {**identity(), "trial": trial_id}
+    if beating(storage):
+        storage.set_trial_system_attr(trial_id, KEY, record)
+        return
+    interval, grace = _timing(30, 90)
+    record.update(beat=time.time(), grace=grace)
+    storage.set_trial_system_attr(trial_id, KEY, record)
+    threading.Thread(target=_keep_lease, args=(storage, trial_id, record, interval), daemon=True,
+                     name=f"dse-lease-{trial_id}").start()
+    if getattr(trial, "study", None) is not None:
+        reap(trial.study)
+
+
+def beating(storage) -> bool:
+    """Does Optuna's heartbeat watch this storage's trials (RDB storages as dse opens them)?"""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(storage)
+
+
+def _keep_lease(storage, trial_id: int, record: dict, interval: float) -> None:
+    """Write a fresh beat into the owner record every `interval` seconds until the trial has finished."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    while True:
+        time.sleep(interval)
+        try:
+            storage.set_trial_system_attr(trial_id, KEY, {**record, "beat": time.time()})
+        except (UpdateFinishedTrialError, KeyError):  # finished (or gone): the lease ends with the trial
+            return
+        except Exception:  # the storage is unreachable for now: try again at the next beat
+            continue
 
 
 def state(owner, trial_id: int | None = None) -> str:
-    """'live', 'dead' (its process is gone) or 'foreign' (another host, or not known) for an owner record."""
+    """'live', 'dead' (its process is gone), 'lapsed' (another host's, its lease ran out) or 'foreign' (another
+    host's, or not known) for an owner record."""
     if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int) or owner.get("host") is None:
         return "foreign"
     if trial_id is not None and owner.get("trial") != trial_id:  # inherited by a re-queued copy
         return "foreign"
+    seen = _here(owner)
+    if seen == "foreign" and _lapsed(owner):
+        return "lapsed"
+    return seen
+
+
+def _lapsed(owner: dict) -> bool:
+    """Has the lease in this owner record run out (a beat older than its grace)?"""
+    beat, grace = owner.get("beat"), owner.get("grace")
+    if not isinstance(beat, (int, float)) or not isinstance(grace, (int, float)):
+        return False  # no lease (an RDB storage's trial, or an older dse)
+    return time.time() - beat > grace
+
+
+def _here(owner: dict) -> str:
+    """'live', 'dead' or 'foreign' for an owner record, judged from this host's processes alone."""
     if owner["host"] != socket.gethostname():
         return "foreign"
     boot = _boot_id()
@@ -95,7 +152,8 @@ def reap(study, max_retry: int = 2) -> int:
         running = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,))
     except (OptunaError, OSError):
         return 0
-    dead = [t for t in running if state(t.system_attrs.get(KEY), t._trial_id) == "dead"]
+    verdict = {t._trial_id: state(t.system_attrs.get(KEY), t._trial_id) for t in running}
+    dead = [t for t in running if verdict[t._trial_id] in ("dead", "lapsed")]
     if not dead:
         return 0
     retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
@@ -108,7 +166,8 @@ def reap(study, max_retry: int = 2) -> int:
     reaped = 0
     for trial in dead:
         try:
-            storage.set_trial_user_attr(trial._trial_id, "reason", REASON)
+            storage.set_trial_user_attr(trial._trial_id, "reason",
+                                        LAPSED if verdict[trial._trial_id] == "lapsed" else REASON)
             if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
                 continue
         except (OptunaError, OSError):  # UpdateFinishedTrialError: another process (or the heartbeat) was first
@@ -118,6 +177,28 @@ def reap(study, max_retry: int = 2) -> int:
         failed.system_attrs.pop(KEY, None)  # the copy gets its own owner when it runs
         retry(study, failed)
     return reaped
+
+
+def pending(study) -> bool:
+    """On a storage without heartbeats: reap, then say whether a RUNNING trial can still end or come back (a
+    live owner here, a lease that holds, or no owner yet within the grace of its start)."""
+    from datetime import datetime
+
+    from optuna.trial import TrialState
+
+    reap(study)
+    grace = _timing(30, 90)[1]
+    for trial in study._storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.system_attrs.get(KEY)
+        if not isinstance(owner, dict) or owner.get("trial") != trial._trial_id:  # popped, not yet marked
+            start = trial.datetime_start
+            if start is not None and (datetime.now() - start).total_seconds() < grace:
+                return True
+            continue
+        verdict = state(owner, trial._trial_id)
+        if verdict == "live" or verdict == "foreign" and "beat" in owner:
+            return True
+    return False
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
