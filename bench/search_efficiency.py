@@ -436,7 +436,8 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
              f"HV as above (all {len(ok)} trained points: HV {best:.4f}); compute: CPU seconds of the epochs run, "
              f"summed over workers (the table's cpu_k; training every feasible point once: {exhaustive:.0f} s)",
              f"target: random search's final HV with {args.trials} proposals (no pruner, same workers): "
-             f"{final:.4f}±{final_sd:.4f} over {len(reference)} seeds; every run below gets {args.long} proposals",
+             f"{final:.4f}±{final_sd:.4f} over {len(reference)} seeds; every run below gets {args.long} proposals"
+             f"{f' ({args.long_note})' if args.long_note else ''}",
              f"moasha: eta {args.eta}, min_rung {args.min_rung}: rungs at epochs {ladder} of {meta['epochs']}; "
              f"dominance: dse.trials.dominance's defaults",
              "", f"{'run':<18}{'to 95% (s)':>20}{'n':>4}{'to 100% (s)':>20}{'n':>4}{'final HV':>17}"
@@ -456,8 +457,15 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
                      f"{avg('trained'):>8.1f}{avg('finished'):>6.1f}{avg('paused'):>7.1f}{avg('resumed'):>8.1f}"
                      f"{avg('pruned'):>7.1f}")
     lines += ["(to X%: compute at which a run's HV first reaches X% of the target, mean±std over the n seeds that "
-              f"reach it within {args.long} proposals; compute: at the end of the run; full: trials trained to the last "
+              "reach it within its proposals; compute: at the end of the run; full: trials trained to the last "
               "epoch; pauses: a trial paused at a rung (once per rung); resumed: paused trials promoted later)"]
+    same = [k for k in results if k.endswith("+moasha") and k != "random+moasha" and "random+moasha" in results
+            and all(a["compute"] == b["compute"] for a, b in zip(results[k], results["random+moasha"]))]
+    if same:
+        lines.append(f"note: {', '.join(same)} ran exactly as random+moasha in every seed: dse.trials.sampling."
+                     "FeasibleStart counts finished (COMPLETE) and RUNNING trials as started, not paused (PRUNED) ones, "
+                     "so under moasha the start-up draws (random inside the budget) never end on this table "
+                     "(docs/moasha.md, item 7)")
     plain = {k: v for k, v in means.items() if "+" not in k}
     pruned = {k: v for k, v in means.items() if k.endswith("+moasha")}
     best_plain = min(plain.items(), key=lambda kv: (math.isnan(kv[1][0]), kv[1][0]), default=None)
@@ -497,13 +505,15 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
         raise SystemExit(2) from None
     args.ladder = moasha.rungs(meta["epochs"], settings["min_rung"], settings["eta"])
     args.long = args.long or 2 * args.trials
+    longer = {k: int(v) for k, v in (item.split("=") for item in args.long_for)}  # e.g. gp=60: GP refits per ask
+    args.long_note = ", ".join(f"{k} {v}" for k, v in longer.items())
     samplers = [s for s in args.samplers.split(",") if s]
     with_moasha = [s for s in args.moasha.split(",") if s and s != "none"]
     with_dominance = [s for s in args.pruned.split(",") if s and s != "none"]
     def runs(base: str, proposals: int, pruner, name: str) -> list[dict]:
         """Every seed's run, each read from --cache when there (resumable) and written there when made."""
         out = []
-        for seed in range(args.seeds):
+        for seed in [*range(args.first_seed, args.seeds), *range(args.first_seed)]:
             path = Path(args.cache) / f"{name}-{proposals}-{seed}.json" if args.cache else None
             if path is not None and path.is_file():
                 out.append(json.loads(path.read_text()))
@@ -512,7 +522,7 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(out[-1]))
-        return out
+        return out[args.seeds - args.first_seed:] + out[: args.seeds - args.first_seed]  # in seed order
 
     reference = runs("random", args.trials, None, f"w{args.workers}-random")
     print(f"# reference (random, {args.trials} proposals) done ({time.time() - t0:.0f} s)", file=sys.stderr,
@@ -523,7 +533,7 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
     for base, pruner in todo:
         name = base if pruner is None else f"{base}+{'moasha' if isinstance(pruner, dict) else 'dominance'}"
         tag = f"-eta{args.eta}-min{args.min_rung}" if isinstance(pruner, dict) else ""
-        results[name] = runs(base, args.long, pruner, f"w{args.workers}-{name}{tag}")
+        results[name] = runs(base, longer.get(base, args.long), pruner, f"w{args.workers}-{name}{tag}")
         print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     return async_report(table, meta, space, results, reference, args, str(path))
 
@@ -672,6 +682,10 @@ def main(argv=None) -> int:
     ap.add_argument("--eta", type=int, default=3, help="moasha: keep the top 1/eta at a rung")
     ap.add_argument("--min-rung", type=int, default=1, help="moasha: first rung (epochs)")
     ap.add_argument("--long", type=int, default=None, help="with --workers: proposals per run (default 2 x --trials)")
+    ap.add_argument("--long-for", action="append", default=[], metavar="SAMPLER=N",
+                    help="with --workers: proposals per run for one sampler (e.g. gp=60; GP refits on every ask)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="with --cache: start at this seed (processes sharing a cache split the seeds)")
     ap.add_argument("--cache", default=None, help="with --workers: keep each seed's run here as JSON (resumable)")
     ap.add_argument("--out", default=None, help="also write the printed lines to this file")
     ap.add_argument("--make-synthetic", default=None, metavar="FILE", help="write a fake table and exit")
