@@ -99,8 +99,19 @@ def fresh_postgres_db(postgres_url):
     return postgres_url.rsplit("/", 1)[0] + "/" + name
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Skip `gpu`-marked tests without CUDA, with the reason; DSE_REQUIRE_GPU=1 (bench/gpu_check.sh) fails them."""
+    """Tests that share a module-scoped fixture of their own module run on one xdist worker (group: the module),
+    so the fixture (a trained study, 171 fuzzed commands) is built once, not once per worker. Skip `gpu`-marked
+    tests without CUDA, with the reason; DSE_REQUIRE_GPU=1 (bench/gpu_check.sh) fails them."""
+    for item in items:
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if not item.get_closest_marker("xdist_group") and any(
+                d[-1].scope == "module" and getattr(d[-1].func, "__module__", None) == item.module.__name__
+                for d in defs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    if config.getoption("loadgroup", default=False):
+        _name_groups(items)
     marked = [item for item in items if item.get_closest_marker("gpu")]
     if not marked:
         return
@@ -113,6 +124,20 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU: run bench/gpu_check.sh")
     for item in marked:
         item.add_marker(skip)
+
+
+def _name_groups(items) -> None:
+    """Append '@<group>' to the node id of each xdist_group test on a pytest-xdist worker, which is how
+    --dist loadgroup finds the groups. pytest-xdist 3.8 writes it to item._nodeid, which pytest 9.2 no longer reads
+    (a node id is item._id now): no group was kept together, the SLURM tests included."""
+    try:
+        from _pytest.nodeid import NodeId
+    except ImportError:  # pytest before 9.2: pytest-xdist names the groups itself
+        return
+    for item in items:
+        names = {str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")}
+        if names and isinstance(getattr(item, "_id", None), NodeId) and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
 
 
 @pytest.fixture(scope="module")
