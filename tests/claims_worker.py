@@ -39,7 +39,7 @@ def main(url: str, name: str, labels: str, seeds: str, sleep_s: str) -> int:
 
     try:
         if claims.has_work(study, poll_s=0.2):
-            study.optimize(signals.guard(objective), callbacks=[claims.WaitForWork(0.2), signals.StopOnSignal()])
+            claims.optimize(study, signals.guard(objective), callbacks=[claims.WaitForWork(0.2), signals.StopOnSignal()])
     except signals.TrialInterrupted:
         pass
     return signals.exit_code()

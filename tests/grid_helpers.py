@@ -13,10 +13,11 @@ WORKER = Path(__file__).with_name("claims_worker.py")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(url: str, name: str, labels: list[str], seeds: int, sleep_s: float, log: Path) -> subprocess.Popen:
+def start(url: str, name: str, labels: list[str], seeds: int, sleep_s: float, log: Path,
+          heartbeat: str = "1,5") -> subprocess.Popen:
     """One worker process, heartbeat every 1 s, stale after 5 s (SQLite's clock counts whole seconds: a live
     worker's beat may be 3-4 s late on 2 loaded cores before its trial is taken from it)."""
-    env = {**os.environ, "DSE_HEARTBEAT": "1,5", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "DSE_HEARTBEAT": heartbeat, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, str(WORKER), url, name, ",".join(labels), str(seeds), str(sleep_s)],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=log.parent)
 

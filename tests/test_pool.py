@@ -60,3 +60,35 @@ def test_four_workers_grid_exactly_once_after_sigkill(tmp_path):
     assert len(dead) == 1 and dead[0].user_attrs["reason"] == "worker died (heartbeat)"
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and cell_of(retry[0]) == cell_of(dead[0])
+
+
+def test_a_worker_slower_than_the_grace_loses_its_cell_and_goes_on(tmp_path):
+    """A live worker paused (SIGSTOP) mid-trial past the heartbeat's grace: another worker takes its cell for
+    dead and its retry trains it; the paused worker, resumed, has its COMPLETE refused, drops the result and goes
+    on (it exited 1 with 'Cannot tell a FAIL trial' before). Each cell is still trained once."""
+    import signal
+    import time
+
+    from grid_helpers import start
+
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    procs = [start(url, "g", LABELS, 2, 2.0, tmp_path / f"w{i}.log", heartbeat="1,3") for i in range(3)]
+    try:
+        deadline = time.monotonic() + 120
+        while "start" not in (tmp_path / "w0.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        procs[0].send_signal(signal.SIGSTOP)
+        time.sleep(8)  # 3 s grace, SQLite's whole seconds, a worker's poll: taken for dead by now
+        procs[0].send_signal(signal.SIGCONT)
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    log = (tmp_path / "w0.log").read_text()
+    assert codes == [0, 0, 0], log[-2000:]
+    trials = _assert_exactly_once(url, "g", 2)
+    taken = [t for t in trials if t.state.name == "FAIL"]
+    assert len(taken) == 1 and taken[0].user_attrs["reason"] == "worker died (heartbeat)"
+    assert f"trial {taken[0].number}: taken over by another worker" in log

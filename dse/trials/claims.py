@@ -141,6 +141,45 @@ class WaitForWork:
             study.stop()
 
 
+TAKEN = "worker died"  # the reasons dse.storage and dse.trials.owners give a trial they take from its worker
+
+
+def optimize(study, func, deadline: float | None = None, **kwargs) -> None:
+    """`study.optimize(func, **kwargs)` that goes on when a trial of this process was taken from it.
+
+    A live worker slower than the heartbeat's grace period (a paused machine, a long storage lock) has its trial
+    failed as dead by another worker, which queues it again; dse.storage refuses this worker's COMPLETE, and
+    Optuna raises out of optimize ('Cannot tell a FAIL trial'). The worker then prints one line and takes the
+    next trial instead of exiting 1; its result is dropped and the retry trains the point, once. `deadline`
+    (time.monotonic()) sets each call's timeout.
+    """
+    import sys
+
+    import optuna
+
+    current: dict = {}
+
+    def run(trial):
+        current["id"] = trial._trial_id
+        return func(trial)
+
+    while True:
+        if deadline is not None:
+            kwargs["timeout"] = max(deadline - time.monotonic(), 1.0)
+        try:
+            study.optimize(run, **kwargs)
+            return
+        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            lost = current.pop("id", None)
+            trial = None if lost is None else study._storage.get_trial(lost)
+            reason = "" if trial is None else str(trial.user_attrs.get("reason", ""))
+            if trial is None or trial.state.name != "FAIL" or not reason.startswith(TAKEN):
+                raise
+            print(f"trial {trial.number}: taken over by another worker ({reason}): this process was slower than "
+                  "the heartbeat's grace period; its result is dropped and the retry trains the point",
+                  file=sys.stderr, flush=True)
+
+
 # ----- points of sampled studies: trained at most once per (point, seed), across workers and machines -----
 
 CLAIM = "dse:claim:"

@@ -98,10 +98,10 @@ def run(job: Job) -> int:
     try:
         if claims.has_work(optuna_study) if study.is_grid else remaining:  # a grid waits for others' cells
             # n_trials=None: StopAt counts trained trials (rejected points are cheap and do not count)
-            left = None if study.timeout is None else max(deadline(job) - time.monotonic(), 1.0)
-            optuna_study.optimize(objective, n_trials=None, timeout=left,
-                                  catch=(obj.TrialFailed, signals.TrialOutOfTime),
-                                  callbacks=[collect, after, *stop, signals.StopOnSignal()])
+            # claims.optimize: a trial taken from this (slow) worker by another is dropped, and the worker goes on
+            claims.optimize(optuna_study, objective, deadline=deadline(job), n_trials=None, timeout=None,
+                            catch=(obj.TrialFailed, signals.TrialOutOfTime),
+                            callbacks=[collect, after, *stop, signals.StopOnSignal()])
     except signals.TrialInterrupted as stopped:  # the trial in flight: its line, then the study's
         bar.write(str(stopped))
         bar.write(screen.study_line())
