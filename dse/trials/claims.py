@@ -21,6 +21,8 @@ Optuna's GridSampler does not promise this with parallel workers (optuna issues 
    'worker died (process gone)', dse.trials.owners); on other machines the trial stops beating and, after the grace
    period, a live worker marks it FAIL ('worker died (heartbeat)', dse.storage; on a journal or the gRPC proxy
    its lease runs out: 'worker died (lease ran out)', dse.trials.owners). Either way its params are re-queued.
+   The takeover and the owner's COMPLETE are one atomic state change each (dse.storage), so one of them wins: a
+   live worker that was only slow has its COMPLETE refused, drops its result and goes on (`optimize`).
 4. Stop. `WaitForWork` (an optimize callback) lets a worker go on while a WAITING trial exists, waits while
    other workers' trials are RUNNING (a dead one comes back as WAITING), and stops the study otherwise.
 
