@@ -43,6 +43,7 @@ import csv
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -459,13 +460,14 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
     lines += ["(to X%: compute at which a run's HV first reaches X% of the target, mean±std over the n seeds that "
               "reach it within its proposals; compute: at the end of the run; full: trials trained to the last "
               "epoch; pauses: a trial paused at a rung (once per rung); resumed: paused trials promoted later)"]
-    same = [k for k in results if k.endswith("+moasha") and k != "random+moasha" and "random+moasha" in results
-            and all(a["compute"] == b["compute"] for a, b in zip(results[k], results["random+moasha"]))]
+    same = [f"{k} as random+{k.split('+')[1]}" for k in results if "+" in k and not k.startswith("random+")
+            and f"random+{k.split('+')[1]}" in results
+            and all(a["compute"] == b["compute"] for a, b in zip(results[k], results[f"random+{k.split('+')[1]}"]))]
     if same:
-        lines.append(f"note: {', '.join(same)} ran exactly as random+moasha in every seed: dse.trials.sampling."
-                     "FeasibleStart counts finished (COMPLETE) and RUNNING trials as started, not paused (PRUNED) ones, "
-                     "so under moasha the start-up draws (random inside the budget) never end on this table "
-                     "(docs/moasha.md, item 7)")
+        lines.append(f"note: {', '.join(same)} ran exactly alike in every seed: dse.trials.sampling.FeasibleStart "
+                     "counts finished (COMPLETE) and RUNNING trials as started, not paused or pruned (PRUNED) ones, "
+                     "so with a pruner that stops most trials the start-up draws (random inside the budget) never end "
+                     "on this table (docs/moasha.md, item 7)")
     plain = {k: v for k, v in means.items() if "+" not in k}
     pruned = {k: v for k, v in means.items() if k.endswith("+moasha")}
     best_plain = min(plain.items(), key=lambda kv: (math.isnan(kv[1][0]), kv[1][0]), default=None)
@@ -510,6 +512,8 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
     samplers = [s for s in args.samplers.split(",") if s]
     with_moasha = [s for s in args.moasha.split(",") if s and s != "none"]
     with_dominance = [s for s in args.pruned.split(",") if s and s != "none"]
+    made = {"now": 0, "cached": 0}
+
     def runs(base: str, proposals: int, pruner, name: str) -> list[dict]:
         """Every seed's run, each read from --cache when there (resumable) and written there when made."""
         out = []
@@ -517,7 +521,9 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
             path = Path(args.cache) / f"{name}-{proposals}-{seed}.json" if args.cache else None
             if path is not None and path.is_file():
                 out.append(json.loads(path.read_text()))
+                made["cached"] += 1
                 continue
+            made["now"] += 1
             out.append(replay_async(table, space, meta, base, seed, proposals, args.workers, pruner))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -535,7 +541,10 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
         tag = f"-eta{args.eta}-min{args.min_rung}" if isinstance(pruner, dict) else ""
         results[name] = runs(base, longer.get(base, args.long), pruner, f"w{args.workers}-{name}{tag}")
         print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
-    return async_report(table, meta, space, results, reference, args, str(path))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return [f"dse commit {commit.stdout.strip() or 'unknown'}; {made['now']} runs made now, {made['cached']} read from "
+            f"--cache (made by earlier invocations of this command with the same settings)",
+            *async_report(table, meta, space, results, reference, args, str(path))]
 
 
 # ----- summaries -----

@@ -216,13 +216,14 @@ def main(argv=None) -> int:
              f"{hypervolume([(r['acc'][-1], r['flops']) for r in rows], ref):.4f}",
              "", f"{'run':<22}{'to 95% (s)':>20}{'n':>4}{'to 100% (s)':>20}{'n':>4}{'final HV':>17}{'compute':>9}"
              f"{'trials':>8}{'full':>6}"]
-    means = {}
+    means, cached = {}, 0
     for kind in ("random", "moasha", "moasha-ranked"):
         runs = []
         for seed in range(args.seeds):
             path = Path(args.cache) / f"st-{kind}-w{args.workers}-h{args.horizon:g}-{seed}.json" if args.cache else None
             if path is not None and path.is_file():  # resumable: a seed's reported results, kept as JSON
                 res = [tuple(r) for r in json.loads(path.read_text())]
+                cached += 1
             else:
                 res = run(rows, epochs, kind, seed, args.workers, horizon, folder)
                 if path is not None:
@@ -259,6 +260,12 @@ def main(argv=None) -> int:
     peer = min(means["moasha"][0], means["moasha-ranked"][0])
     lines.append("ratio = dse's best / the better of Syne Tune's two MOASHA runs (<= 1: dse needs no more compute)")
     lines.append(f"ratio: {dse_best / peer:.3f}")
+    import subprocess
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    lines.insert(0, f"dse commit {commit}; {cached} of {3 * args.seeds} runs read from --cache (made by earlier "
+                    "invocations with the same settings)")
     command = " ".join(["python bench/syne_tune_moasha.py", *(sys.argv[1:] if argv is None else argv)])
     text = "\n".join([f"command: {command}  ({time.time() - t0:.0f} s)", *lines])
     print(text)
