@@ -404,6 +404,8 @@ def _instrument() -> None:
     claims.take_over = _timed("claim", claims.take_over)
     objective._trial_by_id = _timed("claim", objective._trial_by_id)
     dse.complexity = _timed("count", dse.complexity)
+    import dse.cost
+    dse.cost.measures = _timed("count", dse.cost.measures)  # what Objective counts with (params, FLOPs, acts, rf)
     Trial.set_user_attr = _timed("attrs", Trial.set_user_attr)
     Trial.set_constraint = _timed("attrs", Trial.set_constraint)
     if hasattr(objective, "_write_attrs"):  # dse's record and constraints in one transaction
