@@ -8,6 +8,13 @@ budget's final accuracy and CPU seconds per schedule with their paired differenc
 
     python bench/rung_rho.py [--onecycle bench/data/resnext_tabular_onecycle.csv] \\
         [--wsd bench/data/resnext_tabular_wsd.csv] [--out bench/data/rung_rho.txt]
+
+The two tables are grown together (resumable; each call trains only the sample's points not yet in its CSV):
+
+    for n in 5 10 15 20 25 30 34 37; do for s in onecycle wsd; do
+      nice -n 10 python bench/make_tabular.py --out bench/data/resnext_tabular_$s.csv --schedule $s --sample $n \\
+        --sample-seed 0 --subset 1800 --val-subset 500 --epochs 3 --batch-size 64 --threads 1 --rungs 1/9,1/3,2/3
+    done; done
 """
 from __future__ import annotations
 
