@@ -106,3 +106,19 @@ def test_a_study_file_that_names_no_sampler_gets_auto(tmp_path):
     assert small.sampler.name == "gp"
     large = prepare(compose([f"study={path}", "data=synthetic", "fidelity=smoke", "study.n_trials=500"]))
     assert large.sampler.name == "tpe"
+
+
+def test_pruned_trials_count_towards_the_start_up():
+    """A trial a pruner stopped was trained at a feasible point: it ends the start-up like a finished one. (Before,
+    only COMPLETE and RUNNING trials counted, so under a pruner that stops most trials the random start-up
+    draws never ended and TPE or NSGA-II never took over.)"""
+    space = load("resnext").with_constraints(flops={"max": 1e7})
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(3):  # three points trained for some epochs, then pruned (dominance, or a moasha rung)
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
+                                                  user_attrs={"status": "pruned"}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED,
+                                              user_attrs={"status": "rejected"}))  # never trained: not counted
+    study.ask()  # the trial being sampled is RUNNING, as in optimize()
+    assert not FeasibleStart(optuna.samplers.RandomSampler(seed=0), space, n=3)._starting(study)
+    assert FeasibleStart(optuna.samplers.RandomSampler(seed=0), space, n=4)._starting(study)

@@ -69,13 +69,13 @@ class FeasibleStart(BaseSampler):
         self.escape = False  # the last trial repeated a held point: the next one is drawn inside the budget
 
     def _starting(self, study) -> bool:
-        """Do fewer than `n` feasible trials (finished or running) exist?"""
+        """Do fewer than `n` feasible trials (finished, pruned or running) exist?"""
         if self.n is None:
             return True
         if self.started or self.n <= 0:
             return False
         trials = study._storage.get_all_trials(study._study_id, deepcopy=False,
-                                               states=(TrialState.COMPLETE, TrialState.RUNNING))
+                                               states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED))
         from dse.trials.objective import rejected  # the one definition of 'not trained': rejected or duplicate
 
         feasible = sum(not rejected(t) for t in trials)
