@@ -103,7 +103,10 @@ def test_two_task_array_trains_one_study_and_writes_results(slurm_cluster, tmp_p
     url = f"sqlite:///{run_dir / 'study.db'}"
     done = [t for t in trials(url, "arr") if t.state.name == "COMPLETE" and t.user_attrs.get("status") == "ok"]
     assert len(done) >= 4
-    assert len({t.user_attrs["point_id"] for t in done}) == len(done)  # no point trained twice
+    cells = [(t.user_attrs["point_id"], t.user_attrs["seed"]) for t in done]
+    assert len(set(cells)) == len(cells)  # no point trained twice with one seed
+    firsts = [t.user_attrs["point_id"] for t in done if t.user_attrs.get("repeat_of") is None]
+    assert len(set(firsts)) == len(firsts)  # a point comes back only as a seed-noise repeat (next seed)
     assert len({owner_pid(t) for t in done}) == 2, "both array tasks trained"
     rows = read_csv(run_dir / "trials.csv")  # written by the launcher once the array ended
     assert sorted(int(r["number"]) for r in rows if r["status"] == "ok") == sorted(t.number for t in done)
