@@ -64,6 +64,22 @@ def _storages(url, tmp_path, n=2):
     return [open_storage(url, tmp_path) for _ in range(n)]
 
 
+def _age_beat(db, tid: int) -> None:
+    """Make trial `tid`'s last heartbeat older than any grace period."""
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (tid,))
+
+
+def _found_stale(tmp_path):
+    """(owner's storage, reaper's storage, trial id): a RUNNING trial whose beat is old, found stale by the reaper."""
+    url, db, tid = _study(tmp_path, TrialState.RUNNING)
+    _age_beat(db, tid)
+    owner, reaper = _storages(url, tmp_path)
+    study = optuna.load_study(study_name="s", storage=reaper)
+    assert reaper._get_stale_trial_ids(study._study_id) == [tid]
+    return owner, reaper, tid
+
+
 def test_two_pops_of_one_waiting_trial_one_gets_it(tmp_path):
     url, db, tid = _study(tmp_path, TrialState.WAITING)
     a, b = _storages(url, tmp_path)
@@ -86,8 +102,7 @@ def test_complete_and_fail_of_one_running_trial_one_wins(tmp_path):
 def test_two_workers_fail_one_stale_trial_one_retry_is_queued(tmp_path):
     """Both find the dead worker's trial stale; one fails it and queues its retry, the other is refused."""
     url, db, tid = _study(tmp_path, TrialState.RUNNING)
-    with sqlite3.connect(db) as con:  # its worker died long ago: the last beat is old
-        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (tid,))
+    _age_beat(db, tid)  # its worker died long ago: the last beat is old
     studies = [optuna.load_study(study_name="s", storage=s) for s in _storages(url, tmp_path)]
 
     def reap(study):
@@ -104,12 +119,7 @@ def test_two_workers_fail_one_stale_trial_one_retry_is_queued(tmp_path):
 
 def test_a_trial_that_beats_again_before_the_takeover_is_not_taken(tmp_path):
     """A slow but live worker: found stale, then its heartbeat lands before the FAIL does; it keeps its trial."""
-    url, db, tid = _study(tmp_path, TrialState.RUNNING)
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (tid,))
-    owner, reaper = _storages(url, tmp_path)
-    study = optuna.load_study(study_name="s", storage=reaper)
-    assert reaper._get_stale_trial_ids(study._study_id) == [tid]
+    owner, reaper, tid = _found_stale(tmp_path)
     owner.record_heartbeat(tid)
     assert reaper.set_trial_state_values(tid, TrialState.FAIL) is False
     trial = owner.get_trial(tid)
@@ -121,12 +131,7 @@ def test_a_trial_that_beats_again_before_the_takeover_is_not_taken(tmp_path):
 def test_the_loser_of_a_takeover_writes_nothing(tmp_path, first):
     """Owner's COMPLETE against the heartbeat's FAIL of the same trial, in both orders: the second is refused
     and leaves the winner's state, values and reason as they were."""
-    url, db, tid = _study(tmp_path, TrialState.RUNNING)
-    with sqlite3.connect(db) as con:
-        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (tid,))
-    owner, reaper = _storages(url, tmp_path)
-    study = optuna.load_study(study_name="s", storage=reaper)
-    assert reaper._get_stale_trial_ids(study._study_id) == [tid]
+    owner, reaper, tid = _found_stale(tmp_path)
     steps = {"owner": lambda: owner.set_trial_state_values(tid, TrialState.COMPLETE, [1.0]),
              "reaper": lambda: reaper.set_trial_state_values(tid, TrialState.FAIL)}
     assert steps[first]() is True
@@ -156,8 +161,7 @@ def test_a_worker_killed_before_its_first_beat_is_taken_for_dead(tmp_path, how):
         assert study._storage.set_trial_state_values(tid, TrialState.RUNNING)  # Optuna's pop; then SIGKILL
     else:
         tid = study._storage.create_new_trial(study._study_id)  # study.ask()'s trial; then SIGKILL
-    with sqlite3.connect(db) as con:  # the grace period passes
-        con.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?", (tid,))
+    _age_beat(db, tid)  # the grace period passes
     other = optuna.load_study(study_name="s", storage=open_storage(url, tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
