@@ -109,7 +109,7 @@ def test_result_files_are_rewritten_at_a_bounded_rate(study, tmp_path, monkeypat
     monkeypatch.setattr(runner.results, "write_all", slow)
     now[0] += runner.REWRITE_S
     assert files.trial(study)
-    now[0] += 99.0  # the next write waits 10 x 10 s, not REWRITE_S
+    now[0] += 199.0  # the next write waits 20 x 10 s (at most 1/20 of the run's time), not REWRITE_S
     assert not files.trial(study)
     now[0] += 1.0
     assert files.trial(study)

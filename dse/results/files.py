@@ -34,6 +34,7 @@ read these rows.
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
 from pathlib import Path
 
@@ -123,16 +124,32 @@ def pareto(all_rows: list[dict], objectives) -> list[dict]:
     keys = [COLUMNS.get(o, o) for o in objectives] if len(objectives) > 1 else ["accuracy", "flops"]
     done = [r for r in all_rows if r["status"] == "ok" and all(r.get(k) is not None for k in keys)]
 
-    def score(r):
-        return [SENSE[k] * float(r[k]) for k in keys]
-
-    front = []
-    for r in done:
-        s = score(r)
-        dominated = any(all(o <= v for o, v in zip(score(q), s)) and score(q) != s for q in done)
-        if not dominated:
-            front.append(r)
+    scores = [tuple(SENSE[k] * float(r[k]) for k in keys) for r in done]  # lower is better in each
+    if len(keys) == 2 and all(math.isfinite(v) for s in scores for v in s):
+        keep = _front2(scores)
+    else:
+        keep = [not any(all(o <= v for o, v in zip(q, s)) and q != s for q in scores) for s in scores]
+    front = [r for r, kept in zip(done, keep) if kept]
     return sorted(front, key=lambda r: (r["flops"], -r["accuracy"]))
+
+
+def _front2(scores: list[tuple[float, float]]) -> list[bool]:
+    """Which 2-objective scores (lower is better) no other score dominates (<= in both, < in one), in one sort
+    and one sweep, O(n log n), instead of comparing every pair (5 s at 10k trials). Equal scores all stay."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    keep = [False] * len(scores)
+    best = math.inf  # the lowest second score among strictly lower first scores
+    i = 0
+    while i < len(order):
+        j = i
+        while j < len(order) and scores[order[j]][0] == scores[order[i]][0]:
+            j += 1
+        low = scores[order[i]][1]  # sorted: the group's lowest second score comes first
+        for k in order[i:j]:
+            keep[k] = scores[k][1] == low and low < best
+        best = min(best, low)
+        i = j
+    return keep
 
 
 def write_csv(path: Path, table: list[dict]) -> None:

@@ -134,12 +134,14 @@ def collect(_study, trial) -> None:
 
 
 REWRITE_S = 30.0  # during a run, the result files are rewritten at most this often (and at its end)
+REWRITE_TIMES = 20  # ... and at most every this many times the last write's own time: <= 1/20 of the run's time
 
 
 class Rewrite:
-    """The result files during a run: after a counted trial, at most every REWRITE_S seconds, or 10x the last
-    write's own time if that is longer (at 10k trials one write_all takes 1-3 s); the plots with the first write
-    after each `every` counted trials. The run's end rewrites everything (runner.run's finally), so files
+    """The result files during a run: after a counted trial, at most every REWRITE_S seconds, or REWRITE_TIMES x
+    the last write's own time if that is longer (at 10k trials one write_all takes 3-30 s: rewriting then costs a
+    run at most 5% of its time, not 10% as with 10x); the plots with the first write after each `every` counted
+    trials. The run's end rewrites everything (runner.run's finally), so files
     lag the storage only while a run is live, by at most the interval; after a kill -9 `python -m dse.report
     RUN_DIR` (or the next run of the command) rebuilds them from the storage, which holds every trial."""
 
@@ -157,7 +159,7 @@ class Rewrite:
         plots = self.unplotted >= self.every
         results.write_all(optuna_study, self.run_dir, plots=plots)
         took = self.clock() - now
-        self.next_at = self.clock() + max(REWRITE_S, 10 * took)
+        self.next_at = self.clock() + max(REWRITE_S, REWRITE_TIMES * took)
         if plots:
             self.unplotted = 0
         return True
