@@ -216,6 +216,7 @@ def _storage_class():
     """RDBStorage whose trial state changes are atomic on SQLite too, and whose heartbeat-stale trials carry user
     attr reason='worker died (heartbeat)', written in the same transaction that fails them."""
     import contextlib
+    import json
     from datetime import timedelta
 
     import sqlalchemy
@@ -236,15 +237,36 @@ def _storage_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._stale: set[int] = set()  # found stale; failed next by set_trial_state_values, if still stale
+            self._looked: dict[int, float] = {}  # study id -> time.monotonic() of the last look for stale trials
+            # trial id -> {key: value}: system attrs a fresh trial of this process gets in the transaction that
+            # makes it (dse.trials.owners sets it to the owner record); None: none
+            self.owner_of = None
+            self._owned: dict[int, dict] = {}  # trial id -> the attrs just written with it, for Optuna's cache
 
         def _get_prepared_new_trial(self, study_id: int, template_trial, session):
-            """A new RUNNING trial beats from the transaction that makes it (see `set_trial_state_values`)."""
+            """A new RUNNING trial beats from the transaction that makes it (see `set_trial_state_values`); a fresh
+            one also gets `owner_of`'s attrs there (no write of its own)."""
             trial = super()._get_prepared_new_trial(study_id, template_trial, session)
             if self.heartbeat_interval and (template_trial is None or template_trial.state == TrialState.RUNNING):
                 session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+            if template_trial is None and self.owner_of is not None:
+                attrs = self._owned[trial.trial_id] = self.owner_of(trial.trial_id)
+                session.add_all([models.TrialSystemAttributeModel(trial_id=trial.trial_id, key=k,
+                                                                  value_json=json.dumps(v)) for k, v in attrs.items()])
             return trial
 
+        def _create_new_trial(self, study_id: int, template_trial=None):
+            frozen = super()._create_new_trial(study_id, template_trial)
+            frozen.system_attrs.update(self._owned.pop(frozen._trial_id, {}))  # Optuna's cache holds them too
+            return frozen
+
         def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            """Optuna looks before every trial; this looks at most once per heartbeat interval (a trial is stale
+            only after the grace period, several intervals without a beat): one query per trial less."""
+            now = time.monotonic()
+            if now - self._looked.get(study_id, float("-inf")) < (self.heartbeat_interval or 0):
+                return []
+            self._looked[study_id] = now
             stale = super()._get_stale_trial_ids(study_id)
             self._stale.update(stale)
             return stale

@@ -4,7 +4,9 @@ The heartbeat (dse.storage) finds a dead worker's trial only after its grace per
 worker still optimizes, and never on a journal storage (no heartbeats). But a process on the SAME host can
 tell at once whether a trial's owner is alive. So:
 
-- `mark(trial)`, first thing in the trial function, records the owner as trial system attr `dse:owner`:
+- `mark(trial)`, first thing in the trial function, records the owner as trial system attr `dse:owner`
+  (on dse's RDB storage, from a process's second trial on, the storage writes it in the transaction that makes
+  the trial, so a trial is never RUNNING without its owner and `mark` writes nothing):
   {host, pid, start (field 22 of /proc/<pid>/stat: a reused pid is not taken for the owner), boot
   (/proc/sys/kernel/random/boot_id), pidns (the pid namespace: containers that share a host name and a
   kernel do not see each other's pids), time, trial (the trial's id: a re-queued copy that inherits the
@@ -59,10 +61,16 @@ def mark(trial) -> None:
     storage, trial_id = getattr(trial, "storage", None), getattr(trial, "_trial_id", None)
     if storage is None or trial_id is None:  # not a stored trial: nothing can be left RUNNING
         return
-    record = {**identity(), "trial": trial_id}
     if beating(storage):
-        storage.set_trial_system_attr(trial_id, KEY, record)
+        frozen = getattr(trial, "_cached_frozen_trial", None)  # the trial as it was made (Optuna's Trial)
+        if frozen is not None and _made_here(frozen.system_attrs.get(KEY), trial_id):  # written with it (below)
+            return
+        storage.set_trial_system_attr(trial_id, KEY, {**identity(), "trial": trial_id})
+        backend = getattr(storage, "_backend", storage)  # under Optuna's cache
+        if hasattr(backend, "owner_of") and backend.owner_of is None:  # dse.storage's RDB storage
+            backend.owner_of = lambda made: {KEY: {**identity(), "trial": made}}  # this process's next trials
         return
+    record = {**identity(), "trial": trial_id}
     interval, grace = _timing(30, 90)
     record.update(beat=time.time(), grace=grace)
     storage.set_trial_system_attr(trial_id, KEY, record)
@@ -70,6 +78,12 @@ def mark(trial) -> None:
                      name=f"dse-lease-{trial_id}").start()
     if getattr(trial, "study", None) is not None:
         reap(trial.study)
+
+
+def _made_here(owner, trial_id: int) -> bool:
+    """Is `owner` this process's record for trial `trial_id` (written when this process made the trial)?"""
+    return isinstance(owner, dict) and owner.get("trial") == trial_id and owner.get("pid") == os.getpid() \
+        and owner.get("host") == socket.gethostname()
 
 
 def beating(storage) -> bool:
