@@ -1,18 +1,23 @@
 """Per-trial storage cost of Optuna and of dse's own storage work, with studies of 1k, 5k and 10k trials.
 
-usage: python bench/storage.py [--sizes 1000,5000,10000] [--workers 8] [--trials-per-worker 5]
+usage: python bench/storage.py [--sizes 1000,5000,10000] [--workers 8] [--trials-per-worker 5] [--rounds 5]
                                [--storages sqlite,postgresql,journal] [--configs ...] [--quick]
 
 For each storage (SQLite file, a real PostgreSQL server started here like tests/conftest.py's fixture, a
 journal file) the study is prefilled to each size with trials that look like dse's (the params, user attrs
 and system attrs a real dse trial writes, one point claim per trial), then `--workers` processes run
-`--trials-per-worker` trials each, all at once (a barrier, after each has read the trials new to it). A worker
+`--trials-per-worker` trials each, all at once (a barrier, after each has read the trials new to it), in
+`--rounds` rounds in which the configs take turns (one config's trials all run first otherwise, and the load of
+a shared machine drifts between configs). Each worker keeps one sampler and one objective per config and size
+over its rounds, as a dse run keeps them. A worker
 keeps one storage object (dse.storage.open_storage) and its Optuna cache for all configs and sizes, like a
-long-lived dse worker; its start-up (open + read every trial) is timed apart (open_s). Configs:
+long-lived dse worker; its start-up (open + read every trial) is timed apart (open_s). Unless --bare, each
+worker first imports what a training dse worker has imported (torch, Lightning, timm), so neither a first
+import nor a gc.collect over fewer objects than a real worker holds lands in a timed trial. Configs:
 
     optuna/random, optuna/tpe  plain Optuna: a study on the same storage object, an ask / suggest the space's
-                               4 params / tell loop (ask/tell never use the heartbeat): what a user of plain
-                               Optuna pays
+                               4 params / tell loop (ask/tell never use the heartbeat; the storage writes no
+                               dse owner record with its trials): what a user of plain Optuna pays
     dse/random, dse/tpe        dse's path: dse.trials.runner.make_sampler (FeasibleStart around
                                dse/conf/sampler/{random,tpe}.yaml), the real dse.trials.objective.Objective with
                                training replaced by an instant result (so owners.mark, Space.suggest,
@@ -25,8 +30,8 @@ Each trial is timed from Optuna's `_run_trial` to the end of its callbacks, with
 the functions dse and Optuna call (ask: create the trial + the sampler's relative sampling; stale: Optuna's
 fail_stale_trials; hb: the heartbeat thread; mark, suggest, claim, attrs (set_user_attr + set_constraint),
 count (analytic params/FLOPs), tell, stopat, gc). dse.search's `after` callback rewrites trials.csv
-(dse.results.files.write_all) after a counted trial, at most every dse.trials.runner.REWRITE_S seconds (or 10x
-its own time); it is timed on its own, in this process, after the workers (write_all without plots, and the
+(dse.results.files.write_all) after a counted trial, at most every dse.trials.runner.REWRITE_S seconds (or
+REWRITE_TIMES x its own time); it is timed on its own, in this process, after the workers (write_all without plots, and the
 plots), because at 10k trials one call takes seconds. The table's "dse+after" adds its share per trial to
 dse/tpe: min(share of trials that count, trial time / interval) x (write_all + plots).
 
@@ -494,6 +499,16 @@ def _sampler_cfg(name: str):
 
 
 _OPEN: dict = {}  # (url, plain) -> the storage and study this worker keeps between tasks, like a long-lived worker
+_KEPT: dict = {}  # (url, config, size, what) -> a sampler or objective kept over the rounds of one config and size
+
+
+def _kept(task: dict, what: str, make):
+    """The worker's `what` for this task's config and size: made in its first round, kept for the later ones (a
+    dse worker keeps its sampler and objective for a whole run)."""
+    key = (task["url"], task["config"], task["size"], what)
+    if key not in _KEPT:
+        _KEPT[key] = make()
+    return _KEPT[key]
 
 
 def _plain_study(task: dict):
@@ -509,10 +524,24 @@ def _plain_study(task: dict):
 
 def _run_plain(task: dict, index: int, barrier, space) -> dict:
     """Plain Optuna: ask / suggest the space's 4 params / tell, timed per piece."""
-    from dse.trials import objective as obj
     start = time.perf_counter()
     study = _plain_study(task)
-    study.sampler = obj.make_sampler(_sampler_cfg(task["sampler"]), 1000 * task["run"] + index, multi=True)
+    backend = getattr(study._storage, "_backend", study._storage)
+    owner_of = getattr(backend, "owner_of", None)  # dse's owner record with each new trial (dse.trials.owners)
+    if owner_of is not None:
+        backend.owner_of = None  # not Optuna's: off while plain Optuna's trials run, back on after
+    try:
+        return _plain_trials(task, index, barrier, study, start)
+    finally:
+        if owner_of is not None:
+            backend.owner_of = owner_of
+
+
+def _plain_trials(task: dict, index: int, barrier, study, start: float) -> dict:
+    """_run_plain's timed loop, on its study."""
+    from dse.trials import objective as obj
+    study.sampler = _kept(task, "sampler", lambda: obj.make_sampler(_sampler_cfg(task["sampler"]),
+                                                                    1000 * task["run"] + index, multi=True))
     choices = {name: list(d.choices) for name, d in task["facts"][0]["dists"].items()}
     flops = {tuple(f["params"].values()): f["flops"] for f in task["facts"]}
     records = []
@@ -563,8 +592,9 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
     study = dse_study()
     job = SimpleNamespace(options=SimpleNamespace(seed=task["run"]), sampler=_sampler_cfg(task["sampler"]), study=study,
                           cells=None, space=space)
-    optuna_study.sampler = runner.make_sampler(job, done)
-    objective = signals.guard(_fake_objective(space, seed=1000 + task["run"]))  # a fresh claim key per run
+    optuna_study.sampler = _kept(task, "sampler", lambda: runner.make_sampler(job, done))
+    # a fresh claim key per config and size; one objective over its rounds, as one dse run has
+    objective = _kept(task, "objective", lambda: signals.guard(_fake_objective(space, seed=1000 + task["run"])))
     records = []
     line = getattr(runner, "_summary_line", None)  # dse.trials.runner.run's per-trial lines, where they live now
     try:
@@ -595,6 +625,8 @@ def _run_dse(task: dict, index: int, barrier, space) -> dict:
 
 def _close_all(url: str) -> dict:
     """Close what this worker keeps open on `url`."""
+    for key in [k for k in _KEPT if k[0] == url]:
+        del _KEPT[key]
     for key in [k for k in _OPEN if k[0] == url]:
         storage = _OPEN.pop(key)[0]
         if storage is not None:
@@ -609,7 +641,7 @@ def _close(storage) -> None:
         engine.dispose()
 
 
-def worker(index: int, barrier, conn) -> None:
+def worker(index: int, barrier, conn, imports: bool = False) -> None:
     """A worker process: run each task it is sent; reply with its timings (or the error)."""
     import traceback
     import warnings
@@ -619,6 +651,8 @@ def worker(index: int, barrier, conn) -> None:
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     _instrument()
+    if imports:  # what a dse worker has imported before its first trial (it trains): not timed in a trial
+        training_imports()
     space = load_space()
     space.suggest = _timed("suggest", space.suggest)  # what Objective.suggest calls
     while True:
@@ -642,7 +676,7 @@ def worker(index: int, barrier, conn) -> None:
 class Pool:
     """`n` worker processes (spawned: no storage connection is inherited), fed one task at a time."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, imports: bool = False):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -651,7 +685,7 @@ class Pool:
         self.conns, self.procs = [], []
         for i in range(n):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=worker, args=(i, self.barrier, theirs), daemon=True)
+            proc = ctx.Process(target=worker, args=(i, self.barrier, theirs, imports), daemon=True)
             proc.start()
             self.conns.append(mine)
             self.procs.append(proc)
@@ -787,6 +821,12 @@ def _create_study(url: str, run_dir: Path) -> None:
     _close(storage)
 
 
+def rounds(trials: int, n: int) -> list[int]:
+    """`trials` per worker split into at most `n` rounds, as even as can be (5, 3 -> [2, 2, 1])."""
+    n = max(1, min(n, trials))
+    return [trials // n + (i < trials % n) for i in range(n)]
+
+
 def _ms(values) -> str:
     return f"{1000 * values:.1f}" if values is not None else "-"
 
@@ -805,14 +845,17 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", default="1000,5000,10000", help="trials in the study before measuring")
     parser.add_argument("--workers", type=int, default=8, help="concurrent worker processes")
     parser.add_argument("--trials-per-worker", type=int, default=5, help="measured trials per worker and config")
+    parser.add_argument("--rounds", type=int, default=5, help="the configs take turns, each running its trials in "
+                        "this many rounds (so a change of machine load over the run weighs on every config alike)")
     parser.add_argument("--storages", default="sqlite,postgresql,journal")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--write-all-reps", type=int, default=1, help="timed write_all calls per size")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 workers x 2 trials, SQLite + journal")
     parser.add_argument("--dir", default=None, help="where the SQLite and journal files go (default: the "
                         "system's temp folder, on disk; --quick: /dev/shm)")
-    parser.add_argument("--bare", action="store_true", help="time gc.collect without torch/Lightning/timm "
-                        "imported (a real dse worker has them; --quick implies --bare)")
+    parser.add_argument("--bare", action="store_true", help="time gc.collect and the trials without torch/"
+                        "Lightning/timm imported in this process and the workers (a real dse worker has them "
+                        "imported before its first trial; --quick implies --bare)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
@@ -839,7 +882,8 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     wall = time.perf_counter()
-    print(f"storage bench: {args.workers} workers x {args.trials_per_worker} trials per config, sizes "
+    print(f"storage bench: {args.workers} workers x {args.trials_per_worker} trials per config in "
+          f"{len(rounds(args.trials_per_worker, args.rounds))} rounds, sizes "
           f"{','.join(map(str, args.sizes))}, storages {','.join(args.storages)}, {os.cpu_count()} CPUs, "
           f"optuna {optuna.__version__}, load average {os.getloadavg()[0]:.1f}", flush=True)
     space = load_space()
@@ -851,7 +895,7 @@ def main(argv=None) -> int:
               "claim with that unwrapping fixed (only Optuna's _CachedStorage unwrapped)", flush=True)
     print(f"space resnext: {len(facts)} points, {over} over budget (prefilled trials pick points uniformly)",
           flush=True)
-    pool = Pool(args.workers)
+    pool = Pool(args.workers, imports=not args.bare)
     if not args.bare:
         print(f"this process imported torch, Lightning, timm, dse.train.fit in {training_imports():.1f} s (for the gc "
               "column of write_all: a training worker's gc.collect)", flush=True)
@@ -881,19 +925,26 @@ def main(argv=None) -> int:
                     else:
                         added = prefill_rdb(url, facts, size, rng)
                     print(f"{kind} {size}: prefilled {added} trials in {time.perf_counter() - t:.1f} s", flush=True)
+                    runs = {}
                     for config in args.configs:
                         run += 1
-                        task = {"config": config, "storage": kind, "size": size, "url": url,
-                                "run_dir": str(folder / "runs"), "sampler": config.split("/")[1],
-                                "trials": args.trials_per_worker, "run": run, "facts": facts}
-                        t = time.perf_counter()
-                        replies = pool.run(task)
-                        records = [r for rep in replies for r in rep["records"]]
-                        startup = statistics.median(rep["startup"] for rep in replies)
-                        results.append({"storage": kind, "size": size, "config": config, "records": records,
-                                        "startup": startup})
-                        print(f"  {config:<13} median {_ms(_stats(records, 'total'))} ms/trial "
-                              f"(start-up {startup:.1f} s, {time.perf_counter() - t:.1f} s)", flush=True)
+                        runs[config] = run
+                        results.append({"storage": kind, "size": size, "config": config, "records": [],
+                                        "startup": 0.0, "seconds": 0.0})
+                    mine_now = results[-len(args.configs):]
+                    for part in rounds(args.trials_per_worker, args.rounds):  # the configs take turns
+                        for config, res in zip(args.configs, mine_now):
+                            task = {"config": config, "storage": kind, "size": size, "url": url,
+                                    "run_dir": str(folder / "runs"), "sampler": config.split("/")[1],
+                                    "trials": part, "run": runs[config], "facts": facts}
+                            t = time.perf_counter()
+                            replies = pool.run(task)
+                            res["records"] += [r for rep in replies for r in rep["records"]]
+                            res["startup"] += statistics.median(rep["startup"] for rep in replies)
+                            res["seconds"] += time.perf_counter() - t
+                    for config, res in zip(args.configs, mine_now):
+                        print(f"  {config:<13} median {_ms(_stats(res['records'], 'total'))} ms/trial "
+                              f"(start-up {res['startup']:.1f} s, {res['seconds']:.1f} s)", flush=True)
                     t = time.perf_counter()
                     if mine is None:
                         mine = parent_study(url, folder / "report")
@@ -922,7 +973,9 @@ def main(argv=None) -> int:
 
 def report_tables(results: list[dict], writes: list[dict], args, skipped: list[str]):
     """Print the per-piece table and the summary table; returns the ratio of the last line."""
-    from dse.trials.runner import REWRITE_S  # result files are rewritten at most this often during a run
+    from dse.trials import runner  # result files are rewritten at most every REWRITE_S / REWRITE_TIMES x write
+
+    REWRITE_S, times = runner.REWRITE_S, getattr(runner, "REWRITE_TIMES", 10)
 
     print()
     print("per trial, ms (median over all workers' measured trials; pieces are medians too, so they need not sum)")
@@ -950,7 +1003,7 @@ def report_tables(results: list[dict], writes: list[dict], args, skipped: list[s
     print()
     print(f"summary, ms per trial (median wall; cpu: median process CPU); dse+after = dse/tpe + write_all + plots "
           f"per trial: dse.trials.runner.Rewrite writes after a counted trial at most every max({REWRITE_S:.0f} s, "
-          f"10 x write_all), so min(share of trials that count, dse/tpe / that interval) writes per trial")
+          f"{times} x write_all), so min(share of trials that count, dse/tpe / that interval) writes per trial")
     head = ["storage", "size", *CONFIGS, "dse+after", "dse/optuna random", "dse+after/optuna tpe", "cpu dse/tpe",
             "cpu optuna/tpe"]
     by = {(r["storage"], r["size"], r["config"]): r for r in results}
@@ -967,7 +1020,7 @@ def report_tables(results: list[dict], writes: list[dict], args, skipped: list[s
                 recs = by[(kind, size, "dse/tpe")]["records"]
                 share = sum(x["status"] == "ok" for x in recs) / max(len(recs), 1)
                 w = wr[(kind, size)]
-                interval = max(REWRITE_S, 10 * (w["write_all"] + w.get("plots", 0.0)))
+                interval = max(REWRITE_S, times * (w["write_all"] + w.get("plots", 0.0)))
                 full = med["dse/tpe"] + min(share, med["dse/tpe"] / interval) * (w["write_all"] + w.get("plots", 0.0))
             storage_ratio = (med["dse/random"] / med["optuna/random"]
                              if med["dse/random"] and med["optuna/random"] else None)
