@@ -74,7 +74,10 @@ def prefill(url: str, name: str, n: int) -> None:
                                                 user_attrs=dict.fromkeys(("point_id", "status", "params", "flops",
                                                                           "acts"), 1.0), value=float(k))
                       for k in range(n)])
-    storage.engine.dispose()  # its connections would count in the workers' peak
+    if hasattr(storage, "engine"):
+        storage.engine.dispose()  # its connections would count in the workers' peak
+    else:
+        storage.close()  # the gRPC channel
 
 
 def connections(db_url: str) -> int:
@@ -155,7 +158,7 @@ def main() -> int:
             for r in range(args.rounds):
                 for way in (("direct", "proxy") if r % 2 == 0 else ("proxy", "direct")):
                     name = f"bench{r}{way}"
-                    prefill(pg.url, name, args.prefill)
+                    prefill(urls[way], name, args.prefill)  # made the way its workers reach it
                     got = run_way(urls[way], pg.url, name, args)
                     total[way][0] += got["trials"]
                     total[way][1] += got["span_s"]

@@ -480,6 +480,7 @@ def main(argv=None) -> int:
         return 0
     show = "--cfg" in argv
     argv = [a for a in argv if a != "--cfg"]
+    storage_url = None
     try:
         bad = [a for a in argv if a.startswith("-")]
         if bad:
@@ -490,6 +491,7 @@ def main(argv=None) -> int:
             return 0
         _quiet()
         job = dataclasses.replace(prepare(cfg), argv=tuple(argv), started=started)
+        storage_url = job.storage_url
         from dse.train import ddp
         from dse.trials import runner, slurm  # Optuna, submitit: imported once the command line and files are checked
         if ddp.is_follower():  # a DDP rank that Lightning started for rank 0's trial
@@ -506,6 +508,14 @@ def main(argv=None) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
         return 130
+    except Exception as exc:  # a lost gRPC proxy is one line (dse.storage.lost_line); anything else is a bug
+        from dse.storage import LOST_EXIT, lost_line
+
+        line = lost_line(exc, storage_url)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return LOST_EXIT
     return code
 
 

@@ -76,19 +76,22 @@ def open_storage(url: str | None, run_dir: Path, heartbeat_s: int = 30, grace_s:
         check_file(Path(path), "journal", create)
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     if url.startswith("grpc:"):
-        return open_proxy(url)
+        return open_proxy(url, check=create)
     if "://" not in url:
         raise UserError(f"storage: {mask(url)!r} is not a storage URL; use sqlite:///file.db, "
                         "postgresql://user:pw@host/db, journal:/path/file.log or grpc://host:port")
     heartbeat_s, grace_s = _timing(heartbeat_s, grace_s)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return open_rdb(url, create, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+    return open_rdb(url, create, reached={"via": "direct", "at": mask(url)} if create else None,
+                    heartbeat_interval=heartbeat_s, grace_period=grace_s,
                     heartbeat_stale_trial_callback=_retry_class()(max_retry=max_retry))
 
 
-def open_rdb(given: str, create: bool = True, **heartbeat):
+def open_rdb(given: str, create: bool = True, reached: dict | None = None, **heartbeat):
     """An RDB storage (dse's heartbeat-reason subclass) on URL `given`; `heartbeat`: RDBStorage's heartbeat
-    arguments (none: no heartbeat, as behind the gRPC proxy, which cannot carry one)."""
+    arguments (none: no heartbeat, as behind the gRPC proxy, which cannot carry one). `reached`: how this
+    process reaches the database ({"via": "direct" or "grpc", "at": where}), recorded on the studies it creates
+    (REACHED); a direct one is also checked against the studies it opens (`refuse_mix`). None: neither."""
     import optuna
 
     url = _driver(given)
@@ -99,7 +102,7 @@ def open_rdb(given: str, create: bool = True, **heartbeat):
     try:
         for attempt in range(6):  # processes that create a fresh storage at once race on its schema
             try:
-                return _storage_class()(url, engine_kwargs=engine, **heartbeat)
+                return _storage_class()(url, engine_kwargs=engine, reached=reached, **heartbeat)
             except Exception as exc:  # unreachable server, bad driver, bad credentials, schema race
                 if attempt == 5 or not _schema_race(exc):
                     msg = mask(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -217,10 +220,13 @@ def _storage_class():
     attr reason='worker died (heartbeat)', written in the same transaction that fails them."""
     import contextlib
     import json
+    import uuid
     from datetime import timedelta
 
     import sqlalchemy
+    from optuna.exceptions import DuplicatedStudyError
     from optuna.storages import RDBStorage
+    from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
     from optuna.storages._rdb import models
     from optuna.trial import TrialState
 
@@ -234,7 +240,8 @@ def _storage_class():
         twice). On SQLite the change runs under BEGIN IMMEDIATE: the database's write lock is held from the read.
         """
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args, reached: dict | None = None, **kwargs):
+            self._reached, self._checked = reached, set()  # how we reach the database; studies found reached so
             super().__init__(*args, **kwargs)
             self._stale: set[int] = set()  # found stale; failed next by set_trial_state_values, if still stale
             self._looked: dict[int, float] = {}  # study id -> time.monotonic() of the last look for stale trials
@@ -242,6 +249,34 @@ def _storage_class():
             # makes it (dse.trials.owners sets it to the owner record); None: none
             self.owner_of = None
             self._owned: dict[int, dict] = {}  # trial id -> the attrs just written with it, for Optuna's cache
+
+        def create_new_study(self, directions, study_name: str | None = None) -> int:
+            """A new study that records how it is reached (REACHED), in the transaction that makes it: a worker
+            that loads it a moment later always finds the record."""
+            if self._reached is None:
+                return super().create_new_study(directions, study_name)
+            name = study_name or f"{DEFAULT_STUDY_NAME_PREFIX}{uuid.uuid4()}"
+            try:
+                with self._write_lock() as session:
+                    study = models.StudyModel(study_name=name, directions=[
+                        models.StudyDirectionModel(objective=i, direction=d) for i, d in enumerate(directions)])
+                    session.add(study)
+                    session.flush()  # gives the study its id
+                    study_id = study.study_id
+                    session.add(models.StudySystemAttributeModel(study_id=study_id, key=REACHED,
+                                                                 value_json=json.dumps(self._reached)))
+            except sqlalchemy.exc.IntegrityError:
+                raise DuplicatedStudyError(f"study {name!r} already exists") from None
+            self._checked.add(name)
+            return study_id
+
+        def get_study_id_from_name(self, study_name: str) -> int:
+            """The study's id; a direct worker's first look at a study also checks how the study is reached."""
+            study_id = super().get_study_id_from_name(study_name)
+            if self._reached and self._reached["via"] == "direct" and study_name not in self._checked:
+                refuse_mix(self.get_study_system_attrs(study_id), study_name, self._reached)
+                self._checked.add(study_name)
+            return study_id
 
         def _get_prepared_new_trial(self, study_id: int, template_trial, session):
             """A new RUNNING trial beats from the transaction that makes it (see `set_trial_state_values`); a fresh
@@ -374,8 +409,9 @@ def parse_proxy(url: str) -> tuple[str, int]:
     return (f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname), port  # IPv6 in brackets
 
 
-def open_proxy(url: str, wait_s: float = PROXY_WAIT_S):
-    """A GrpcStorageProxy on `grpc://host:port` that has answered, or a one-line UserError."""
+def open_proxy(url: str, wait_s: float = PROXY_WAIT_S, check: bool = True):
+    """A GrpcStorageProxy on `grpc://host:port` that has answered, or a one-line UserError. With `check` (a
+    worker, not a reader), its first look at a study refuses one created by a direct worker (`refuse_mix`)."""
     import warnings
 
     import optuna
@@ -386,7 +422,7 @@ def open_proxy(url: str, wait_s: float = PROXY_WAIT_S):
     except ImportError:
         raise UserError("storage: grpc:// needs the grpcio package (pip install grpcio)") from None
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    proxy = _proxy_class()(host=host, port=port, check=check)
     where = f"grpc://{host}:{port}"
     try:
         proxy.wait_server_ready(timeout=wait_s)
@@ -403,6 +439,76 @@ def open_proxy(url: str, wait_s: float = PROXY_WAIT_S):
         raise UserError(f"storage: {where} answers but not as an Optuna storage proxy with an open database "
                         f"({exc.code().name}{': ' + detail if detail else ''})") from None
     return proxy
+
+
+def _proxy_class():
+    """Optuna's gRPC proxy client whose first look at a study checks how the study is reached (`refuse_mix`)."""
+    from optuna.storages import GrpcStorageProxy
+
+    class Proxy(GrpcStorageProxy):
+        """GrpcStorageProxy that refuses, in one line, a study whose workers reach the database directly."""
+
+        def __init__(self, *, host: str, port: int, check: bool = True):
+            self._reached = {"via": "grpc", "at": f"grpc://{host}:{port}"} if check else None
+            self._checked: set[str] = set()
+            super().__init__(host=host, port=port)
+
+        def create_new_study(self, directions, study_name: str | None = None) -> int:
+            study_id = super().create_new_study(directions, study_name)  # the proxy's database records REACHED
+            self._checked.add(study_name)
+            return study_id
+
+        def get_study_id_from_name(self, study_name: str) -> int:
+            study_id = super().get_study_id_from_name(study_name)
+            if self._reached and study_name not in self._checked:
+                refuse_mix(self.get_study_system_attrs(study_id), study_name, self._reached)
+                self._checked.add(study_name)
+            return study_id
+
+    return Proxy
+
+
+REACHED = "dse:reached"  # study system attr: how its workers reach the database, {"via": "direct"|"grpc", "at": …}
+_VIA = {"direct": "directly", "grpc": "through the gRPC proxy"}
+
+
+def refuse_mix(attrs: dict, study_name: str, mine: dict) -> None:
+    """A UserError when the study (its system attrs `attrs`) was created by a worker that reaches the database
+    another way than `mine`: proxy workers claim points with marker studies, direct ones with attribute rows, so a
+    mix could train a point twice. A study made before dse recorded this (no REACHED) passes."""
+    theirs = attrs.get(REACHED)
+    if not isinstance(theirs, dict) or theirs.get("via") not in _VIA or theirs["via"] == mine["via"]:
+        return
+    raise UserError(f"storage: study {study_name!r} was created by a worker that reaches its database "
+                    f"{_VIA[theirs['via']]} ({theirs.get('at')}), and this one joins {_VIA[mine['via']]} "
+                    f"({mine['at']}): a study's workers must all join the same way, or they claim points in two "
+                    f"places and can train a point twice; use storage={theirs.get('at')} as its workers do, or "
+                    "another study.name (nothing was written)")
+
+
+LOST_EXIT = 75  # sysexits' EX_TEMPFAIL: the storage went away; start it again and re-run the command
+
+
+def lost_line(exc: BaseException, url: str | None) -> str | None:
+    """The one line for a worker whose gRPC proxy `url` stopped answering (`exc` or an exception it arose from
+    is gRPC's UNAVAILABLE), else None."""
+    grpc = sys.modules.get("grpc")
+    if grpc is None or not str(url or "").startswith("grpc:"):
+        return None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = getattr(exc, "code", None)
+        if isinstance(exc, grpc.RpcError) and callable(code) and code() == grpc.StatusCode.UNAVAILABLE:
+            details = getattr(exc, "details", None)
+            detail = (details() if callable(details) else "") or ""
+            detail = detail.strip().splitlines()[0].rsplit(": ", 1)[-1] if detail.strip() else "no answer"
+            return (f"storage: the gRPC storage proxy at {mask(url)} stopped answering ({mask(detail)}), so this "
+                    "process stops: finished trials are kept in the database, and a trial it was running is failed "
+                    "and queued again by the next dse process on this study (at once on this host, once its lease "
+                    "runs out on another); start the proxy again and re-run the command")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def serve(url: str, host: str = "localhost", port: int = PROXY_PORT) -> int:
@@ -426,8 +532,9 @@ def serve(url: str, host: str = "localhost", port: int = PROXY_PORT) -> int:
         raise UserError("serve: the gRPC proxy needs the grpcio package (pip install grpcio)") from None
     _check_port_free(host, port)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.get_storage(open_rdb(url))  # Optuna's cache in front of the database
     shown = socket.getfqdn() if host in ("0.0.0.0", "::", "[::]", "") else host
+    # Optuna's cache in front of the database; the studies made through the proxy record that they are reached so
+    storage = optuna.storages.get_storage(open_rdb(url, reached={"via": "grpc", "at": f"grpc://{shown}:{port}"}))
     local = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host in ("::", "[::]") else host)
 
     def announce():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,11 +19,12 @@ from pathlib import Path
 import optuna
 import pytest
 
+from dse.errors import UserError
+from dse.storage import LOST_EXIT, mask, open_storage
 from dse.storage import main as storage_main
-from dse.storage import open_storage
 from dse.trials import claims, owners
 from grid_helpers import ROOT, per_cell, run_pool
-from search_helpers import search
+from search_helpers import FAST, env, ok, search, search_here
 from test_point_claims import N_KEYS, race
 from test_search_errors import _one_line_error
 
@@ -60,6 +62,9 @@ class Proxy:
         self.proc.wait(timeout=30)
 
 
+SMOKE = ["space=resnext", "sampler=random", "logger=none", "study.timeout=null", "study.trials_per_timeout=null"]
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def proxy(request, tmp_path):
     """A proxy in front of a fresh SQLite file or a fresh PostgreSQL database."""
@@ -82,8 +87,10 @@ def test_serve_prints_the_line_to_give_and_hides_the_password(fresh_postgres_db,
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     finally:
         served.stop()
-    direct = optuna.load_study(study_name="seen", storage=open_storage(fresh_postgres_db, tmp_path))
-    assert [t.state.name for t in direct.trials] == ["COMPLETE", "COMPLETE"]  # written to the database itself
+    reader = optuna.load_study(study_name="seen", storage=open_storage(fresh_postgres_db, tmp_path, create=False))
+    assert [t.state.name for t in reader.trials] == ["COMPLETE", "COMPLETE"]  # written to the database itself
+    with pytest.raises(UserError, match="'seen' was created by a worker that reaches its database through the gRPC"):
+        optuna.load_study(study_name="seen", storage=open_storage(fresh_postgres_db, tmp_path))  # a worker: refused
 
 
 def test_four_workers_through_the_proxy_one_killed(proxy, tmp_path):
@@ -170,3 +177,97 @@ def test_serve_refuses_bad_input_in_one_line(tmp_path, capsys):
             assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, (argv, err)
             assert "s3cret" not in err
     assert not (tmp_path / "x.db").exists() and not (tmp_path / "j.log").exists()
+
+
+def test_search_through_the_proxy_and_mixed_workers_refused(fresh_postgres_db, tmp_path):
+    """`python -m dse.search workers=2` through a proxy on PostgreSQL trains a smoke study end to end. A worker
+    that joins that study directly is refused in one line, exit 2, nothing written (direct workers claim points in
+    attribute rows, proxy workers in marker studies: a mix could train a point twice); so is a proxy worker on a
+    study a direct worker created."""
+    served = Proxy(fresh_postgres_db, tmp_path)
+    try:
+        run = tmp_path / "run"
+        ok(search(*SMOKE, "study.name=e2e", "study.n_trials=3", "workers=2", f"storage={served.url}",
+                  f"run_dir={run}", cwd=tmp_path, timeout=400))
+        for name in ("trials.csv", "pareto.csv", "best.yaml", "provenance.yaml", "config.yaml"):
+            assert (run / name).is_file(), name
+        reader = open_storage(fresh_postgres_db, tmp_path, create=False)
+        trials = optuna.load_study(study_name="e2e", storage=reader).get_trials(deepcopy=False)
+        trained = Counter((t.user_attrs["point_id"], t.user_attrs["seed"]) for t in trials
+                          if t.user_attrs.get("status") == "ok")
+        assert sum(trained.values()) >= 3 and max(trained.values()) == 1, trained
+        # every trial trained (COMPLETE) or refused before training (PRUNED; a repeated point: FAIL 'duplicate')
+        assert all(t.state.name in ("COMPLETE", "PRUNED") or t.user_attrs.get("status") == "duplicate"
+                   for t in trials), [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+
+        direct = search_here(*SMOKE, "study.name=e2e", "study.n_trials=6", f"storage={fresh_postgres_db}",
+                             f"run_dir={tmp_path / 'direct'}", cwd=tmp_path)
+        _one_line_error(direct, f"study 'e2e' was created by a worker that reaches its database through the gRPC "
+                                f"proxy ({served.url}), and this one joins directly ({mask(fresh_postgres_db)})")
+        assert fresh_postgres_db.split(":")[2].split("@")[0] not in direct.stderr  # the password
+        assert len(optuna.load_study(study_name="e2e", storage=reader).trials) == len(trials)
+        assert not (tmp_path / "direct").exists()
+
+        optuna.create_study(study_name="d", storage=open_storage(fresh_postgres_db, tmp_path))
+        proxied = search_here(*SMOKE, "study.name=d", f"storage={served.url}", f"run_dir={tmp_path / 'proxied'}",
+                              cwd=tmp_path)
+        _one_line_error(proxied, f"study 'd' was created by a worker that reaches its database directly "
+                                 f"({mask(fresh_postgres_db)}), and this one joins through the gRPC proxy "
+                                 f"({served.url})")
+        assert not optuna.load_study(study_name="d", storage=reader).trials and not (tmp_path / "proxied").exists()
+    finally:
+        served.stop()
+
+
+def test_a_lost_proxy_ends_its_worker_in_one_line(tmp_path):
+    """The proxy is SIGKILLed while its worker trains a trial: the worker exits LOST_EXIT (75) with one line naming
+    the proxy, no traceback. The trained trial stays in the database; the one in flight, left RUNNING, is failed
+    and queued again by the next dse process on this host once a proxy serves the database again."""
+    db = tmp_path / "lost.db"
+    served = Proxy(f"sqlite:///{db}", tmp_path)
+    out, err = tmp_path / "worker.out", tmp_path / "worker.err"
+    worker = subprocess.Popen([sys.executable, "-m", "dse.search", *FAST, *SMOKE, "study.name=lost", "study.n_trials=4",
+                               f"storage={served.url}", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path,
+                              env={**env(), "DSE_TEST_FAULT": "sleep=8:2"},  # the second fit sleeps 8 s
+                              stdout=open(out, "w"), stderr=open(err, "w"))
+
+    def states() -> Counter:
+        """Trials per state, read from the database file; 'OWNED': RUNNING trials whose owner is recorded."""
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+            got = Counter(state for (state,) in con.execute("SELECT state FROM trials"))
+            got["OWNED"] = con.execute("SELECT count(*) FROM trials t JOIN trial_system_attributes a ON "
+                                       "a.trial_id = t.trial_id AND a.key = ? WHERE t.state = 'RUNNING'",
+                                       (owners.KEY,)).fetchone()[0]
+        return got
+
+    try:
+        deadline = time.monotonic() + 120
+        while not ("[ok]" in out.read_text() and states()["OWNED"]):  # one trained, the next one running
+            assert worker.poll() is None and time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        served.proc.kill()
+        served.proc.wait(timeout=30)
+        assert worker.wait(timeout=120) == LOST_EXIT, err.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        served.stop()
+    lines = err.read_text().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: storage: the gRPC storage proxy at {served.url} stopped "
+                                                   "answering"), lines
+    assert "Traceback" not in out.read_text() + err.read_text()
+    left = states()
+    assert left["COMPLETE"] >= 1 and left["RUNNING"] == left["OWNED"] == 1, left
+    again = Proxy(f"sqlite:///{db}", tmp_path)
+    try:
+        study = optuna.load_study(study_name="lost", storage=open_storage(again.url, tmp_path))
+        assert owners.reap(study) == 1  # its process is gone: failed and queued again at once
+        trials = study.get_trials(deepcopy=False)
+        dead = [t for t in trials if t.state.name == "FAIL"]
+        assert len(dead) == 1 and dead[0].user_attrs["reason"] == owners.REASON
+        queued = [t for t in trials if t.state.name == "WAITING"]
+        assert len(queued) == 1 and queued[0].system_attrs["failed_trial"] == dead[0].number
+        assert [t.state.name for t in trials].count("COMPLETE") == left["COMPLETE"]
+    finally:
+        again.stop()
