@@ -46,7 +46,8 @@ class TrainResult:
 
 
 def quiet() -> None:
-    """Silence Lightning's banner/tip lines and the pytree deprecation warning (sweeps run many Trainers)."""
+    """Silence Lightning's banner/tip lines, its srun hint and the pytree deprecation warning (sweeps run many
+    Trainers)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
@@ -54,6 +55,8 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*is an invalid value for the `limit_.*")
     warnings.filterwarnings("ignore", message=r".*reported value is ignored because this `step=.*")  # DDP pruning
     warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")  # reduced
+    # Lightning's hint to prepend `srun`, once per Trainer wherever SLURM is installed: dse starts its own tasks
+    warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used.*")
 
 
 def _precision(recipe: Recipe, on_gpu: bool) -> str:
