@@ -206,7 +206,6 @@ class FakeWorker:
 
 def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, monkeypatch):
     from dse.trials import signals
-    from dse import storage
     started = []
     monkeypatch.setattr(pool, "_start", lambda argv, url, run_dir, slot: started.append(slot) or FakeWorker(slot))
     monkeypatch.setattr(pool, "visible_gpus", lambda env=None: ["0"])
@@ -215,7 +214,7 @@ def test_pool_run_starts_the_packed_workers_once_the_probe_is_written(tmp_path, 
     monkeypatch.setattr(pool.time, "sleep", lambda s: None)
     monkeypatch.setattr(pool, "_update", lambda *a: None)
     monkeypatch.setattr(signals, "install", lambda: None)
-    monkeypatch.setattr(storage, "open_storage", lambda url, run_dir: None)
+    monkeypatch.setattr(pool, "open_storage", lambda url, run_dir: None)  # no database: x.db stays unwritten
     said = []
     config = pool.PoolConfig(workers="auto", per_gpu="auto", progress=False)
     code = pool.run([], config, "sqlite:///x.db", "s", tmp_path, total=20, counted=None, say=said.append)
