@@ -6,6 +6,9 @@ server runs as the `postgres` system user (initdb refuses root).
 
 Tests marked `gpu` are skipped when torch sees no CUDA GPU ("needs a CUDA GPU: run bench/gpu_check.sh"); with
 env DSE_REQUIRE_GPU=1 (bench/gpu_check.sh sets it) the run stops instead of skipping them.
+
+Every `python -m dse.search|report|analyze` a test starts is forked from a zygote that has already imported
+torch, Lightning and timm (tests/fastspawn.py); DSE_TEST_SPAWN=fresh starts each one from nothing instead.
 """
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import fastspawn
 import pytest
+
+fastspawn.install()
 
 
 def _pg_bin() -> Path | None:
@@ -100,6 +106,10 @@ def fresh_postgres_db(postgres_url):
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_sessionfinish(session, exitstatus):
+    fastspawn.close()
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests that share a module-scoped fixture of their own module run on one xdist worker (group: the module),
     so the fixture (a trained study, 171 fuzzed commands) is built once, not once per worker. Skip `gpu`-marked

@@ -1,0 +1,71 @@
+"""tests/fastspawn.py: the suite's `python -m dse.search|report|analyze` children are forked from a zygote that
+has imported torch, Lightning and timm. A forked child must read as a fresh one: the same output and exit
+status, the caller's cwd and environment, a real pid that signals reach, and timeouts as subprocess.run's."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import fastspawn
+import pytest
+import search_helpers as sh
+
+
+def _both(args, cwd, env=None):
+    """(forked, fresh) CompletedProcess of the same command line."""
+    forked = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env or sh.env(), capture_output=True,
+                            text=True, timeout=240)
+    fresh = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env={**(env or sh.env()), "DSE_TEST_SPAWN": "fresh"},
+                           capture_output=True, text=True, timeout=240)
+    return forked, fresh
+
+
+def test_the_fast_path_fires_only_for_the_heavy_commands():
+    assert fastspawn.forkable([sys.executable, "-m", "dse.search", "space=resnext"], {}) == "dse.search"
+    assert fastspawn.forkable([sys.executable, "-m", "dse.inspect", "resnet50"], {}) is None  # must show no torch
+    assert fastspawn.forkable([sys.executable, "-X", "importtime", "-m", "dse.search"], {}) is None
+    assert fastspawn.forkable([sys.executable, "-m", "dse.search"], {"preexec_fn": print}) is None
+    assert fastspawn.forkable(["sbatch", "x"], {}) is None
+    assert subprocess.Popen is fastspawn.Popen  # conftest installed it
+
+
+def test_forked_output_and_exit_status_equal_a_fresh_process(tmp_path):
+    (tmp_path / "runs").mkdir()
+    for args in (["dse.analyze", "--help"], ["dse.search", "space=no_such_space"],
+                 ["dse.report", "runs/missing"]):
+        forked, fresh = _both(args, tmp_path)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr), args
+    assert forked.returncode == 2 and "runs/missing" in forked.stderr  # the relative path read from the cwd
+
+
+def test_a_forked_child_is_a_real_process_that_signals_reach(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "dse.search", *sh.FAST, "space=resnext", "study.n_trials=50",
+                             f"run_dir={tmp_path / 'r'}"], cwd=tmp_path, env=sh.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.via_zygote and proc.poll() is None
+    assert os.path.exists(f"/proc/{proc.pid}")
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_run_timeout_kills_the_forked_child(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, "-m", "dse.search", *sh.FAST, "space=resnext", "study.n_trials=50",
+                        f"run_dir={tmp_path / 'r'}"], cwd=tmp_path, env=sh.env(), capture_output=True, timeout=2)
+    assert time.monotonic() - start < 60
+
+
+def test_the_environment_is_the_callers(tmp_path):
+    env = {**sh.env(), "DSE_STORAGE": "sqlite:///" + str(tmp_path / "named.db")}
+    proc = subprocess.run([sys.executable, "-m", "dse.search", *sh.FAST, "space=resnext", "study.n_trials=1",
+                           "storage=${oc.env:DSE_STORAGE}", f"run_dir={tmp_path / 'r'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "named.db").exists()

@@ -1,0 +1,122 @@
+"""The zygote of tests/fastspawn.py: import the heavy modules once, then fork one child per request.
+
+usage: python tests/zygote.py SOCKET_PATH MODULE...: it imports each MODULE first. It prints `ready` once it listens, and exits when its stdin closes
+(the test process that started it is gone). A request is a length-prefixed JSON object (argv after `-m`,
+cwd, env, session, group) with three file descriptors (the child's stdin, stdout, stderr). The answer on the
+same connection is the child's pid, then its raw wait status, each on a line.
+"""
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import runpy
+import socket
+import struct
+import sys
+import threading
+import traceback
+
+# Not a place to import from: the children put their own working directory first, as `python -m` does.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+
+def _exit_code(code) -> int:
+    """The exit status of SystemExit(code), as the interpreter gives it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _child(request: dict, fds: list[int], sockets: list[socket.socket]) -> None:
+    """In the forked child: take the caller's files, place and environment, run the module, exit."""
+    for s in sockets:
+        s.close()
+    if request["session"]:
+        os.setsid()
+    elif request["group"] >= 0:
+        os.setpgid(0, request["group"])
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds):
+        if fd > 2:
+            os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    module, args = request["argv"][0], request["argv"][1:]
+    sys.path[0:0] = [request["cwd"]]  # `python -m` puts the working directory first
+    sys.modules.pop(module, None)  # a fresh `python -m` runs the module only as __main__
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = _exit_code(e.code)
+    except BaseException:  # noqa: BLE001  (the interpreter prints it and exits 1)
+        traceback.print_exc()
+        code = 1
+    try:
+        threading._shutdown()  # as at interpreter exit: wait for non-daemon threads
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def _reap(conn: socket.socket, pid: int, live: set) -> None:
+    _, status = os.waitpid(pid, 0)
+    try:
+        conn.sendall(f"{status}\n".encode())
+    except OSError:
+        pass
+    live.discard(conn)
+    conn.close()
+
+
+def _watch_stdin() -> None:
+    while sys.stdin.buffer.read(1 << 16):
+        pass
+    os._exit(0)
+
+
+def main(path: str, preload: list[str]) -> None:
+    for name in preload:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    threading.Thread(target=_watch_stdin, daemon=True).start()
+    print("ready", flush=True)
+    live: set = set()
+    while True:
+        conn, _ = listener.accept()
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 22, 3)
+        (size,) = struct.unpack("!I", data[:4])
+        while len(data) < 4 + size:
+            data += conn.recv(1 << 22)
+        request = json.loads(data[4:4 + size])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            conn.sendall(f"{-e.errno}\n".encode())
+            conn.close()
+            continue
+        if pid == 0:
+            _child(request, fds, [listener, conn, *list(live)])
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(f"{pid}\n".encode())
+        live.add(conn)
+        threading.Thread(target=_reap, args=(conn, pid, live), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
