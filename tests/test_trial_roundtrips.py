@@ -125,3 +125,70 @@ def test_stale_trials_are_looked_for_at_most_once_per_heartbeat_interval(tmp_pat
     _fail_stale(study)
     trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # failed and queued again
+
+
+class _Node:
+    """An object in a reference cycle: only the cycle collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def _trained():
+    return optuna.trial.create_trial(state=TrialState.COMPLETE, values=[0.5],
+                                     user_attrs={"status": "ok", "point_id": "p", "val_acc": 0.5})
+
+
+def test_collect_scans_the_older_objects_only_in_each_full_collection(monkeypatch):
+    """After a full collection its survivors are frozen: a cycle made later is freed by the next collection, one
+    that died among the frozen objects only by the next full one (every FULL_GC_EVERY-th)."""
+    import gc
+    import weakref
+
+    from dse.trials import runner
+
+    was = gc.isenabled()
+    gc.disable()  # no automatic collection in between
+    monkeypatch.setattr(runner, "_collects", 0)
+    try:
+        old = _Node()
+        old_alive = weakref.ref(old)
+        runner.collect(None, _trained())  # full: `old` survives it and is frozen
+        assert gc.get_freeze_count() > 0
+        young = _Node()
+        young_alive = weakref.ref(young)
+        del old, young
+        runner.collect(None, _trained())  # a young collection
+        assert young_alive() is None and old_alive() is not None
+        monkeypatch.setattr(runner, "_collects", runner.FULL_GC_EVERY)
+        runner.collect(None, _trained())  # full again
+        assert old_alive() is None
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
+
+
+def test_the_screens_seed_noise_is_the_estimate_over_every_trained_trial():
+    """The study line keeps its seed-noise estimate between trials and computes it again only when a point gets a
+    second run: after each trial it equals dse.results.noise.estimate over all trained rows."""
+    from dse.results import noise
+    from dse.trials.screen import Screen
+
+    screen = Screen([], None)
+    rows = []
+    for number, (point, acc, seeds, std) in enumerate([("a", 0.80, None, None), ("b", 0.70, None, None),
+                                                       ("a", 0.82, None, None), ("c", 0.60, 3, 0.01),
+                                                       ("d", 0.65, None, None), ("b", 0.69, None, None)]):
+        attrs = {"status": "ok", "point_id": point, "val_acc": acc, "seeds": seeds, "val_acc_std": std}
+        trial = optuna.trial.create_trial(state=TrialState.COMPLETE, values=[acc],
+                                          user_attrs={k: v for k, v in attrs.items() if v is not None})
+        trial.number = number
+        screen.add(trial)
+        rows.append({"number": number, "status": "ok", "point_id": point, "accuracy": acc, "seeds": seeds,
+                     "val_acc_std": std})
+        found = noise.estimate(rows)
+        line = screen.study_line()
+        assert (found is None) == ("seed noise" not in line)
+        if found is not None:
+            assert f"seed noise ±{100 * found.sigma:.2f} ({found.df} df)" in line

@@ -123,14 +123,32 @@ def run(job: Job) -> int:
     return code
 
 
+FULL_GC_EVERY = 50  # collect() scans every object once in this many trained trials, else only the newer ones
+
+
 def collect(_study, trial) -> None:
     """Callback: free the memory a trial's fit left in reference cycles (Lightning's trainer, the model, CUDA
     tensors) before the next trial builds its own. A trial that trained nothing (rejected before training, a
-    duplicate) built no model, so it is not collected: one gc.collect in a process that imported torch and
-    Lightning and holds 10k trials takes 0.4-0.6 s of CPU (bench/data/storage.txt), more than a whole trial of
-    plain Optuna. (Optuna's gc_after_trial collects after every trial.)"""
-    if not TrialRecord.from_trial(trial).untrained:
-        gc.collect()
+    duplicate) built no model, so it is not collected. (Optuna's gc_after_trial collects after every trial.)
+
+    A process that imported torch and Lightning and holds a 10k-trial study in Optuna's cache has ~900k objects
+    that live as long as the run; one full collection scans them all (1 s of CPU, bench/data/storage.txt). So a
+    full collection ends with gc.freeze(): what survived it is left out of the collections after it, which scan
+    only the objects made since (the last trials' models and trainers, the new trials). Every FULL_GC_EVERY-th
+    collection is full again (gc.unfreeze() first), so a cycle that died among the older objects is freed then."""
+    global _collects
+    if TrialRecord.from_trial(trial).untrained:
+        return
+    full = _collects % FULL_GC_EVERY == 0
+    if full:
+        gc.unfreeze()
+    gc.collect()
+    if full:
+        gc.freeze()
+    _collects += 1
+
+
+_collects = 0  # collect() calls that collected, in this process
 
 
 REWRITE_S = 30.0  # during a run, the result files are rewritten at most this often (and at its end)

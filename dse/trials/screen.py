@@ -44,6 +44,8 @@ class Screen:
         self.mine = dict.fromkeys(KINDS, 0)  # this run's
         self.best = None
         self.trained: list[dict] = []  # what dse.results.noise reads: point id, accuracy, seeds, spread
+        self.points: set = set()  # their point ids
+        self.noise, self.noise_stale = None, False  # noise.estimate(self.trained), and whether to compute it again
         for t in trials:
             self.add(t, mine=False)
         self.resumed = any(self.counts.values())
@@ -58,6 +60,10 @@ class Screen:
                 self.best = r.val_acc
             self.trained.append({"number": trial.number, "status": "ok", "point_id": r.point_id,
                                  "accuracy": r.val_acc, "seeds": r.seeds, "val_acc_std": r.val_acc_std})
+            # only a point's second run (or one of several seeds) changes the estimate: at 10k trials it costs
+            # 100 ms, so it is not computed again for every trial
+            self.noise_stale |= r.point_id is None or r.point_id in self.points or (r.seeds or 1) > 1
+            self.points.add(r.point_id)
         elif r.status in UNTRAINED:
             kind = UNTRAINED[r.status]
         elif r.status:
@@ -73,7 +79,9 @@ class Screen:
         own = ", ".join(tally(self.mine, zero=False)) or "none yet"
         parts = ", ".join(tally(self.counts)) + (f" (this run: {own})" if self.resumed else " (all in this run)")
         best = f"best {100 * self.best:.2f}%" if self.best is not None else "best -"
-        found = noise.estimate(self.trained)
+        if self.noise_stale:
+            self.noise, self.noise_stale = noise.estimate(self.trained), False
+        found = self.noise
         if found is not None:
             best += f" | seed noise ±{100 * found.sigma:.2f} ({found.df} df)"
         elapsed = time.monotonic() - self.start
