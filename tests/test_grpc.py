@@ -271,3 +271,35 @@ def test_a_lost_proxy_ends_its_worker_in_one_line(tmp_path):
         assert [t.state.name for t in trials].count("COMPLETE") == left["COMPLETE"]
     finally:
         again.stop()
+
+
+SLEEPER = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(143)); time.sleep(120)"
+
+
+def test_a_lost_proxy_stops_the_pool_and_its_workers(tmp_path, monkeypatch, capsys):
+    """workers=2: once the proxy stops answering, the pool prints one line, sends its workers SIGTERM (they cannot
+    record a trial any more), waits for them and exits LOST_EXIT; it used to exit with a traceback at once and
+    leave its workers training. The workers here are stand-ins (a process that sleeps and exits on SIGTERM): what
+    is tested is the pool's loop; a real worker's own exit is the test above."""
+    from dse.trials import pool, signals
+
+    served = Proxy(f"sqlite:///{tmp_path / 'pool.db'}", tmp_path)
+    optuna.create_study(study_name="s", storage=open_storage(served.url, tmp_path))
+    started, real_start = [], pool._start
+    monkeypatch.setattr(pool, "worker_argv", lambda argv, run_dir, index: [sys.executable, "-c", SLEEPER])
+    monkeypatch.setattr(pool, "_start", lambda *a: started.append(real_start(*a)) or started[-1])
+    monkeypatch.setattr(signals, "install", lambda: None)  # the test process keeps its own handlers
+    threading.Timer(3.0, served.proc.kill).start()
+    try:
+        code = pool.run([], pool.PoolConfig(workers=2, progress=False), served.url, "s", tmp_path, total=4,
+                        counted=lambda t: t.state.name == "COMPLETE", say=lambda line: None)
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+        served.proc.wait(timeout=30)
+    assert code == LOST_EXIT
+    assert [p.returncode for p in started] == [143, 143]  # each got SIGTERM, and the pool waited for it
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: storage: the gRPC storage proxy at {served.url} stopped "
+                                                   "answering"), lines

@@ -3,7 +3,8 @@
 The parent has already created the study (and, for a grid, enqueued its cells). It then starts N copies of
 the same `python -m dse.search` command with `workers=1`, each with its own devices and CPU threads, shows
 one progress bar by polling the storage, forwards SIGINT/SIGTERM, and returns one exit code: 0 when every
-worker ended normally, 128+signal when interrupted, 1 when any worker failed (its log tail is printed).
+worker ended normally, 128+signal when interrupted, 1 when any worker failed (its log tail is printed), and
+LOST_EXIT (75) once its gRPC storage proxy stopped answering (one line; the workers get SIGTERM and are waited for).
 
 Devices: with GPUs each worker gets `trainer.devices` of them (default 1) through CUDA_VISIBLE_DEVICES;
 `auto` uses every visible GPU (8 GPUs, trainer.devices=2: 4 workers x 2). The parent never initialises
@@ -39,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dse.errors import UserError
-from dse.storage import mask, open_storage
+from dse.storage import LOST_EXIT, lost_line, mask, open_storage
 from dse.train.probe import MEMORY_PROBE_ENV
 from dse.trials import signals
 
@@ -207,6 +208,7 @@ def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, 
     forwarded = 0
     bar = _bar(total, config.progress)
     storage = open_storage(storage_url, run_dir)
+    lost = None
     try:
         while any(p.poll() is None for p in procs):
             if signals.requested() and forwarded != signals.requested():
@@ -219,11 +221,18 @@ def run(argv: list[str], config: PoolConfig, storage_url: str, study_name: str, 
             elif probing and any(p.poll() is not None for p in procs):
                 probing = False
                 say("pool: a worker ended before its probe was written; staying at one worker per GPU")
-            _update(bar, storage, study_name, counted)
+            if lost is None and (lost := _update(bar, storage, study_name, counted, storage_url)):
+                print(f"error: {lost}", file=sys.stderr)  # the workers cannot record a trial: stop them, then exit
+                forwarded = _forward(procs, signal.SIGTERM)
             time.sleep(1.0)
-        _update(bar, storage, study_name, counted)
+        if lost is None:
+            lost = _update(bar, storage, study_name, counted, storage_url)
     finally:
         bar.close()
+    if lost:
+        for p in procs:
+            p.wait()
+        return LOST_EXIT
     return _exit_code(procs, slots, run_dir, signals.exit_code(), say)
 
 
@@ -288,18 +297,25 @@ def _bar(total: int, show: bool):
     return tqdm(total=total, desc="study", unit="trial", disable=not show, file=sys.stderr, dynamic_ncols=True)
 
 
-def _update(bar, storage, study_name: str, counted) -> None:
-    """Set the bar to the number of counted trials in the storage."""
+def _update(bar, storage, study_name: str, counted, url: str) -> str | None:
+    """Set the bar to the number of counted trials in the storage; the one line to print if its gRPC proxy
+    stopped answering (dse.storage.lost_line), else None."""
     import optuna
 
     try:
         trials = storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False)
     except (optuna.exceptions.StorageInternalError, KeyError, OSError):
-        return
+        return None
+    except Exception as exc:  # noqa: BLE001  (only a lost proxy is expected; anything else is a bug)
+        line = lost_line(exc, url)
+        if line is None:
+            raise
+        return line
     done = sum(bool(counted(t)) for t in trials)
     running = sum(t.state.name == "RUNNING" for t in trials)
     bar.n = min(done, bar.total) if bar.total else done
     bar.set_postfix_str(f"running {running}", refresh=True)
+    return None
 
 
 def _exit_code(procs, slots, run_dir: Path, interrupted: int, say) -> int:
