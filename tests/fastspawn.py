@@ -29,10 +29,16 @@ import threading
 from pathlib import Path
 
 FORKED = {"dse.search", "dse.report", "dse.analyze"}
-# What a zygote imports before it forks: every heavy library the commands above load.
-PRELOAD = ["torch", "torchvision", "lightning.pytorch", "timm", "optuna", "matplotlib.pyplot", "plotly.graph_objects",
-           "scipy.stats", "dse.search", "dse.report", "dse.analyze", "dse.network", "dse.train.fit",
-           "dse.train.module", "dse.train.datasets", "dse.results.files"]
+# What a zygote imports before it forks: every module of dse ("dse.*") and the libraries the commands above
+# load, including the ones they load late (migrations, figure back ends, Hydra's plugins).
+PRELOAD = ["torch", "torchvision", "lightning.pytorch", "timm", "optuna", "scipy.stats", "dse.*", "alembic.command",
+           "alembic.migration", "alembic.script", "alembic.config", "mako.template", "sqlalchemy.dialects.sqlite",
+           "sqlalchemy.dialects.postgresql", "matplotlib.pyplot", "matplotlib.backends.backend_agg",
+           "matplotlib.backends.backend_pdf", "matplotlib.backends.backend_svg", "PIL.Image", "PIL.PngImagePlugin",
+           "plotly.graph_objects", "plotly.io", "narwhals.stable.v1", "submitit", "hydra.compose", "hydra.initialize",
+           "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper",
+           "hydra._internal.core_plugins.file_config_source", "omegaconf", "antlr4", "cloudpickle",
+           "multiprocessing.pool", "webbrowser", "pygments"]
 IMPORT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONWARNINGS", "HF_HUB_OFFLINE", "PYTHONPATH",
               "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "MPLBACKEND", "MPLCONFIGDIR", "PYTHONDONTWRITEBYTECODE",
               "HOME", "TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME")

@@ -1,6 +1,7 @@
 """The zygote of tests/fastspawn.py: import the heavy modules once, then fork one child per request.
 
-usage: python tests/zygote.py SOCKET_PATH MODULE...: it imports each MODULE first. It prints `ready` once it listens, and exits when its stdin closes
+usage: python tests/zygote.py SOCKET_PATH MODULE...: it imports each MODULE first (`pkg.*`: every module of
+pkg). It prints `ready` once it listens, and exits when its stdin closes
 (the test process that started it is gone). A request is a length-prefixed JSON object (argv after `-m`,
 cwd, env, session, group) with three file descriptors (the child's stdin, stdout, stderr). The answer on the
 same connection is the child's pid, then its raw wait status, each on a line.
@@ -11,6 +12,7 @@ import atexit
 import importlib
 import json
 import os
+import pkgutil
 import runpy
 import socket
 import struct
@@ -87,7 +89,12 @@ def _watch_stdin() -> None:
 
 def main(path: str, preload: list[str]) -> None:
     for name in preload:
-        importlib.import_module(name)
+        if name.endswith(".*"):  # a package and every module under it
+            package = importlib.import_module(name[:-2])
+            for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+                importlib.import_module(info.name)
+        else:
+            importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
