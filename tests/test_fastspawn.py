@@ -69,3 +69,13 @@ def test_the_environment_is_the_callers(tmp_path):
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "named.db").exists()
+
+
+def test_a_childs_exit_leaves_what_the_zygote_made_at_import(tmp_path):
+    """wandb makes its media temp dir at import, in the zygote: one child's exit removed it, and the next child's
+    W&B table failed (FileNotFoundError). Two forked runs in a row both log their table."""
+    for name in ("a", "b"):
+        proc = subprocess.run([sys.executable, "-m", "dse.search", *sh.FAST, "space=resnext", "study.n_trials=1",
+                               "logger=wandb", f"run_dir={tmp_path / name}"], cwd=tmp_path,
+                              env=sh.env(), capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -17,8 +17,10 @@ import runpy
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import traceback
+import weakref
 
 # Not a place to import from: the children put their own working directory first, as `python -m` does.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
@@ -47,6 +49,14 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket]) -> None:
     for fd in set(fds):
         if fd > 2:
             os.close(fd)
+    # Temp dirs the zygote made at import (wandb's media dir, for one) are every child's: a child's exit must not
+    # remove them, as a fresh process would its own. Its other exit handlers, and the child's own, still run.
+    for info in list(weakref.finalize._registry.values()):
+        info.atexit = False
+    atexit._clear()
+    for func, args, kwargs in _AT_EXIT:
+        if not isinstance(getattr(func, "__self__", None), tempfile.TemporaryDirectory):
+            atexit.register(func, *args, **kwargs)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -87,7 +97,19 @@ def _watch_stdin() -> None:
     os._exit(0)
 
 
+_AT_EXIT: list = []  # what the preloaded modules registered with atexit, in order
+_REGISTER = atexit.register
+
+
+def _recording(register):
+    def record(func, *args, **kwargs):
+        _AT_EXIT.append((func, args, kwargs))
+        return register(func, *args, **kwargs)
+    return record
+
+
 def main(path: str, preload: list[str]) -> None:
+    atexit.register = _recording(_REGISTER)
     for name in preload:
         if name.endswith(".*"):  # a package and every module under it
             package = importlib.import_module(name[:-2])
@@ -95,6 +117,7 @@ def main(path: str, preload: list[str]) -> None:
                 importlib.import_module(info.name)
         else:
             importlib.import_module(name)
+    atexit.register = _REGISTER
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
