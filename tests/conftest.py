@@ -106,6 +106,11 @@ def fresh_postgres_db(postgres_url):
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        fastspawn.warm()  # a test process (not xdist's controller): the zygote imports while the first tests run
+
+
 def pytest_sessionfinish(session, exitstatus):
     fastspawn.close()
 

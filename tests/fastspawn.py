@@ -13,7 +13,7 @@ preexec_fn, modules that must show they import no torch) starts fresh, as before
 What differs from a fresh interpreter, on purpose: the modules are already imported (an import-time error in
 dse would show in the zygote, whose start fails loudly), and the child's parent is the zygote, not the test.
 Variables read at import time (IMPORT_ENV) must match the zygote's; a request that differs gets its own
-zygote. `DSE_TEST_SPAWN=fresh` turns the zygote off.
+zygote. `DSE_TEST_SPAWN=fresh`, in the test process's or the child's environment, starts it fresh.
 """
 from __future__ import annotations
 
@@ -39,9 +39,12 @@ PRELOAD = ["torch", "torchvision", "lightning.pytorch", "timm", "optuna", "scipy
            "hydra._internal.core_plugins.basic_launcher", "hydra._internal.core_plugins.basic_sweeper",
            "hydra._internal.core_plugins.file_config_source", "omegaconf", "antlr4", "cloudpickle",
            "multiprocessing.pool", "webbrowser", "pygments"]
-IMPORT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONWARNINGS", "HF_HUB_OFFLINE", "PYTHONPATH",
-              "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "MPLBACKEND", "MPLCONFIGDIR", "PYTHONDONTWRITEBYTECODE",
-              "HOME", "TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME")
+# Read at import, so a zygote serves only requests whose values match its own. Three more are read at import
+# but set in the child as the interpreter would have (tests/zygote.py): OMP_NUM_THREADS and MKL_NUM_THREADS (torch's
+# thread count) and PYTHONWARNINGS (the warning filters). Every zygote runs with HF_HUB_OFFLINE=1, as dse.search sets.
+IMPORT_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "CUDA_VISIBLE_DEVICES", "MPLBACKEND", "MPLCONFIGDIR",
+              "PYTHONDONTWRITEBYTECODE", "HOME", "TMPDIR", "XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME")
+SET_IN_CHILD = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONWARNINGS")
 ZYGOTE = Path(__file__).with_name("zygote.py")
 _real_popen = subprocess.Popen
 _zygotes: dict[tuple, "_Zygote"] = {}
@@ -56,12 +59,15 @@ class _Zygote:
         self.path = os.path.join(self.dir, "s")
         self.proc = _real_popen([sys.executable, str(ZYGOTE), self.path, *PRELOAD], env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"the test zygote did not start (rc={self.proc.wait()}): {line!r}")
+        self.ready = False
 
     def start(self, request: dict, fds: list[int]) -> tuple[socket.socket, int]:
         """Send one command; the connection (its exit status arrives on it) and the child's pid."""
+        if not self.ready:  # the imports may still be running: wait for them once
+            line = self.proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"the test zygote did not start (rc={self.proc.wait()}): {line!r}")
+            self.ready = True
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(self.path)
         body = json.dumps(request).encode()
@@ -84,19 +90,29 @@ def _read_line(conn: socket.socket) -> bytes:
 
 
 def _zygote(env: dict) -> _Zygote:
+    """The zygote for this environment's import-time values (started now if there is none)."""
     key = tuple(env.get(k) for k in IMPORT_ENV)
     with _lock:
         z = _zygotes.get(key)
         if z is None or z.proc.poll() is not None:
-            base = {k: v for k, v in os.environ.items() if k not in IMPORT_ENV}
+            base = {k: v for k, v in os.environ.items() if k not in IMPORT_ENV + SET_IN_CHILD}
             base.update({k: v for k, v in zip(IMPORT_ENV, key) if v is not None})
+            base["HF_HUB_OFFLINE"] = "1"
             z = _zygotes[key] = _Zygote(base)
         return z
 
 
+def warm(env: dict | None = None) -> None:
+    """Start the zygote for `env` (default: this process's) now, so that its imports overlap the first tests."""
+    if os.environ.get("DSE_TEST_SPAWN") != "fresh":
+        _zygote(dict(os.environ if env is None else env))
+
+
 def forkable(args, kwargs: dict) -> str | None:
     """The module to fork for this Popen call, or None to start it fresh."""
-    if os.environ.get("DSE_TEST_SPAWN") == "fresh" or isinstance(args, (str, bytes, os.PathLike)):
+    env = kwargs.get("env") or os.environ
+    if "fresh" in (os.environ.get("DSE_TEST_SPAWN"), env.get("DSE_TEST_SPAWN")) or isinstance(args, (str, bytes,
+                                                                                                os.PathLike)):
         return None
     args = [str(a) for a in args]
     if len(args) < 3 or args[0] != sys.executable or args[1] != "-m" or args[2] not in FORKED:

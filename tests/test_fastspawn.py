@@ -15,12 +15,15 @@ import search_helpers as sh
 
 
 def _both(args, cwd, env=None):
-    """(forked, fresh) CompletedProcess of the same command line."""
-    forked = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env or sh.env(), capture_output=True,
-                            text=True, timeout=240)
-    fresh = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env={**(env or sh.env()), "DSE_TEST_SPAWN": "fresh"},
-                           capture_output=True, text=True, timeout=240)
-    return forked, fresh
+    """(forked, fresh) CompletedProcess of the same command line; the first forked, the second not."""
+    out = []
+    for extra in ({}, {"DSE_TEST_SPAWN": "fresh"}):
+        with subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env={**(env or sh.env()), **extra}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.via_zygote == (not extra)
+            stdout, stderr = proc.communicate(timeout=240)
+        out.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+    return out
 
 
 def test_the_fast_path_fires_only_for_the_heavy_commands():
@@ -79,3 +82,22 @@ def test_a_childs_exit_leaves_what_the_zygote_made_at_import(tmp_path):
                                "logger=wandb", f"run_dir={tmp_path / name}"], cwd=tmp_path,
                               env=sh.env(), capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_thread_and_warning_settings_read_at_start_are_the_callers(tmp_path, monkeypatch):
+    """OMP_NUM_THREADS and PYTHONWARNINGS are read when an interpreter starts; a forked child sets them as that
+    start would have, so one zygote serves callers that differ in them. Checked against a fresh interpreter running
+    the same module (a test module in the cwd, forked for this test only)."""
+    (tmp_path / "show_start.py").write_text(
+        "import torch, warnings\nprint(torch.get_num_threads(), [f[0] for f in warnings.filters[-6:]])\n")
+    monkeypatch.setattr(fastspawn, "FORKED", fastspawn.FORKED | {"show_start"})
+    seen = set()
+    for extra in ({"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}, {"OMP_NUM_THREADS": "3"}, {},
+                  {"MKL_NUM_THREADS": "1"}):
+        env = {k: v for k, v in sh.env().items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONWARNINGS")}
+        env.update(extra)
+        forked, fresh = _both(["show_start"], tmp_path, env)
+        assert forked.returncode == fresh.returncode == 0, forked.stderr + fresh.stderr
+        assert forked.stdout == fresh.stdout, extra
+        seen.add(fresh.stdout)
+    assert len(seen) >= 2  # the settings changed what a fresh interpreter starts with

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import warnings
 import weakref
 
 # Not a place to import from: the children put their own working directory first, as `python -m` does.
@@ -60,6 +61,7 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    _as_at_start(request["env"])
     module, args = request["argv"][0], request["argv"][1:]
     sys.path[0:0] = [request["cwd"]]  # `python -m` puts the working directory first
     sys.modules.pop(module, None)  # a fresh `python -m` runs the module only as __main__
@@ -81,6 +83,32 @@ def _child(request: dict, fds: list[int], sockets: list[socket.socket]) -> None:
         os._exit(code)
 
 
+def _as_at_start(env: dict) -> None:
+    """What the interpreter and libgomp read from these variables at start-up, set as they would have: torch's
+    thread count (OMP_NUM_THREADS, else MKL_NUM_THREADS, at most the zygote's own default) and PYTHONWARNINGS's
+    filters (placed after those the imported modules added, before the interpreter's defaults)."""
+    import torch
+
+    threads = env.get("OMP_NUM_THREADS") or env.get("MKL_NUM_THREADS")
+    wanted = int(threads) if threads and threads.isdigit() and int(threads) > 0 else _THREADS
+    torch.set_num_threads(min(wanted, _THREADS))  # a fresh torch gives no more than its default
+    for option in reversed([o for o in env.get("PYTHONWARNINGS", "").split(",") if o]):
+        try:
+            warnings._setoption(option)  # inserted first; move it to where the interpreter puts it
+        except warnings._OptionError:
+            continue
+        warnings.filters.insert(_defaults_start() - 1, warnings.filters.pop(0))
+    warnings._filters_mutated()
+
+
+def _defaults_start() -> int:
+    """Where the interpreter's own filters begin (its first: default::DeprecationWarning:__main__)."""
+    for i, (action, _, category, module, _) in enumerate(warnings.filters):
+        if action == "default" and category is DeprecationWarning and getattr(module, "pattern", module) == "__main__":
+            return i
+    return len(warnings.filters)
+
+
 def _reap(conn: socket.socket, pid: int, live: set) -> None:
     _, status = os.waitpid(pid, 0)
     try:
@@ -97,6 +125,7 @@ def _watch_stdin() -> None:
     os._exit(0)
 
 
+_THREADS = 0  # torch's thread count with no OMP_NUM_THREADS, read after the imports
 _AT_EXIT: list = []  # what the preloaded modules registered with atexit, in order
 _REGISTER = atexit.register
 
@@ -118,6 +147,10 @@ def main(path: str, preload: list[str]) -> None:
         else:
             importlib.import_module(name)
     atexit.register = _REGISTER
+    global _THREADS
+    import torch
+
+    _THREADS = torch.get_num_threads()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
