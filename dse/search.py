@@ -327,25 +327,25 @@ def prepare(cfg: dict) -> Job:
     study_cfg["space"] = study_cfg.get("space") or space_name
     study = studies.from_dict(study_cfg)
     check_paths(cfg, study.name)
-    data = load_data(cfg)
-    space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
+    if not study.space and not study.is_grid:  # said before Optuna, the data and torch load
+        asked = (cfg.get("sampler") or {}).get("name") or study.sampler
+        raise UserError("sampler=grid needs a space (space=NAME)" if asked == "grid" else
+                        f"space: study {study.name!r} names no space; give space=NAME "
+                        f"(valid: {', '.join(options('space'))})")
     from dse.trials.sampling import SamplerConfig, auto
 
     sampler = dict(cfg.get("sampler") or _read_option("sampler", study.sampler))
     if sampler["name"] == "auto":
         sampler = _read_option("sampler", auto(study))
     sampler = SamplerConfig.of(sampler)
+    data = load_data(cfg)
+    space = load_space(cfg.get("space") or {"name": study.space}, data, study.constraints) if study.space else None
     cells = None
     if study.is_grid:
         cells = studies.cell_points(study, space)
     elif sampler.name == "grid":
-        if space is None:
-            raise UserError("sampler=grid needs a space (space=NAME)")
         points = space.grid()  # run the first n_trials cells; a resume with a larger n_trials adds the next ones
         cells = {p.id: p for p in points[:-(-study.n_trials // study.seeds)]}
-    elif space is None:
-        raise UserError(f"space: study {study.name!r} names no space; give space=NAME "
-                        f"(valid: {', '.join(options('space'))})")
     if cells is not None and not cells:
         raise UserError(f"study {study.name!r}: the grid has no cells")
     from dse.trials import budget

@@ -41,6 +41,8 @@ CASES = {
     "run_dir a file": (["dse.search", "space=resnet", "run_dir=afile"], "run_dir: afile is a file"),
     "journal a folder": (["dse.search", "space=resnet", "storage=journal:adir"], "adir is a folder"),
     "threads 0": (["dse.search", "space=resnet", "trainer.threads=0"], "trainer.threads: must be an integer >= 1"),
+    "no space": (["dse.search"], "names no space; give space=NAME"),
+    "grid, no space": (["dse.search", "sampler=grid"], "sampler=grid needs a space (space=NAME)"),
 }
 
 
@@ -69,7 +71,8 @@ def test_refused_in_one_line_under_1_5_s_and_200_mb(folder, case):
     assert min(walls) < 1.5, walls
 
 
-@pytest.mark.parametrize("case", ["space file", "study file", "point file", "run_dir a file"])
+@pytest.mark.parametrize("case", ["space file", "study file", "point file", "run_dir a file", "no space",
+                                  "grid, no space"])
 def test_refused_before_torch_lightning_timm_or_optuna_is_imported(folder, case):
     assert not imported(CASES[case][0], folder) & set(HEAVY)
 
