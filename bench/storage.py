@@ -908,6 +908,8 @@ def main(argv=None) -> int:
                 print(f"{kind}: skipped ({why})", flush=True)
                 skipped.append(kind)
                 continue
+            if args.dir:
+                Path(args.dir).mkdir(parents=True, exist_ok=True)  # --dir may name a folder not made yet
             folder = Path(tempfile.mkdtemp(prefix=f"dse-bench-{kind}-", dir=args.dir))
             server = Postgres() if kind == "postgresql" else None
             url, mine = None, None
