@@ -271,11 +271,11 @@ def _storage_class():
             return study_id
 
         def get_study_id_from_name(self, study_name: str) -> int:
-            """The study's id; a direct worker's first look at a study also checks how the study is reached."""
+            """The study's id; a direct worker's first look at a study also checks how the study is reached (the
+            proxy's server records `grpc` on the studies it makes and checks nothing)."""
             study_id = super().get_study_id_from_name(study_name)
-            if self._reached and self._reached["via"] == "direct" and study_name not in self._checked:
-                refuse_mix(self.get_study_system_attrs(study_id), study_name, self._reached)
-                self._checked.add(study_name)
+            if self._reached and self._reached["via"] == "direct":
+                _check_once(self, study_name, study_id)
             return study_id
 
         def _get_prepared_new_trial(self, study_id: int, template_trial, session):
@@ -460,9 +460,8 @@ def _proxy_class():
 
         def get_study_id_from_name(self, study_name: str) -> int:
             study_id = super().get_study_id_from_name(study_name)
-            if self._reached and study_name not in self._checked:
-                refuse_mix(self.get_study_system_attrs(study_id), study_name, self._reached)
-                self._checked.add(study_name)
+            if self._reached:
+                _check_once(self, study_name, study_id)
             return study_id
 
     return Proxy
@@ -470,6 +469,14 @@ def _proxy_class():
 
 REACHED = "dse:reached"  # study system attr: how its workers reach the database, {"via": "direct"|"grpc", "at": …}
 _VIA = {"direct": "directly", "grpc": "through the gRPC proxy"}
+
+
+def _check_once(storage, study_name: str, study_id: int) -> None:
+    """`refuse_mix` on a worker storage's first look at a study (`storage._reached`: how it reaches the
+    database; `storage._checked`: the studies already looked at)."""
+    if study_name not in storage._checked:
+        refuse_mix(storage.get_study_system_attrs(study_id), study_name, storage._reached)
+        storage._checked.add(study_name)
 
 
 def refuse_mix(attrs: dict, study_name: str, mine: dict) -> None:
