@@ -409,9 +409,10 @@ def parse_proxy(url: str) -> tuple[str, int]:
     return (f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname), port  # IPv6 in brackets
 
 
-def open_proxy(url: str, wait_s: float = PROXY_WAIT_S, check: bool = True):
-    """A GrpcStorageProxy on `grpc://host:port` that has answered, or a one-line UserError. With `check` (a
-    worker, not a reader), its first look at a study refuses one created by a direct worker (`refuse_mix`)."""
+def open_proxy(url: str, wait_s: float | None = None, check: bool = True):
+    """A GrpcStorageProxy on `grpc://host:port` that has answered within `wait_s` (default PROXY_WAIT_S), or a
+    one-line UserError. With `check` (a worker, not a reader), its first look at a study refuses one created by a
+    direct worker (`refuse_mix`)."""
     import warnings
 
     import optuna
@@ -424,6 +425,7 @@ def open_proxy(url: str, wait_s: float = PROXY_WAIT_S, check: bool = True):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     proxy = _proxy_class()(host=host, port=port, check=check)
     where = f"grpc://{host}:{port}"
+    wait_s = PROXY_WAIT_S if wait_s is None else wait_s
     try:
         proxy.wait_server_ready(timeout=wait_s)
         proxy.get_study_id_from_name("dse:no-such-study")  # a real call: the server is Optuna's, its database open

@@ -1,10 +1,10 @@
-"""A claimer for the point-claim race test, run as a subprocess: waits until START (epoch seconds), then
-claims keys k0..k{N-1} of one study through the real dse.trials.claims.claim and prints the keys it won.
+"""A claimer for the point-claim race test, run as a subprocess: opens the study, prints `ready`, waits for a line on
+stdin (the caller writes it to every claimer once all are ready), then claims keys k0..k{N-1} of the study through
+the real dse.trials.claims.claim and prints the keys it won.
 
-usage: python tests/point_claims_worker.py URL STUDY N START HOLDER
+usage: python tests/point_claims_worker.py URL STUDY N HOLDER
 """
 import sys
-import time
 
 import optuna
 
@@ -12,10 +12,11 @@ from dse.trials import claims
 from dse.storage import open_storage
 
 
-def main(url: str, name: str, n: str, start: str, holder: str) -> int:
+def main(url: str, name: str, n: str, holder: str) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.load_study(study_name=name, storage=open_storage(url, "."))
-    time.sleep(max(0.0, float(start) - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the go line: every claimer has imported and opened the storage
     won = [f"k{i}" for i in range(int(n)) if claims.claim(study, f"k{i}", int(holder)) is None]
     print(" ".join(won), flush=True)
     return 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -233,15 +233,26 @@ def test_probe_env_reaches_the_worker():
 
 # ----- bench/gpu.py on CPU: a smoke run of the code -----
 
-def _bench(*args: str, timeout: int) -> list[str]:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--smoke", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout.strip().splitlines()
+@pytest.fixture
+def bench(capsys, monkeypatch):
+    """Run `python bench/gpu.py --smoke ARGS…` in this process (torch and dse are imported already: a fresh
+    interpreter spent most of the test's time importing them); its stdout lines. --pack's workers are still
+    processes of their own. The torch thread count and sys.path the bench sets are put back."""
+    def run(*args: str) -> list[str]:
+        monkeypatch.setattr(sys, "argv", [str(ROOT / "bench" / "gpu.py"), "--smoke", *args])
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        threads = torch.get_num_threads()
+        try:
+            runpy.run_path(str(ROOT / "bench" / "gpu.py"), run_name="__main__")
+        finally:
+            torch.set_num_threads(threads)
+        return capsys.readouterr().out.strip().splitlines()
+    return run
 
 
-def test_bench_gpu_smoke():
-    lines = _bench(timeout=180)
+def test_bench_gpu_smoke(bench):
+    lines = bench()
     for name in ("resnet20", "wrn_16_4", "resnet18_cifar"):
         row = next(ln for ln in lines if ln.startswith(name + " "))
         numbers = [float(v) for v in row.split("(")[0].split()[1:]]
@@ -250,8 +261,8 @@ def test_bench_gpu_smoke():
 
 
 @pytest.mark.slow
-def test_bench_gpu_pack_smoke():
-    lines = _bench("--pack", timeout=300)
+def test_bench_gpu_pack_smoke(bench):
+    lines = bench("--pack")
     for k in (1, 2):
         assert re.match(rf"K={k}: {k} trials in [\d.]+ s = \d+ trials/hour", next(ln for ln in lines
                                                                                     if ln.startswith(f"K={k}:")))

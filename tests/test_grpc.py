@@ -132,8 +132,12 @@ def test_lease_beats_and_another_hosts_lapsed_trial_is_reaped(tmp_path, monkeypa
         owners.mark(mine)
         first = study._storage.get_trial(mine._trial_id).system_attrs[owners.KEY]
         assert first["grace"] == 4 and first["host"] == socket.gethostname()
-        time.sleep(2.5)
-        assert study._storage.get_trial(mine._trial_id).system_attrs[owners.KEY]["beat"] > first["beat"] + 0.9
+        # the lease beats every second: wait (at most 30 s) for a beat at least 0.9 s after the first
+        beat = lambda: study._storage.get_trial(mine._trial_id).system_attrs[owners.KEY]["beat"]  # noqa: E731
+        deadline = time.monotonic() + 30
+        while beat() <= first["beat"] + 0.9 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert beat() > first["beat"] + 0.9
         elsewhere = {**first, "host": "another-host.example", "pid": 1}
         gone, alive = study.ask(), study.ask()
         study._storage.set_trial_system_attr(gone._trial_id, owners.KEY,
@@ -146,18 +150,27 @@ def test_lease_beats_and_another_hosts_lapsed_trial_is_reaped(tmp_path, monkeypa
         assert got[mine.number].state.name == got[alive.number].state.name == "RUNNING"
         assert [t.system_attrs["failed_trial"] for t in got.values() if t.state.name == "WAITING"] == [gone.number]
         study.tell(mine, 1.0)
-        time.sleep(2.5)  # the lease's next beat finds the trial finished and ends
-        assert not [t for t in threading.enumerate() if t.name == f"dse-lease-{mine._trial_id}"]
+        lease = lambda: [t for t in threading.enumerate() if t.name == f"dse-lease-{mine._trial_id}"]  # noqa: E731
+        deadline = time.monotonic() + 30
+        while lease() and time.monotonic() < deadline:  # the lease's next beat finds the trial finished and ends
+            time.sleep(0.2)
+        assert not lease()
     finally:
         served.stop()
 
 
-def test_search_refuses_a_bad_or_silent_proxy_in_one_line(tmp_path):
+def test_search_refuses_a_bad_or_silent_proxy_in_one_line(tmp_path, monkeypatch):
+    """In this process, with the wait for a silent proxy at 2 s instead of PROXY_WAIT_S's 10: the wait runs out."""
+    import dse.storage
+
+    monkeypatch.setattr(dse.storage, "PROXY_WAIT_S", 2.0)
     port = _free_port()
-    proc = search("space=resnext", "storage=grpc://127.0.0.1", cwd=tmp_path, timeout=120)
+    proc = search_here("space=resnext", "storage=grpc://127.0.0.1", cwd=tmp_path)
     _one_line_error(proc, "'grpc://127.0.0.1' is not a gRPC proxy address; use grpc://host:port")
-    proc = search("space=resnext", f"storage=grpc://127.0.0.1:{port}", cwd=tmp_path, timeout=180)
-    _one_line_error(proc, f"no gRPC storage proxy answers at grpc://127.0.0.1:{port}")
+    start = time.monotonic()
+    proc = search_here("space=resnext", f"storage=grpc://127.0.0.1:{port}", cwd=tmp_path)
+    _one_line_error(proc, f"no gRPC storage proxy answers at grpc://127.0.0.1:{port} (waited 2 s)")
+    assert time.monotonic() - start >= 2.0  # the wait ran out: nothing answered sooner
     assert not (tmp_path / "runs").exists() and list(tmp_path.iterdir()) == []
 
 
