@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,13 +23,24 @@ N_KEYS, N_PROCS = 20, 4
 
 
 def race(url: str, tmp_path: Path) -> Counter:
-    """N_PROCS processes claim the same N_KEYS keys at the same moment; how often each key was won."""
+    """N_PROCS processes claim the same N_KEYS keys at the same moment; how often each key was won. Each process
+    says `ready` once it has imported and opened the storage; when all have, each gets its go line at once."""
     optuna.create_study(study_name="race", storage=open_storage(url, tmp_path))
-    start = time.time() + 6.0  # every process has imported and opened the storage by then
     procs = [subprocess.Popen([sys.executable, str(HERE / "point_claims_worker.py"), url, "race", str(N_KEYS),
-                               str(start), str(100 + i)], stdout=subprocess.PIPE, text=True, env=env())
+                               str(100 + i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env())
              for i in range(N_PROCS)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.wait(timeout=120)
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert all(p.returncode == 0 for p in procs)
     return Counter(k for out in outs for k in out.split())
 
@@ -61,8 +71,8 @@ def test_two_workers_on_a_sampled_study_never_train_a_point_twice(tmp_path):
         "width": {"type": "choice", "values": [4, 6, 8, 10, 12, 14]},
         "depth": {"type": "choice", "values": [1, 2]}},
         "set": {"stages[*].width": "width * 2 ** i", "stages[*].depth": "depth"}}))
-    ok(search(f"space={space}", "sampler=random", "study.n_trials=8", "study.name=w", "workers=2",
-              "trainer.threads=1", cwd=tmp_path, timeout=400))
+    ok(search(f"space={space}", "sampler=random", "study.n_trials=8", "study.name=w", "workers=2",  # no sizing:
+              "trainer.threads=1", "study.trials_per_timeout=null", cwd=tmp_path, timeout=400))  # not its subject
     trials = load_study(tmp_path / "runs/w", "w").trials
     trained = Counter((t.user_attrs["point_id"], t.user_attrs["seed"]) for t in trials
                       if t.user_attrs.get("status") == "ok")
