@@ -7,7 +7,8 @@ The kinds of issue 20 each have cases: "billion laughs" aliases in a space's cho
 description, a point's name; 10 MB files; invalid UTF-8; deep nesting; huge counts (a stage depth of 10^8,
 per_stage 10^8, 10^9 seeds); damaged run directories (corrupt config.yaml, a missing, empty, junk or foreign
 study.db, an empty trials.csv); paths of the wrong kind. The cases run two at a time (CI has 2 cores).
-DSE_FUZZ_SEED picks another seed.
+DSE_FUZZ_SEED picks another seed. The default run takes the cases that together exercise every kind, command and
+mutation (`representative`); `pytest -m sweep` runs the rest; only the collected cases' commands are started.
 """
 from __future__ import annotations
 
@@ -84,22 +85,22 @@ def with_fragment(doc: dict, path: list, fragment: str) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False, width=10 ** 9).replace(HOLE, fragment, 1).encode()
 
 
-def whole_file(rng: random.Random, doc: dict) -> bytes:
-    """A file broken as a whole: 10 MB, invalid UTF-8, binary, empty, not a mapping, bad indentation."""
+def whole_file(rng: random.Random, doc: dict) -> tuple[bytes, str]:
+    """A file broken as a whole (10 MB, invalid UTF-8, binary, empty, not a mapping, bad indentation), and which."""
     text = yaml.safe_dump(doc, sort_keys=False).encode()
     kind = rng.choice(["10mb", "utf8", "binary", "empty", "list", "scalar", "nul", "indent"])
     if kind == "10mb":
-        return text + b"# " + b"x" * (10 << 20) + b"\n"
+        return text + b"# " + b"x" * (10 << 20) + b"\n", kind
     if kind == "utf8":
         at = rng.randrange(len(text))
-        return text[:at] + rng.choice([b"\xff", b"\xc3(", b"\xe9", b"\xed\xa0\x80"]) + text[at:]
+        return text[:at] + rng.choice([b"\xff", b"\xc3(", b"\xe9", b"\xed\xa0\x80"]) + text[at:], kind
     if kind == "binary":
-        return rng.randbytes(rng.randint(1, 4096))
+        return rng.randbytes(rng.randint(1, 4096)), kind
     if kind == "nul":
-        return b"\x00" * rng.randint(1, 300)
+        return b"\x00" * rng.randint(1, 300), kind
     if kind == "indent":
-        return text.replace(b"\n", b"\n   ", 3)
-    return {"empty": b"", "list": b"- a\n- b\n", "scalar": b"just words\n"}[kind]
+        return text.replace(b"\n", b"\n   ", 3), kind
+    return {"empty": b"", "list": b"- a\n- b\n", "scalar": b"just words\n"}[kind], kind
 
 
 def wrong_type(rng: random.Random) -> str:
@@ -107,20 +108,29 @@ def wrong_type(rng: random.Random) -> str:
     return rng.choice(["{a: 1}", "[1, [2]]", "zzz-not-valid"])
 
 
-# ----- cases: (id, argv, files {relative path: bytes}) -----
+# ----- cases: (id, argv, files {relative path: bytes}, how: the mutations that made it) -----
 def hostile(rng: random.Random, i: int, base: str, spots: list, counts: list, typed: list,
-            whole: str | None = None) -> str:
+            whole: str | None = None) -> tuple[bytes, tuple]:
     """Case i of a kind, in turn: a hostile fragment at a spot, a broken whole file (of `whole`, else `base`), a
-    huge count, a value of the wrong type at one of `typed`."""
+    huge count, a value of the wrong type at one of `typed`; and how it was made (its mutation and generator)."""
     pick = i % 4
     if pick == 0:
-        return with_fragment(base, rng.choice(spots), FRAGMENTS[rng.choice(list(FRAGMENTS))](rng))
+        spot, name = rng.choice(spots), rng.choice(list(FRAGMENTS))
+        return with_fragment(base, spot, FRAGMENTS[name](rng)), ("fragment", f"fragment:{name}")
     if pick == 1:
-        return whole_file(rng, whole or base)
+        body, kind = whole_file(rng, whole or base)
+        return body, ("whole", f"whole:{kind}")
     if pick == 2:
         path, value = rng.choice(counts)
-        return with_fragment(base, path, value)
-    return with_fragment(base, rng.choice(typed), wrong_type(rng))
+        return with_fragment(base, path, value), ("count", f"count:{counts.index((path, value))}")
+    spot, value = rng.choice(typed), wrong_type(rng)
+    return with_fragment(base, spot, value), ("type", f"type:{value}")
+
+
+def made(kind: str, how: tuple) -> tuple:
+    """A hostile case's features: its kind's mutation, the generator, and a count's spot within its kind."""
+    mutation, generator = how
+    return (f"{kind}:{mutation}", f"{kind}:{generator}" if mutation == "count" else generator)
 
 
 def space_cases(rng: random.Random) -> list:
@@ -132,9 +142,9 @@ def space_cases(rng: random.Random) -> list:
               (["set", "stages[*].width"], "100000000"), (["params", "depth", "values"], "[100000000]")]
     out = []
     for i in range(PER_KIND):
-        body = hostile(rng, i, SPACE, spots, counts, spots[4:])
+        body, how = hostile(rng, i, SPACE, spots, counts, spots[4:])
         out.append((f"space-{i}", ["dse.search", "space={d}/space.yaml", "study=default", "seed=-1"],
-                    {"space.yaml": body}))
+                    {"space.yaml": body}, made("space", how)))
     return out
 
 
@@ -148,12 +158,12 @@ def study_cases(rng: random.Random) -> list:
     for i in range(PER_KIND):
         pick = i % 4
         command = ["dse.search", "study={d}/study.yaml", "space=resnet", "seed=-1"]
-        body = hostile(rng, i, STUDY, spots, counts, spots[2:], whole=TABLE_STUDY)
+        body, how = hostile(rng, i, STUDY, spots, counts, spots[2:], whole=TABLE_STUDY)
         if pick == 0 and i % 8 == 0:
             command = ["dse.calibrate", "study={d}/study.yaml", "--budget", "trainer.max_epochs=1", "--dry-run"]
         elif pick == 1:
             command = ["dse.table", "{d}/study.yaml", "--runs", "{d}/runs"]
-        out.append((f"study-{i}", command, {"study.yaml": body}))
+        out.append((f"study-{i}", command, {"study.yaml": body}, made("study", how)))
     return out
 
 
@@ -168,13 +178,14 @@ def point_cases(rng: random.Random) -> list:
     for i in range(PER_KIND):
         command = ["dse.inspect", "{d}/point.yaml"] if i % 5 else \
             ["dse.match", "{d}/point.yaml", "--sweep", "depth=14,20", "--free", "k"]
-        body = hostile(rng, i, POINT, spots, counts, spots[1:])
-        out.append((f"point-{i}", command, {"point.yaml": body}))
+        body, how = hostile(rng, i, POINT, spots, counts, spots[1:])
+        out.append((f"point-{i}", command, {"point.yaml": body}, made("point", how)))
     best = {"study": "s", "front": [{"rank": 0, "point": POINT}]}
     for i in range(10):
-        fragment = FRAGMENTS[rng.choice(["laughs", "deep", "many", "cycle"])](rng)
+        name = rng.choice(["laughs", "deep", "many", "cycle"])
+        fragment = FRAGMENTS[name](rng)
         body = with_fragment(best, rng.choice([["front"], ["front", 0, "point"], ["study"]]), fragment)
-        out.append((f"best-{i}", ["dse.inspect", "{d}/best.yaml"], {"best.yaml": body}))
+        out.append((f"best-{i}", ["dse.inspect", "{d}/best.yaml"], {"best.yaml": body}, (f"fragment:{name}",)))
     return out
 
 
@@ -203,30 +214,58 @@ def run_cases() -> list:
     """Damaged run directories through dse.report, dse.analyze, dse.table and dse.calibrate."""
     out = []
     for name in DAMAGE:
-        out.append((f"run-{name}-report", ["dse.report", "{d}/runs/wrn_table4"], {"@run": name}))
-        out.append((f"run-{name}-analyze", ["dse.analyze", "{d}/runs/wrn_table4"], {"@run": name}))
-        out.append((f"run-{name}-table", ["dse.table", "wrn_table4", "--runs", "{d}/runs"], {"@run": name}))
+        out.append((f"run-{name}-report", ["dse.report", "{d}/runs/wrn_table4"], {"@run": name}, (name,)))
+        out.append((f"run-{name}-analyze", ["dse.analyze", "{d}/runs/wrn_table4"], {"@run": name}, (name,)))
+        out.append((f"run-{name}-table", ["dse.table", "wrn_table4", "--runs", "{d}/runs"], {"@run": name},
+                    (name,)))
     for name in ("db-junk", "db-foreign", "db-empty"):
         out.append((f"run-{name}-calibrate", ["dse.calibrate", "study={d}/tiny.yaml", "--budget",
-                                              "trainer.max_epochs=1", "--dry-run"], {"@budget": name}))
+                                              "trainer.max_epochs=1", "--dry-run"], {"@budget": name}, (name,)))
     return out
 
 
 def path_cases() -> list:
     """Paths of the wrong kind on the command line."""
     s = ["dse.search", "space=resnet"]
-    return [("path-run_dir-file", [*s, "run_dir={d}/afile"], {"afile": b"x"}),
-            ("path-sqlite-under-file", [*s, "storage=sqlite:///{d}/afile/sub/study.db"], {"afile": b"x"}),
-            ("path-journal-folder", [*s, "storage=journal:{d}/adir"], {"adir/keep": b""}),
-            ("path-space-folder", ["dse.search", "space={d}/adir.yaml"], {"adir.yaml/keep": b""}),
-            ("path-threads-0", [*s, "trainer.threads=0"], {}),
-            ("path-plus-key", [*s, "+foo=bar"], {}),
-            ("path-report-file", ["dse.report", "{d}/afile"], {"afile": b"x"}),
-            ("path-inspect-folder", ["dse.inspect", "{d}/adir.yaml"], {"adir.yaml/keep": b""})]
+    cases = [("path-run_dir-file", [*s, "run_dir={d}/afile"], {"afile": b"x"}),
+             ("path-sqlite-under-file", [*s, "storage=sqlite:///{d}/afile/sub/study.db"], {"afile": b"x"}),
+             ("path-journal-folder", [*s, "storage=journal:{d}/adir"], {"adir/keep": b""}),
+             ("path-space-folder", ["dse.search", "space={d}/adir.yaml"], {"adir.yaml/keep": b""}),
+             ("path-threads-0", [*s, "trainer.threads=0"], {}),
+             ("path-plus-key", [*s, "+foo=bar"], {}),
+             ("path-report-file", ["dse.report", "{d}/afile"], {"afile": b"x"}),
+             ("path-inspect-folder", ["dse.inspect", "{d}/adir.yaml"], {"adir.yaml/keep": b""})]
+    return [(name, argv, files, (name,)) for name, argv, files in cases]  # each wrong path is its own check
 
 
 CASES = [*space_cases(random.Random(SEED)), *study_cases(random.Random(SEED + 1)),
          *point_cases(random.Random(SEED + 2)), *run_cases(), *path_cases()]
+
+
+def features(case: tuple) -> set[str]:
+    """What a case exercises: its kind, its command, and how it was made (see `made`, the DAMAGE, the path)."""
+    name, argv, _, how = case
+    return {f"kind:{name.split('-')[0]}", f"command:{argv[0]}", *how}
+
+
+def representative(cases: list) -> set[str]:
+    """The default run's cases: again and again the case that exercises the most things no chosen case does yet
+    (the earlier case on a tie), until every kind, command, kind's mutation, fragment generator, whole-file break,
+    count at each spot of each kind, wrong type, run damage and wrong path appears at least once. The rest of the
+    cases (the same tests, the same checks) run under `-m sweep`."""
+    seen, keep, left = set(), set(), set().union(*map(features, cases))
+    while left - seen:
+        case = max(cases, key=lambda c: len(features(c) - seen))  # max() keeps the first of equals
+        keep.add(case[0])
+        seen |= features(case)
+    return keep
+
+
+DEFAULT = representative(CASES)
+
+
+def param(name: str):
+    return pytest.param(name, marks=() if name in DEFAULT else pytest.mark.sweep)
 
 
 # ----- running them -----
@@ -260,7 +299,7 @@ def damage(folder: Path, name: str) -> None:
 
 def materialize(case: tuple, base: Path, good: Path) -> tuple[Path, list[str]]:
     """The case's files in a folder of its own, and its command line."""
-    name, argv, files = case
+    name, argv, files, _ = case
     d = base / name
     d.mkdir()
     for rel, body in files.items():
@@ -312,35 +351,66 @@ def run(d: Path, command: list[str], limit=limit_memory) -> dict:
     return {"rc": proc.returncode, "stderr": stderr, "wall": wall, "cpu": float(cpu), "rss_mb": float(rss_kb) / 1024}
 
 
+class Outcomes(dict):
+    """Outcomes by case name; a case not run up front (not among the collected tests) runs when first asked for."""
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def run_all(self, names: list[str]) -> None:
+        """Run these cases two at a time (CI has 2 cores), each in a fresh interpreter, and keep their outcomes."""
+        by_name = {case[0]: case for case in CASES}
+        jobs = {name: materialize(by_name[name], self.base, self.base / "good") for name in names}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(run, d, command) for name, (d, command) in jobs.items()}
+            results = {name: f.result() for name, f in futures.items()}
+        for name, (d, _) in jobs.items():
+            results[name]["files_after"] = sorted(p.name for p in d.rglob("*") if p.name not in (".stderr", ".usage"))
+            results[name]["dir"] = d
+        self.update(results)
+
+    def __missing__(self, name: str) -> dict:
+        self.run_all([name])
+        return self[name]
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict:
-    """Every case run, two at a time."""
+def outcomes(tmp_path_factory, request) -> dict:
+    """The cases whose tests were collected (the default run's, or with `-m sweep` the rest), run up front."""
     base = tmp_path_factory.mktemp("fuzz")
     good_run(base / "good")
-    jobs = {case[0]: materialize(case, base, base / "good") for case in CASES}
+    names = {item.callspec.params["name"] for item in request.session.items
+             if getattr(item, "module", None) is request.module and hasattr(item, "callspec")}
+    results = Outcomes(base)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run, d, command) for name, (d, command) in jobs.items()}
-        results = {name: f.result() for name, f in futures.items()}
-    for name, (d, _) in jobs.items():
-        results[name]["files_after"] = sorted(p.name for p in d.rglob("*") if p.name not in (".stderr", ".usage"))
-        results[name]["dir"] = d
+    results.run_all([case[0] for case in CASES if case[0] in names])
     slowest = sorted(results, key=lambda n: -results[n]["cpu"])[:5]
-    print(f"\n{len(CASES)} fuzz cases in {time.monotonic() - started:.1f} s; most CPU: "
+    print(f"\n{len(results)} of {len(CASES)} fuzz cases in {time.monotonic() - started:.1f} s; most CPU: "
           + ", ".join(f"{n} {results[n]['cpu']:.1f} s ({results[n]['wall']:.1f} s wall)" for n in slowest)
           + f"; largest: {max(r['rss_mb'] for r in results.values()):.0f} MB")
     return results
 
 
 def test_every_kind_has_enough_cases():
-    kinds = [name.split("-")[0] for name, _, _ in CASES]
+    kinds = [case[0].split("-")[0] for case in CASES]
     assert min(kinds.count(k) for k in ("space", "study", "point")) >= PER_KIND
-    commands = {argv[0] for _, argv, _ in CASES}
+    commands = {case[1][0] for case in CASES}
     assert commands == {"dse.search", "dse.inspect", "dse.match", "dse.table", "dse.calibrate", "dse.report",
                         "dse.analyze"}
 
 
-@pytest.mark.parametrize("name", [case[0] for case in CASES])
+def test_the_default_cases_cover_every_kind_command_and_mutation():
+    kept = [case for case in CASES if case[0] in DEFAULT]
+    assert set().union(*map(features, kept)) == set().union(*map(features, CASES))
+    assert {f"kind:{k}" for k in ("space", "study", "point", "best", "run", "path")} | {
+        f"fragment:{f}" for f in FRAGMENTS} | {f"{k}:{m}" for k in ("space", "study", "point")
+                                               for m in ("fragment", "whole", "count", "type")} | set(DAMAGE) \
+        <= set().union(*map(features, kept))
+    assert len(CASES) == 171 and len(kept) < len(CASES) / 2  # README: 171 cases; the rest run under -m sweep
+
+
+@pytest.mark.parametrize("name", [param(case[0]) for case in CASES])
 def test_a_hostile_file_is_one_line_exit_2_fast_and_small(outcomes, name):
     out = outcomes[name]
     lines = out["stderr"].strip().splitlines()
@@ -351,7 +421,7 @@ def test_a_hostile_file_is_one_line_exit_2_fast_and_small(outcomes, name):
     assert out["rss_mb"] < RSS_MB, f"{out['rss_mb']:.0f} MB: {lines}"
 
 
-@pytest.mark.parametrize("name", [case[0] for case in CASES if case[0].startswith("run-")])
+@pytest.mark.parametrize("name", [param(case[0]) for case in CASES if case[0].startswith("run-")])
 def test_nothing_is_written_into_a_damaged_run(outcomes, name):
     before = {"runs", "wrn_table4", "study.db", "config.yaml", "trials.csv", "tiny.yaml", "calibrate", "tiny",
               "trainer.max_epochs-1"}
