@@ -1,7 +1,14 @@
-"""bench/make_tabular.py: rows carry dse.complexity's counts and per-epoch columns; a rerun skips finished points."""
+"""bench/make_tabular.py: rows carry dse.complexity's counts and per-epoch columns; a rerun skips finished points.
+
+The tables are made by the script's main() in this process (no import cost per run; its real training, real
+Fashion-MNIST subset), and so is bench/rung_rho.py's; the refusal of another fidelity runs the script itself, as
+a user would."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -14,11 +21,26 @@ SCRIPT = ROOT / "bench" / "make_tabular.py"
 TINY = ["--subset", "64", "--val-subset", "64", "--epochs", "2", "--batch-size", "32", "--threads", "1"]
 
 
+def script(name: str = "make_tabular"):
+    """bench/<name>.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run(out: Path, *extra: str) -> str:
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *TINY, *extra], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
+    """The script's main() on these arguments in this process: its printed lines (exit 0 asserted)."""
+    import torch
+
+    threads, printed, err = torch.get_num_threads(), io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(err):
+            rc = script().main(["--out", str(out), *TINY, *extra])
+    finally:
+        torch.set_num_threads(threads)  # the fit set one thread: leave this process's as it was
+    assert rc == 0, err.getvalue()[-2000:]
+    return printed.getvalue()
 
 
 def rows(path: Path) -> list[dict]:
@@ -92,13 +114,18 @@ def feasible_ids_of_the_full_table() -> list[str]:
     return sorted(r["point_id"] for r in rows(ROOT / "bench" / "data" / "resnext_tabular.csv") if r["status"] == "ok")
 
 
+# The sample's shuffle seed: its first two feasible points are small ones (depth 11, 2.2 and 1.8 MFLOPs in the
+# committed table), where seed 0 starts with two of the largest (9.0 and 7.4): the same checks, a quarter of the work.
+SAMPLE_SEED = 143
+
+
 @pytest.fixture(scope="module")
 def rung_tables(tmp_path_factory):
     base = tmp_path_factory.mktemp("rungs")
-    small = ["--subset", "128", "--rungs", "1/2,1/3"]  # 4 steps per epoch, 8 in all
+    small = ["--rungs", "1/2,1/3", "--sample-seed", str(SAMPLE_SEED)]  # 2 steps per epoch, 4 in all
     run(base / "w.csv", "--schedule", "wsd", "--sample", "2", *small)
-    run(base / "o.csv", "--schedule", "onecycle", "--sample", "2", *small)
-    run(base / "o.csv", "--schedule", "onecycle", "--sample", "3", *small)  # the sample grows: one more point
+    run(base / "o.csv", "--schedule", "onecycle", "--sample", "1", *small)
+    run(base / "o.csv", "--schedule", "onecycle", "--sample", "2", *small)  # the sample grows: one more point
     return base
 
 
@@ -106,25 +133,26 @@ def test_sample_is_the_seeded_shuffle_of_feasible_points(rung_tables):
     import random
 
     ids = feasible_ids_of_the_full_table()
-    random.Random(0).shuffle(ids)
+    random.Random(SAMPLE_SEED).shuffle(ids)
     assert [r["point_id"] for r in rows(rung_tables / "w.csv")] == ids[:2]
-    assert [r["point_id"] for r in rows(rung_tables / "o.csv")] == ids[:3]
+    assert [r["point_id"] for r in rows(rung_tables / "o.csv")] == ids[:2]
+    assert json.loads((rung_tables / "o.json").read_text())["fidelity"]["sample_seed"] == SAMPLE_SEED
 
 
 def test_rung_columns(rung_tables):
     w, o = rows(rung_tables / "w.csv"), rows(rung_tables / "o.csv")
     for row in w + o:
-        assert row["status"] == "ok" and row["steps"] == "8"
-        # rungs at round(8/3) = 3 and 8/2 = 4 steps; wsd's decay starts at step 8 - round(1.6) = 6
-        assert (row["rung_step_1"], row["rung_step_2"]) == ("3", "4")
+        assert row["status"] == "ok" and row["steps"] == "4"
+        # rungs at round(4/3) = 1 and 4/2 = 2 steps; wsd's decay starts at step 4 - round(0.8) = 3
+        assert (row["rung_step_1"], row["rung_step_2"]) == ("1", "2")
         assert 0 <= float(row["rung_acc_1"]) <= 1 and 0 <= float(row["rung_acc_2"]) <= 1
         assert 0 < float(row["rung_main_cpu_1"]) < float(row["rung_main_cpu_2"]) < float(row["cpu_seconds"])
         spent = float(row["rung_branch_cpu_1"]) + float(row["rung_branch_cpu_2"])
         assert float(row["branch_cpu_seconds"]) == pytest.approx(spent, rel=1e-3)
-    # wsd branches decay over ceil(0.2 x steps so far) steps; one-cycle scores in place
+    # wsd branches decay over ceil(0.2 x steps so far) steps: ceil(0.2) = ceil(0.4) = 1; one-cycle scores in place
     assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in w} == {("1", "1")}
     assert {(r["rung_branch_steps_1"], r["rung_branch_steps_2"]) for r in o} == {("0", "0")}
-    for row in o:  # in place at step 4, the end of epoch 1: the same weights Lightning's validation scored
+    for row in o:  # in place at step 2, the end of epoch 1: the same weights Lightning's validation scored
         assert float(row["rung_acc_2"]) == pytest.approx(float(row["acc_1"]), abs=1e-6)
         assert float(row["rung_loss_2"]) == pytest.approx(float(row["val_loss_1"]), rel=1e-4)
     meta = json.loads((rung_tables / "w.json").read_text())["fidelity"]
@@ -148,10 +176,9 @@ def test_rung_rho_by_hand(rung_tables, tmp_path):
             writer.writeheader()
             writer.writerows(table)
         (tmp_path / f"{name}.json").write_text((rung_tables / f"{name}.json").read_text())
-    proc = subprocess.run([sys.executable, "bench/rung_rho.py", "--onecycle", str(tmp_path / "o.csv"), "--wsd",
-                           str(tmp_path / "w.csv"), "--out", str(tmp_path / "rho.txt")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    rc = script("rung_rho").main(["--onecycle", str(tmp_path / "o.csv"), "--wsd", str(tmp_path / "w.csv"), "--out",
+                                  str(tmp_path / "rho.txt")])
+    assert rc == 0
     text = (tmp_path / "rho.txt").read_text()
     assert "points: 3 " in text
     assert "aim rho >= 0.8 at 1/3 of the budget, onecycle: rho -1.000: NOT met" in text
