@@ -3,9 +3,10 @@ charts; the workspace of those panels (wandb-workspaces) is built without a netw
 tables the summary logs; `python -m dse.report RUN --wandb-workspace` without a key says so in one line."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import subprocess
-import sys
+import os
 
 import pytest
 
@@ -86,15 +87,23 @@ def test_workspace_panels_read_the_logged_tables(summary):
     assert "study_w" in json.dumps(model.model_dump(by_alias=True, exclude_none=True), default=str)
 
 
-def test_save_without_a_key_is_one_line(tmp_path):
+def test_save_without_a_key_is_one_line(tmp_path, monkeypatch):
+    """dse.report's main in this process, with no WANDB_* variable and a HOME without a netrc (a subprocess with
+    its own HOME started a second pre-imported interpreter for this one call; tests/fastspawn.py)."""
+    from dse.report import main
+
     run_dir = tmp_path / "study_k"
     make_study(run_dir, n=4)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "dse.report", str(run_dir), "--wandb-workspace"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith("error: --wandb-workspace: saving needs a W&B API key")
-    assert len(proc.stderr.strip().splitlines()) == 1
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(run_dir), "--wandb-workspace"])
+    assert rc == 2 and out.getvalue() == ""
+    assert err.getvalue().startswith("error: --wandb-workspace: saving needs a W&B API key")
+    assert len(err.getvalue().strip().splitlines()) == 1
 
 
 def test_save_with_a_key_uploads_the_built_workspace(tmp_path, monkeypatch):
