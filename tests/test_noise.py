@@ -12,6 +12,11 @@ import pytest
 from dse.results import figures, noise
 from search_helpers import load_study, ok, read_csv, search_here
 
+# The sizes the default study's sizing always picks at smoke fidelity (512 samples is its floor there, and 512
+# samples x 1 epoch gets batch 16: dse.trials.sizing.batch_for), typed so the run trains the same trials without
+# first timing a point (the sizing itself is tested in test_timeout.py and test_provenance_outputs.py).
+SIZED = ["data.subset=512", "trainer.batch_size=16"]
+
 
 def _row(number, acc, flops, point_id, **extra):
     return {"number": number, "status": "ok", "accuracy": acc, "flops": flops, "params": 1000,
@@ -73,7 +78,7 @@ def test_the_figure_draws_the_pooled_noise_on_one_seed_points(tmp_path):
 def repeated(tmp_path_factory):
     """A real smoke study of 4 trials with the default study's noise_after 3: (cwd, its output)."""
     cwd = tmp_path_factory.mktemp("noise")
-    proc = ok(search_here("space=resnext", "study.n_trials=4", "study.name=nz", "sampler=random", cwd=cwd))
+    proc = ok(search_here("space=resnext", "study.n_trials=4", "study.name=nz", "sampler=random", *SIZED, cwd=cwd))
     return cwd, proc
 
 
@@ -110,10 +115,11 @@ def test_the_report_shows_the_noise_and_the_marked_front(repeated):
 
 
 def test_no_repeat_when_it_does_not_fit_n_trials_or_is_off(tmp_path):
-    proc = ok(search_here("space=resnext", "study.n_trials=3", "study.name=n3", "sampler=random", cwd=tmp_path))
+    proc = ok(search_here("space=resnext", "study.n_trials=3", "study.name=n3", "sampler=random", *SIZED,
+                          cwd=tmp_path))
     assert "seed noise: not measured" in proc.stdout
     off = ok(search_here("space=resnext", "study.n_trials=4", "study.noise_after=0", "study.name=off",
-                         "sampler=random", cwd=tmp_path))
+                         "sampler=random", *SIZED, cwd=tmp_path))
     trials = load_study(tmp_path / "runs/off", "off").trials
     assert not [t for t in trials if t.user_attrs.get("repeat_of") is not None]
     assert "seed noise: not measured" in off.stdout

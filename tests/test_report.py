@@ -12,9 +12,11 @@ FILES = ("trials.csv", "pareto.csv", "pareto.png", "pareto.html", "best.yaml")
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A small finished study (3 trials) in runs/rep/."""
+    """A small finished study (3 trials) in runs/rep/, at the sizes the default study's sizing picks at smoke
+    fidelity (typed: no timing of a point first; see test_noise.SIZED)."""
     cwd = tmp_path_factory.mktemp("report")
-    ok(search_here("space=resnext", "study.n_trials=3", "study.name=rep", "sampler=random", cwd=cwd))
+    ok(search_here("space=resnext", "study.n_trials=3", "study.name=rep", "sampler=random", "data.subset=512",
+                   "trainer.batch_size=16", cwd=cwd))
     return cwd
 
 
