@@ -202,7 +202,17 @@ def test_refinement_writes_a_space_that_search_runs(tmp_path):
     assert all(s.width % 8 == 0 for s in point.stages)
     run = tmp_path / "smoke"
     run.mkdir()
-    ok(search(f"space={refined}", "study.n_trials=1", "run_dir=out", cwd=run))
+    ok(search(f"space={refined}", "study.n_trials=1", "run_dir=out", "study.trials_per_timeout=null", cwd=run))  # unsized
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """run_a (group A) and run_empty (no trained trial), made once for every bad-input case (each refused case
+    writes nothing: the test checks)."""
+    root = tmp_path_factory.mktemp("bad")
+    make_run(root / "run_a", A)
+    make_run(root / "run_empty", [dict(status="rejected", flops=9e6)])
+    return root
 
 
 @pytest.mark.parametrize("args, message", [
@@ -214,13 +224,13 @@ def test_refinement_writes_a_space_that_search_runs(tmp_path):
     (["run_empty"], "error: run_empty: study 'run_empty' has no trained trials (status ok) yet"),
     ([], "error: the following arguments are required: RUN_DIR"),
 ])
-def test_bad_input_is_one_line(tmp_path, args, message):
-    make_run(tmp_path / "run_a", A)
-    make_run(tmp_path / "run_empty", [dict(status="rejected", flops=9e6)])
-    proc = analyze(*args, cwd=tmp_path)
+def test_bad_input_is_one_line(bad_input_runs, args, message):
+    before = sorted(p.relative_to(bad_input_runs) for p in bad_input_runs.rglob("*"))
+    proc = analyze(*args, cwd=bad_input_runs)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(message), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.relative_to(bad_input_runs) for p in bad_input_runs.rglob("*")) == before  # nothing written
 
 
 def test_acts_used_when_every_trial_has_them(tmp_path):
