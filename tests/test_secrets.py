@@ -54,7 +54,10 @@ def test_wrong_password_error_is_masked(postgres_url, tmp_path):
 def test_two_workers_on_postgres_leave_no_password_anywhere(fresh_postgres_db, tmp_path):
     password = fresh_postgres_db.split(":")[2].split("@")[0]
     run_dir = tmp_path / "r"
-    proc = search(run_dir, "pg_pool", 4, f"storage={fresh_postgres_db}", "workers=2", "logger=wandb", timeout=400)
+    # one torch thread per worker (two workers of two threads each spun against each other on 2 cores), and no
+    # sizing measurement (study.trials_per_timeout; not what this test is about)
+    proc = search(run_dir, "pg_pool", 4, f"storage={fresh_postgres_db}", "workers=2", "logger=wandb",
+                  "trainer.threads=1", "study.trials_per_timeout=null", timeout=400)
     ok(proc)
     assert password not in proc.stdout + proc.stderr
     assert not _leaks(run_dir, password), _leaks(run_dir, password)
