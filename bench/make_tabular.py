@@ -11,13 +11,15 @@ instead of running it, and charge the recorded seconds as its simulated cost.
         [--space resnext] [--study default] [--subset 8000] [--val-subset 3000] [--epochs 4] [--threads 1] \\
         [--limit N] [--where depth=11,width=32] \\
         [--schedule onecycle|wsd] [--warmup-fraction 0.05] [--decay-fraction 0.2] \\
-        [--rungs 1/9,1/3,2/3] [--rung-decay 0.2] [--sample N] [--sample-seed 0]
+        [--rungs 1/9,1/3,2/3] [--rung-decay 0.2] [--sample N] [--sample-seed 0] [--no-warm-fit]
 
 Output: a CSV, one row per point (columns in COLUMNS below, then acc_1..acc_E, val_loss_1..E, loss_1..E,
 sec_1..sec_E, cpu_1..cpu_E), written and flushed row by row, and a sidecar `<out stem>.json` with the fidelity, the
 command, the machine and the run's totals. Resumable: a rerun skips the points already in the CSV
 (rows with status `failed`, i.e. an exception, are retried) and refuses to mix fidelities in one file.
-`--limit N` keeps only the first N grid points (after `--where`), for smoke runs. `--sample N` keeps only
+`--limit N` keeps only the first N grid points (after `--where`), for smoke runs. `--no-warm-fit` skips the
+unrecorded first fit that pays Lightning's one-time start-up before the first recorded point (for a process that
+has already trained, as the tests' in-process runs have). `--sample N` keeps only
 the first N feasible points of a seeded shuffle (`--sample-seed`; over-budget points get no rows): a larger N
 later extends the same sample, and the same N and seed pick the same points under either schedule.
 
@@ -85,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--where", action="append", default=[],
                     help="only points with these values, e.g. depth=29,width=64 (repeat: any of them)")
     ap.add_argument("--quiet", action="store_true", help="no per-point lines")
+    ap.add_argument("--no-warm-fit", action="store_true",
+                    help="skip the unrecorded warm-up fit (a process that has trained already)")
     args = ap.parse_args(argv)
     for name in ("subset", "val_subset", "epochs", "batch_size", "threads"):
         if getattr(args, name) <= 0:
@@ -291,7 +295,8 @@ def build(args, argv) -> int:
         # Warm-up (not recorded): the first fit of a process pays Lightning's import and the allocator's start
         from dataclasses import replace
 
-        train.fit(feasible[0][1], data, replace(recipe, epochs=1, limit_batches=2), progress=False)
+        if not args.no_warm_fit:
+            train.fit(feasible[0][1], data, replace(recipe, epochs=1, limit_batches=2), progress=False)
     new_header = header is None
     fh = out.open("a", newline="")
     writer = csv.DictWriter(fh, fieldnames=cols)

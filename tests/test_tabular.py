@@ -120,9 +120,10 @@ SAMPLE_SEED = 143
 
 
 @pytest.fixture(scope="module")
-def rung_tables(tmp_path_factory):
+def rung_tables(tmp_path_factory, table):
     base = tmp_path_factory.mktemp("rungs")
-    small = ["--rungs", "1/2,1/3", "--sample-seed", str(SAMPLE_SEED)]  # 2 steps per epoch, 4 in all
+    # 2 steps per epoch, 4 in all; no warm-up fit: this process has trained (the `table` fixture's run warms up)
+    small = ["--rungs", "1/2,1/3", "--sample-seed", str(SAMPLE_SEED), "--no-warm-fit"]
     run(base / "w.csv", "--schedule", "wsd", "--sample", "2", *small)
     run(base / "o.csv", "--schedule", "onecycle", "--sample", "1", *small)
     run(base / "o.csv", "--schedule", "onecycle", "--sample", "2", *small)  # the sample grows: one more point
