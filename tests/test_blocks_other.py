@@ -1,6 +1,7 @@
 """Dense, inception and mobile (dwsep / inverted) blocks: builds, trains a step, counts equal the module exactly.
 
-Full-geometry counts are measured on the meta device (shapes only). Forward/backward runs on CPU at a small
+Full-geometry counts of these named points equal the meta-device module in tests/test_zoo.py
+(test_counts_equal_built_module_at_full_geometry). Forward/backward runs on CPU at a small
 image size on each named point cut to at most 3 blocks per stage (DenseNet-BC-190 has 93 layers per stage;
 tests/test_zoo.py trains the full named points). Library references are built with REFERENCE_KWARGS
 (googlenet without its auxiliary heads).
@@ -22,12 +23,16 @@ from dse.errors import UserError
 from dse.point import Point, Stage, Stem
 from dse.zoo import dense, inception, mobile
 
-torch.set_num_threads(2)
+import represent  # tests/represent.py
+
 TABLES = (dense, inception, mobile)
 POINTS = {name: p.replace(name=name) for t in TABLES for name, p in t.POINTS.items()}
 REFERENCES = {name: (ref, getattr(t, "REFERENCE_KWARGS", {}).get(name, {}))
               for t in TABLES for name, ref in t.REFERENCES.items()}
 PAPER = yaml.safe_load((Path(__file__).parents[1] / "dse/data/paper_params.yaml").read_text())
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def measured(model: nn.Module, size: int, in_chans: int, device: str = "meta", batch: int = 1):
@@ -55,14 +60,6 @@ def train_step(point: Point, size: int) -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(POINTS))
-def test_counts_equal_built_module(name):
-    point = POINTS[name]
-    params, macs, out = measured(meta_build(point), point.image_size, point.in_chans)
-    assert tuple(out.shape) == (1, point.num_classes)
-    assert complexity(point) == (params, macs)
-
-
 def shallow(point: Point, blocks: int = 3) -> Point:
     """`point` with at most `blocks` blocks (inception modules) per stage."""
     stages = tuple(Stage(**{**s.__dict__, "depth": min(s.depth, blocks), "branches": s.branches[:blocks]})
@@ -70,7 +67,7 @@ def shallow(point: Point, blocks: int = 3) -> Point:
     return point.replace(stages=stages)
 
 
-@pytest.mark.parametrize("name", sorted(POINTS))
+@pytest.mark.parametrize("name", represent.named(sorted(POINTS)))  # a feature cover by default, the rest -m sweep
 def test_forward_backward(name):
     point = shallow(POINTS[name])
     assert [s.depth for s in point.stages] == [min(s.depth, 3) for s in POINTS[name].stages]

@@ -1,6 +1,6 @@
 """EfficientNet through the family seam: named points equal timm's efficientnet_b0 ... b5 in params, FLOPs and
-activations at the paper's resolution (224, 240, 260, 300, 380, 456) and at timm's default input size, and compute
-the same function (timm's weights copied in give its outputs); single blocks equal timm's DepthwiseSeparableConv
+activations at the paper's resolution (224, 240, 260, 300, 380, 456), at timm's default input size and at 224 px,
+and compute the same function (timm's weights copied in give its outputs); single blocks equal timm's DepthwiseSeparableConv
 and InvertedResidual at widths off the multiples of 8 (expansion and SE rounding); the space gives the paper's
 points and trains a step at Fashion-MNIST size; stages check their fields."""
 from __future__ import annotations
@@ -59,13 +59,14 @@ def test_named_points_equal_timm(name, paper, default):
         theirs = timm_model(name)
         ours = build(point).eval()
     assert theirs.pretrained_cfg["input_size"][-1] == default
-    for size in sorted({paper, default}):
+    for size in sorted({224, paper, default}):  # 224 px: the size tests/test_zoo.py compares library models at
         m = measures(point, image_size=size)
         params, flops, acts = hooked(theirs, size)
         assert m.params == params
         assert abs(m.flops - flops) <= 0.005 * flops and m.flops == flops  # in fact equal: the same convs and fc
         assert m.acts == acts
-        assert (m.params, m.flops, m.acts) == hooked(ours, size)
+        if size != paper:  # at the point's own size: tests/test_zoo.py and test_measures.py (every named point)
+            assert (m.params, m.flops, m.acts) == hooked(ours, size)
 
 
 def test_published_sizes():

@@ -33,6 +33,7 @@ supports (the field's stride, the product of the strides).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -57,9 +58,12 @@ from dse.point import Point, Stage, Stem
 from dse.space import load, names
 from dse.zoo.residual import resnet_cifar, resnext_cifar
 
+import represent  # tests/represent.py
+
 NAMES = zoo.names()
 SPACES = names()
-ACTS_POINTS, FIELD_POINTS = 50, 20  # random points per space
+ACTS_POINTS, FIELD_POINTS = 50, 20  # random points per space (seeds 0, 1, ...)
+DEFAULT_POINTS = 5  # of those, the first seeds run by default; the rest under -m sweep (tests/represent.py)
 FIELD_LIMIT = 512  # px: the issue asks for the measured field of every named point below it
 SMALL_PARAMS, SMALL_FLOPS = 3e6, 3e8  # points this small count activations faster on the CPU than on meta
 
@@ -99,19 +103,29 @@ def built_acts(point: Point) -> int:
     return hooked_acts(model, point.in_chans, point.image_size)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", represent.named(NAMES))  # a feature cover by default, the rest -m sweep
 def test_acts_named_points(name):
     point = zoo.get(name)
     assert measures(point).acts == built_acts(point)
 
 
-@pytest.mark.parametrize("space", SPACES)
-def test_acts_random_points(space):
-    s, ids = load(space), set()
-    for seed in range(ACTS_POINTS):
-        point = s.sample(seed)
-        ids.add(point.id)
+@functools.cache
+def drawn(space: str) -> tuple[Point, ...]:
+    """The space's random points of seeds 0 ... ACTS_POINTS - 1 (counting only, no torch): drawn once per run."""
+    s = load(space)
+    return tuple(s.sample(seed) for seed in range(max(ACTS_POINTS, FIELD_POINTS)))
+
+
+@pytest.mark.parametrize("space, first, stop", represent.seeded(SPACES, ACTS_POINTS, DEFAULT_POINTS))
+def test_acts_random_points(space, first, stop):
+    for seed, point in enumerate(drawn(space)[first:stop], first):
         assert measures(point).acts == built_acts(point), f"{space} seed {seed}: {point.to_json()}"
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_acts_random_points_are_varied(space):
+    """The draws test_acts_random_points measures (all of them, default and sweep) are not nearly all one point."""
+    ids = {point.id for point in drawn(space)[:ACTS_POINTS]}
     assert len(ids) > ACTS_POINTS // 5, f"{space}: the random points are nearly all the same"
 
 
@@ -304,16 +318,14 @@ def test_only_fields_over_512_px_are_left_out():
     assert all(measures(zoo.get(n)).rf >= FIELD_LIMIT for n in UNDERFLOW)
 
 
-@pytest.mark.parametrize("name", FIELD_NAMES)
+@pytest.mark.parametrize("name", represent.named(FIELD_NAMES))  # a feature cover by default, the rest -m sweep
 def test_field_named_points(name):
     check_field(zoo.get(name))
 
 
-@pytest.mark.parametrize("space", SPACES)
-def test_field_random_points(space):
-    s = load(space)
-    for seed in range(FIELD_POINTS):
-        point = s.sample(seed)
+@pytest.mark.parametrize("space, first, stop", represent.seeded(SPACES, FIELD_POINTS, DEFAULT_POINTS))
+def test_field_random_points(space, first, stop):
+    for seed, point in enumerate(drawn(space)[first:stop], first):
         try:
             check_field(point)
         except AssertionError as exc:

@@ -2,8 +2,10 @@
 
 Seeded random edits of every named point and of points drawn from every space (attention, padding, kernels,
 strides, widths, expansion, group width, cardinality, dropout, drop-path, stem, image size, ...) either raise
-UserError when the Point is made, or give a Point that dse.cost counts and dse.network builds, on the meta
-device, into a module whose forward pass gives (batch, num_classes) and whose parameter count is the counted one.
+UserError when the Point is made, or give a Point that dse.cost counts and dse.network builds (on the meta device,
+or on the CPU for small points, where that is faster) into a module whose forward pass gives (batch, num_classes)
+and whose parameter count is the counted one. By default, one edited case per edit kind and base kind runs; the
+rest under -m sweep.
 """
 from __future__ import annotations
 
@@ -19,12 +21,17 @@ from dse.network import build
 from dse.point import ATTENTIONS, BLOCK_RULES, Point, Stage
 from dse.space import load, names
 
+import represent  # tests/represent.py
+
 EDITS_PER_BASE = 2
 MAX_BLOCKS = 200  # deeper named points (preact_resnet1001) take seconds to build even on meta
 SEED = 20261205
+SMALL_PARAMS, SMALL_FLOPS = 3e6, 3e8  # points this small build and run faster on the CPU than on meta
+# edits whose every value is a kind of its own (an attention, a padding, ...); for the others, any value is one kind
+OPTIONS = {"attention", "skip", "act", "stem", "stages.padding", "stages.pool", "stages.kernels"}
 
 
-def _stage_edit(rng: random.Random, d: dict) -> None:
+def _stage_edit(rng: random.Random, d: dict) -> str:
     s = rng.choice(d["stages"])
     key = rng.choice(["padding", "kernels", "stride", "width", "expansion", "depth", "pool"])
     s[key] = {
@@ -36,9 +43,10 @@ def _stage_edit(rng: random.Random, d: dict) -> None:
         "depth": lambda: rng.choice([1, 2]),
         "pool": lambda: rng.choice(["none", "max2", "max3", "avg2"]),
     }[key]()
+    return f"stages.{key}={s[key]}"
 
 
-def _point_edit(rng: random.Random, d: dict) -> None:
+def _point_edit(rng: random.Random, d: dict) -> str:
     key = rng.choice(["attention", "cardinality", "group_width", "bottleneck_ratio", "expansion", "dropout",
                       "drop_path", "layer_scale", "image_size", "stem", "skip", "act", "attn_ratio",
                       "bottleneck_width"])
@@ -60,6 +68,7 @@ def _point_edit(rng: random.Random, d: dict) -> None:
         "bottleneck_width": lambda: rng.choice([4, 6, 64]),
     }[key]()
     d[key] = value
+    return f"{key}={value}"
 
 
 def _bases() -> list[tuple[str, Point]]:
@@ -79,23 +88,29 @@ def _small(point: Point) -> Point:
     return point if point.image_size <= 64 else point.replace(image_size=64)
 
 
-def edited(seed: int) -> list[tuple[str, dict]]:
+def edited(seed: int) -> list[tuple[str, dict, set[str]]]:
+    """(label, the edited point's dict, its kinds: the base's zoo table or space, and 'key', 'key=value' of each
+    edit)."""
     rng = random.Random(seed)
     out = []
     for label, base in _bases():
         for j in range(EDITS_PER_BASE):
             d = _small(base).to_dict()
+            edits = {f"base:{represent.table(label) if label in zoo.names() else label.partition('#')[0]}"}
             for _ in range(rng.choice([1, 1, 2, 3])):
-                (_stage_edit if rng.random() < 0.4 else _point_edit)(rng, d)
-            out.append((f"{label}/{j}", d))
+                edit = (_stage_edit if rng.random() < 0.4 else _point_edit)(rng, d)
+                key = edit.partition("=")[0]
+                edits |= {key, edit} if key in OPTIONS else {key}
+            out.append((f"{label}/{j}", d, edits))
     return out
 
 
 def check_counts_and_builds(point: Point) -> None:
     m = measures(point)
-    with torch.device("meta"):
+    small = m.params < SMALL_PARAMS and m.flops < SMALL_FLOPS
+    with torch.device("cpu" if small else "meta"), torch.no_grad():
         model = build(point).eval()
-        out = model(torch.empty(2, point.in_chans, point.image_size, point.image_size))
+        out = model(torch.zeros(2, point.in_chans, point.image_size, point.image_size))
     assert tuple(out.shape) == (2, point.num_classes)
     assert sum(p.numel() for p in model.parameters()) == m.params
 
@@ -103,10 +118,21 @@ def check_counts_and_builds(point: Point) -> None:
 CASES = edited(SEED)
 
 
-@pytest.mark.parametrize("chunk", range(8))
-def test_constructed_points_count_and_build(chunk):
+def _cost(case: tuple) -> float:
+    """How dear the edited point is to build on meta: its base's blocks."""
+    return sum(s.get("depth", 1) for s in case[1]["stages"])
+
+
+# Every edit kind (and value of the OPTIONS: attention=sk, stages.kernels=[5], ...) and every zoo table or space, in
+# the cheapest edited case that has it (tests/represent.py's cover), runs by default; the other cases under -m sweep.
+DEFAULT = represent.cover({c[0]: c[2] for c in CASES}, {c[0]: _cost(c) for c in CASES})
+GROUPS = [pytest.param("default", id="default"), pytest.param("sweep", id="sweep", marks=pytest.mark.sweep)]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_constructed_points_count_and_build(group):
     made = refused = 0
-    for label, d in CASES[chunk::8]:
+    for label, d, _ in [c for c in CASES if (c[0] in DEFAULT) == (group == "default")]:
         try:
             point = Point.from_dict(d)
         except UserError:
@@ -118,12 +144,12 @@ def test_constructed_points_count_and_build(chunk):
         except Exception as exc:  # noqa: BLE001 - any failure here breaks the rule; name the edit
             raise AssertionError(f"{label}: constructed but not counted/built: {type(exc).__name__}: {exc}\n"
                                  f"{point.to_json()}") from None
-    assert made > 10  # every chunk builds points
+    assert made > 10  # every group builds points
 
 
 def test_the_edits_reach_both_sides_of_the_rule():
     refused = 0
-    for _, d in CASES:
+    for _, d, _ in CASES:
         try:
             Point.from_dict(d)
         except UserError:

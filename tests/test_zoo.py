@@ -1,7 +1,9 @@
 """Every named point: it builds, trains a step, and its analytic counts equal the built module exactly.
 
 Counts at the full geometry are measured on the meta device (shapes only, no memory or compute), so even
-VGG-19 at 224 px costs a fraction of a second; the real forward/backward runs at a tiny image size.
+VGG-19 at 224 px costs a fraction of a second; small points (under 3M params and 300M multiply-adds) are
+measured on the CPU, where they build and run faster than on meta. The real forward/backward runs at a tiny image
+size, and its own forward pass is counted.
 """
 from __future__ import annotations
 
@@ -21,25 +23,38 @@ from dse.cost import complexity
 from dse.families import net
 from dse.graph.count import parts
 from dse.point import Point, Stage, Stem
+from dse.zoo import dense, efficientnet, inception, mobile, regnet
 from dse.zoo.residual import preact_cifar, resnet_cifar, resnext_cifar
+
+import represent  # tests/represent.py
 
 NAMES = zoo.names()
 SLOW = {"preact_resnet1001"}  # ~5 s per test: 333 blocks
-CASES = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in NAMES]
-REFERENCED = [n for n in NAMES if zoo.reference(n)]
+# By default the cheapest named point for each feature (zoo table, block kind and kernels, attention, skip, act,
+# norm, stem, pools, padding, head, dropout, drop-path, ...: tests/represent.py); the other points under -m sweep.
+CASES = represent.named(NAMES, marks={n: [pytest.mark.slow] for n in SLOW})
+# RegNet, EfficientNet, DenseNet, GoogLeNet and MobileNet references are held equal (params and multiply-adds
+# exactly, so within 0.5% too) by tests/test_regnet.py, test_efficientnet.py and test_blocks_other.py (their
+# test_named_points_equal_timm / test_reference_models): each library model is built once in the suite.
+ELSEWHERE = (regnet.REFERENCES, efficientnet.REFERENCES, dense.REFERENCES, inception.REFERENCES, mobile.REFERENCES)
+REFERENCED = [n for n in NAMES if zoo.reference(n) and not any(n in table for table in ELSEWHERE)]
 PAPER = yaml.safe_load((Path(__file__).parents[1] / "dse/data/paper_params.yaml").read_text())
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def measured(model: torch.nn.Module, size: int, in_chans: int):
-    """(params, multiply-adds, output) of one image through `model` on the meta device: FlopCounterMode / 2.
+SMALL_PARAMS, SMALL_FLOPS = 3e6, 3e8  # points this small build and count faster on the CPU than on meta
 
-    FlopCounterMode on real CPU tensors is ~50x slower than the forward itself; on meta it only sees shapes.
+
+def measured(model: torch.nn.Module, size: int, in_chans: int):
+    """(params, multiply-adds, output) of one image through `model` on its device: FlopCounterMode / 2.
+
+    On meta FlopCounterMode only sees shapes: a 224 px ImageNet net costs a fraction of a second.
     """
+    device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = model(torch.empty(1, in_chans, size, size, device="meta"))
+        out = model(torch.zeros(1, in_chans, size, size, device=device))
     params = sum(p.numel() for p in model.parameters())
     return params, counter.get_total_flops() // 2, out
 
@@ -66,7 +81,12 @@ def tiny_size(point) -> int:
 @pytest.mark.parametrize("name", CASES)
 def test_counts_equal_built_module_at_full_geometry(name):
     point = zoo.get(name)
-    params, macs, out = measured(meta_build(point), point.image_size, point.in_chans)
+    c = complexity(point)
+    if c.params < SMALL_PARAMS and c.flops < SMALL_FLOPS:
+        model = build(point).eval()
+    else:
+        model = meta_build(point)
+    params, macs, out = measured(model, point.image_size, point.in_chans)
     assert tuple(out.shape) == (1, point.num_classes)
     assert complexity(point) == (params, macs)
 
@@ -77,12 +97,12 @@ def test_forward_backward_and_counts_at_tiny_size(name):
     size = tiny_size(point)
     torch.manual_seed(0)
     model = build(point, image_size=size).train()
-    out = model(torch.randn(2, point.in_chans, size, size))
+    with FlopCounterMode(display=False) as counter:  # the training forward itself, counted (2 images)
+        out = model(torch.randn(2, point.in_chans, size, size))
     assert tuple(out.shape) == (2, point.num_classes)
     out.logsumexp(1).mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    params, macs, _ = measured(meta_build(point, size), size, point.in_chans)
-    assert params == sum(p.numel() for p in model.parameters())
+    params, macs = sum(p.numel() for p in model.parameters()), counter.get_total_flops() // (2 * 2)
     assert complexity(point, image_size=size) == (params, macs)
 
 
@@ -182,8 +202,8 @@ VARIANTS = _variants()
 @pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_block_variants(name):
     point = VARIANTS[name]
-    for size in (32, 19):
-        params, macs, _ = measured(meta_build(point, size), size, point.in_chans)
+    for size in (32, 19):  # small: built and counted on the CPU (faster than meta)
+        params, macs, _ = measured(build(point, image_size=size).eval(), size, point.in_chans)
         assert complexity(point, image_size=size) == (params, macs)
     model = build(point, image_size=16).train()
     model(torch.randn(2, 3, 16, 16)).logsumexp(1).mean().backward()
