@@ -9,6 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["fidelity=smoke", "data=synthetic", "space=resnext", "sampler=random", "progress=false", "logger=none"]
+# What a crash test adds when sizing and threads are not its subject: one torch thread (two spin against each other
+# on 2 loaded cores: a sizing measurement took 39 s, a smoke trial 13 s) and no sizing measurement of a fresh study
+QUICK = ["trainer.threads=1", "study.trials_per_timeout=null"]
 
 
 def env(**extra) -> dict:
@@ -75,12 +78,13 @@ def ok(proc) -> None:
     assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
 
-def kill_and_resume(tmp: Path, storage_url: str | None, name: str) -> tuple[list, object]:
-    """Trial 0 ends, trial 1 sleeps in training and is SIGKILLed, the command runs again: (trials, victim, rerun)."""
+def kill_and_resume(tmp: Path, storage_url: str | None, name: str, *args: str) -> tuple[list, object]:
+    """Trial 0 ends, trial 1 sleeps in training and is SIGKILLed, the command runs again (both with `args`):
+    (trials, victim, rerun)."""
     import signal
 
     run_dir = tmp / name
-    extra = [f"storage={storage_url}"] if storage_url else []
+    extra = ([f"storage={storage_url}"] if storage_url else []) + list(args)
     url = storage_url or f"sqlite:///{run_dir / 'study.db'}"
     proc = start(run_dir, name, 2, *extra, DSE_TEST_FAULT="sleep=60:2")
     try:

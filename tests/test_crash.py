@@ -1,7 +1,9 @@
 """Crash safety of `python -m dse.search` (subprocesses, SQLite): SIGKILL, SIGTERM, NaN and OOM trials.
 
 Faults come from the documented test hook DSE_TEST_FAULT (dse/train/faults.py). There is no GPU here: the OOM is
-torch.cuda.OutOfMemoryError raised inside the first training step, which is what CUDA raises.
+torch.cuda.OutOfMemoryError raised inside the first training step, which is what CUDA raises. SIGKILL mid-trial and
+resume on SQLite: tests/test_owners.py (test_killed_trial_is_retried_at_once_on_restart_sqlite); on PostgreSQL:
+tests/test_postgres.py.
 """
 from __future__ import annotations
 
@@ -10,24 +12,11 @@ import time
 
 import pytest
 
-from crash_helpers import kill_and_resume, ok, search, start, trials, wait_running
-
-
-@pytest.mark.slow
-def test_sigkill_mid_trial_then_resume_sqlite(tmp_path):
-    got, victim, _ = kill_and_resume(tmp_path, None, "kill")
-    dead = next(t for t in got if t.number == victim.number)
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.trials.owners
-    trained = [t for t in got if t.user_attrs.get("status") not in ("rejected", "duplicate")]  # over budget: cheap
-    before = [t for t in trained if t.number < victim.number]
-    assert [t.state.name for t in before] == ["COMPLETE"]  # done before the kill: kept
-    rerun = [t for t in got if t.system_attrs.get("failed_trial") == victim.number]
-    assert [t.state.name for t in rerun] == ["COMPLETE"] and rerun[0].params == victim.params  # the point re-ran
-    assert len(trained) == 3  # the kept one, the killed one, its re-run: nothing else trained
+from crash_helpers import QUICK, ok, search, start, trials, wait_running
 
 
 def test_nan_and_oom_trials_get_reasons_and_the_study_goes_on(tmp_path):
-    proc = search(tmp_path / "r", "faults", 3, DSE_TEST_FAULT="nan:1;oom:2")
+    proc = search(tmp_path / "r", "faults", 3, *QUICK, DSE_TEST_FAULT="nan:1;oom:2")
     ok(proc)
     got = sorted(trials(f"sqlite:///{tmp_path / 'r' / 'study.db'}", "faults"), key=lambda t: t.number)
     assert [t.user_attrs.get("status") for t in got] == ["diverged", "oom", "ok"]
@@ -40,7 +29,7 @@ def test_nan_and_oom_trials_get_reasons_and_the_study_goes_on(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path):
     url = f"sqlite:///{tmp_path / 'r' / 'study.db'}"
-    proc = start(tmp_path / "r", "term", 2, DSE_TEST_FAULT="sleep=60:2")
+    proc = start(tmp_path / "r", "term", 2, *QUICK, DSE_TEST_FAULT="sleep=60:2")
     victim = wait_running(url, "term", at_least_complete=1)
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -55,7 +44,7 @@ def test_sigterm_stops_cleanly_and_rerun_resumes(tmp_path):
     queued = [t for t in got if t.state.name == "WAITING"]
     assert len(queued) == 1 and queued[0].params == victim.params
     assert (tmp_path / "r" / "trials.csv").is_file()
-    rerun = search(tmp_path / "r", "term", 2)
+    rerun = search(tmp_path / "r", "term", 2, *QUICK)
     ok(rerun)
     got = trials(url, "term")
     assert any(t.state.name == "COMPLETE" and t.params == victim.params for t in got)  # the interrupted point re-ran

@@ -1,8 +1,10 @@
 """A killed trial is failed and retried at once by the next dse process on its host (dse/trials/owners.py), not after
 the heartbeat grace, and also on a journal storage (no heartbeats); live owners and other hosts are left alone.
 
-The crash tests run a real `python -m dse.search` with the heartbeat at its default (30 s, stale after 90 s),
-SIGKILL it mid-trial and start it again at once: only the owner check can save the killed trial.
+The crash tests run a real `python -m dse.search` with the heartbeat at its default (30 s, stale after 90 s): trial 0
+trains, trial 1 is SIGKILLed mid-trial and the command starts again at once: only the owner check can save the killed
+trial, and the trial trained before the kill is kept. (The SQLite one also holds what test_crash.py's
+test_sigkill_mid_trial_then_resume_sqlite checked: the same kill and resume, with 1-second heartbeats.)
 """
 from __future__ import annotations
 
@@ -15,23 +17,25 @@ import pytest
 from crash_helpers import ROOT, command, env, ok, trials, wait_running
 
 from dse.trials import owners
-CHEAP = ["trainer.limit_batches=1", "model.width_scale=0.125", "data.subset=128", "data.val_subset=64"]
+CHEAP = ["trainer.limit_batches=1", "model.width_scale=0.125", "data.subset=128", "data.val_subset=64",
+         "trainer.threads=1"]
 
 
 def _kill_mid_trial_and_rerun(tmp_path, storage: str | None, name: str):
-    """Trial 0 sleeps in training and is SIGKILLed; the same command runs again at once: (trials, victim, pid)."""
+    """Trial 0 trains, trial 1 sleeps in training and is SIGKILLed; the same command runs again at once:
+    (trials, victim, pid)."""
     run_dir = tmp_path / name
     extra = ([f"storage={storage}"] if storage else []) + CHEAP
     url = storage or f"sqlite:///{run_dir / 'study.db'}"
-    slow = {**env(DSE_TEST_FAULT="sleep=120:1"), "DSE_HEARTBEAT": "30,90"}
-    proc = subprocess.Popen(command(run_dir, name, 1, *extra), cwd=ROOT, env=slow, stdout=subprocess.PIPE,
+    slow = {**env(DSE_TEST_FAULT="sleep=120:2"), "DSE_HEARTBEAT": "30,90"}
+    proc = subprocess.Popen(command(run_dir, name, 2, *extra), cwd=ROOT, env=slow, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        victim = wait_running(url, name, at_least_complete=0, timeout=90)
+        victim = wait_running(url, name, at_least_complete=1, timeout=90)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
-    rerun = subprocess.run(command(run_dir, name, 1, *extra), cwd=ROOT, env={**env(), "DSE_HEARTBEAT": "30,90"},
+    rerun = subprocess.run(command(run_dir, name, 2, *extra), cwd=ROOT, env={**env(), "DSE_HEARTBEAT": "30,90"},
                            capture_output=True, text=True, timeout=240)
     ok(rerun)
     return trials(url, name), victim, proc.pid
@@ -40,9 +44,12 @@ def _kill_mid_trial_and_rerun(tmp_path, storage: str | None, name: str):
 def _assert_reaped_and_rerun(got, victim, pid):
     assert [t.number for t in got if t.state.name == "RUNNING"] == []
     dead = next(t for t in got if t.number == victim.number)
-    assert dead.state.name == "FAIL" and dead.user_attrs["reason"].startswith("worker died")
+    assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"
+    trained = [t for t in got if t.user_attrs.get("status") not in ("rejected", "duplicate")]  # over budget: cheap
+    assert [t.state.name for t in trained if t.number < victim.number] == ["COMPLETE"]  # done before the kill: kept
     again = [t for t in got if t.system_attrs.get("failed_trial") == victim.number]
-    assert [t.state.name for t in again] == ["COMPLETE"] and again[0].params == victim.params
+    assert [t.state.name for t in again] == ["COMPLETE"] and again[0].params == victim.params  # the point re-ran
+    assert len(trained) == 3  # the kept one, the killed one, its re-run: nothing else trained
     assert again[0].system_attrs[owners.KEY]["trial"] == again[0]._trial_id  # its own owner, not the dead one's
     assert not [t for t in got if t.state.name == "WAITING"]
     assert dead.system_attrs[owners.KEY]["pid"] == pid  # marked by the process that was killed

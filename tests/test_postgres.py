@@ -21,9 +21,9 @@ def test_postgres_four_workers_grid_exactly_once_after_sigkill(fresh_postgres_db
 
 @pytest.mark.slow
 def test_postgres_search_sigkill_mid_trial_then_resume(fresh_postgres_db, tmp_path):
-    from crash_helpers import kill_and_resume
+    from crash_helpers import QUICK, kill_and_resume
 
-    got, victim, rerun = kill_and_resume(tmp_path, fresh_postgres_db, "pg_kill")
+    got, victim, rerun = kill_and_resume(tmp_path, fresh_postgres_db, "pg_kill", *QUICK)
     dead = next(t for t in got if t.number == victim.number)
     assert dead.state.name == "FAIL" and dead.user_attrs["reason"] == "worker died (process gone)"  # dse.trials.owners
     assert next(t for t in got if t.number == 0).state.name in ("COMPLETE", "PRUNED")  # kept
