@@ -78,7 +78,7 @@ def test_a_worker_slower_than_the_grace_loses_its_cell_and_goes_on(tmp_path):
         while "start" not in (tmp_path / "w0.log").read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         procs[0].send_signal(signal.SIGSTOP)
-        time.sleep(8)  # 3 s grace, SQLite's whole seconds, a worker's poll: taken for dead by now
+        _wait_taken(url, "g", time.monotonic() + 60)  # 3 s grace, SQLite's whole seconds, a worker's poll
         procs[0].send_signal(signal.SIGCONT)
         codes = [p.wait(timeout=120) for p in procs]
     finally:
@@ -92,3 +92,19 @@ def test_a_worker_slower_than_the_grace_loses_its_cell_and_goes_on(tmp_path):
     taken = [t for t in trials if t.state.name == "FAIL"]
     assert len(taken) == 1 and taken[0].user_attrs["reason"] == "worker died (heartbeat)"
     assert f"trial {taken[0].number}: taken over by another worker" in log
+
+
+def _wait_taken(url: str, name: str, deadline: float) -> None:
+    """Until another worker has failed a trial of the study as dead (the heartbeat's grace passed), polling."""
+    import time
+
+    import optuna
+
+    from dse.storage import HEARTBEAT_REASON, open_storage
+
+    storage = open_storage(url, ".")
+    study_id = storage.get_study_id_from_name(name)
+    while not any(t.user_attrs.get("reason") == HEARTBEAT_REASON
+                  for t in storage.get_all_trials(study_id, deepcopy=False, states=(optuna.trial.TrialState.FAIL,))):
+        assert time.monotonic() < deadline, "the paused worker's trial was not taken in 60 s"
+        time.sleep(0.2)
