@@ -20,6 +20,8 @@ LONG = ["space=resnext", "trainer.max_epochs=3000", "trainer.limit_batches=4"]  
 
 
 def test_the_trial_in_flight_stops_at_the_timeout_and_runs_on_resume(tmp_path):
+    import lightning.pytorch  # noqa: F401  imported before the clock starts: a cold import (60 s on a loaded
+    import timm  # noqa: F401  machine when this test ran first in its process) is not the study's overrun
     start = time.monotonic()
     proc = search_here(*LONG, "study.n_trials=1", "study.timeout=20", "study.name=t", cwd=tmp_path)
     took = time.monotonic() - start
@@ -83,8 +85,12 @@ def test_one_validation_sample_costs_less_than_one_training_sample():
 
 
 def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
-    args = ["space=resnext", "study.n_trials=1", "study.timeout=100", "study.trials_per_timeout=4",
-            "study.name=z"]
+    # 20 trials of one epoch asked of 100 s: the sizing cuts the set to its floor (1,000 images, batch 16), so each of
+    # the two trials is the least a sized trial trains (4 trials of 2 epochs: ~20 s each), and the run's deadline
+    # stays 90 s away
+    epochs = 1
+    args = ["space=resnext", "study.n_trials=1", "study.timeout=100", "study.trials_per_timeout=20",
+            "study.name=z", "trainer.threads=1", f"trainer.max_epochs={epochs}"]
     first = ok(search_here(*args, cwd=tmp_path, fast=False))  # Fashion-MNIST at its proxy size (20k)
     assert "ms per training sample measured" in first.stdout
     study = load_study(tmp_path / "runs/z", "z")
@@ -93,14 +99,16 @@ def test_a_fresh_study_is_sized_once_and_a_resume_reuses_the_size(tmp_path):
     assert study.trials[0].user_attrs["settings"]["data"]["subset"] == size
     batch = study.user_attrs["dse:settings"]["trainer"]["batch_size"]
     assert f"at batch {batch} (" in first.stdout and study.trials[0].user_attrs["settings"]["trainer"]["batch_size"] == batch
-    assert size * 2 // batch >= sizing.MIN_STEPS or batch == sizing.MIN_BATCH
-    val = study.user_attrs["dse:settings"]["data"]["val_subset"]  # 100 s for 4 trials: a small set, cut
+    assert size * epochs // batch >= sizing.MIN_STEPS or batch == sizing.MIN_BATCH
+    val = study.user_attrs["dse:settings"]["data"]["val_subset"]  # 100 s for 20 trials: a small set, cut
     assert sizing.VAL_FLOOR <= val <= max(size, sizing.VAL_FLOOR) and val < 6000
     assert f"{val} validation samples" in first.stdout
     assert study.trials[0].user_attrs["settings"]["data"]["val_subset"] == val
     again = ok(search_here(*args[:1], "study.n_trials=2", *args[2:], cwd=tmp_path, fast=False))
     assert f"sizing: {size} training samples, as this study was sized when it began" in again.stdout
     assert "per training sample measured" not in again.stdout  # not measured again
+    trained = [t for t in load_study(tmp_path / "runs/z", "z").trials if t.user_attrs.get("status") == "ok"]
+    assert len(trained) == 2 and {t.user_attrs["settings"]["data"]["subset"] for t in trained} == {size}
 
 
 def _points(n: int, args: list[str]) -> list[tuple[dict, str]]:
@@ -128,7 +136,7 @@ def test_a_trial_out_of_time_lets_cheaper_ones_run_and_waits_for_the_next_run(tm
     # again in this run and is queued (WAITING) only when the run ends, for the next run to train first.
     from dse.train import fit as train
     from dse.trials import runner
-    timeout = 50
+    timeout = 30  # the run waits out its timeout; 20 s before the deadline fit the cheap trial, the stopped one and more
     args = ["space=resnext", "study.name=o", f"study.timeout={timeout}", "study.n_trials=100"]
     (cheap, _), (slow, slow_id) = _points(2, args)
     storage = f"sqlite:///{tmp_path / 'runs/o/study.db'}"
