@@ -7,8 +7,8 @@ another worker may read `status` as soon as it is set); readers take a whole `Tr
 An attribute that was never set reads as None.
 
 Outcomes (`status`): ok (trained), rejected (over the budget or infeasible: never trained), duplicate (its
-point and seed were already taken), pruned, diverged, oom, failed, skipped (a grid cell taken by another
-worker). No status and a `reason`: the trial was stopped (interrupted, out of time) and queued again.
+point and seed were already taken), pruned, paused (`pruner: moasha` stopped it at a rung; a later piece may
+resume it from its checkpoint), diverged, oom, failed, skipped (a grid cell taken by another worker). No status and a `reason`: the trial was stopped (interrupted, out of time) and queued again.
 """
 from __future__ import annotations
 
@@ -59,6 +59,12 @@ class TrialRecord:
     test_accs: list | None = None
     seeds: int | None = None
     history: list | None = None  # per-epoch metrics of the (first) fit
+    # pruner moasha (dse.trials.moasha): a point trains in pieces, one trial each, resumed from checkpoints
+    rung: int | None = None  # the last epoch this piece trained (the rung it paused at, or the end)
+    resume_of: int | None = None  # a later piece: the number of the point's first trial (the chain's root)
+    from_rung: int | None = None  # a later piece: the rung (epoch) it resumed from
+    checkpoint: str | None = None  # the checkpoint a paused piece wrote, or a later piece resumed from
+    promoted_among: list | None = None  # a later piece: the chains recorded at `from_rung` when it was promoted
     # the outcome: set last
     duplicate_of: int | None = None  # the trial number that holds the same point and seed
     detail: str | None = None  # a stopped trial's words (dse.trials.signals)

@@ -153,10 +153,7 @@ def from_dict(data: dict) -> Study:
     pruner = str(data.get("pruner", "none"))
     if pruner not in PRUNERS:
         raise UserError(f"study.pruner: unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}")
-    if pruner == "moasha":
-        raise UserError("study.pruner: moasha is not in the run loop yet (a trial cannot pause and resume at a rung: "
-                        "docs/moasha.md); bench/search_efficiency.py --moasha replays it; use dominance or none")
-    if pruner not in ("none", "dominance") and len(objectives) > 1:
+    if pruner not in ("none", "dominance", "moasha") and len(objectives) > 1:
         raise UserError(f"study.pruner: pruning ({pruner}) needs a single objective, got {', '.join(objectives)}")
     if pruner == "dominance" and len(objectives) < 2:
         raise UserError(f"study.pruner: dominance compares accuracy at no more cost; it needs a cost objective "

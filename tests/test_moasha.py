@@ -137,6 +137,4 @@ def test_study_keys_are_validated_in_one_line():
         with pytest.raises(UserError) as err:
             studies.from_dict({**base, "moasha": bad})
         assert str(err.value).startswith(words) and "\n" not in str(err.value), str(err.value)
-    with pytest.raises(UserError) as err:  # until the run loop can pause and resume a trial (docs/moasha.md)
-        studies.from_dict({**base, "pruner": "moasha"})
-    assert "bench/search_efficiency.py" in str(err.value)
+    assert studies.from_dict({**base, "pruner": "moasha"}).pruner == "moasha"  # in the run loop now

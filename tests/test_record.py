@@ -13,7 +13,8 @@ from dse.record import NAMES, TrialRecord, save, write
 STORED = {"point", "point_id", "seed", "label", "params", "flops", "acts", "rf", "rf_stride", "latency_ms",
           "latency_device", "settings", "width_scale", "trained_params", "trained_flops", "epochs",
           "train_seconds", "cpu_seconds", "val_acc", "test_acc", "val_accs", "val_acc_std", "test_accs", "seeds",
-          "history", "duplicate_of", "detail", "reason", "status", "repeat_of", "zerocost"}
+          "history", "duplicate_of", "detail", "reason", "status", "repeat_of", "zerocost",
+          "rung", "resume_of", "from_rung", "checkpoint", "promoted_among"}  # pruner moasha's pieces
 
 
 def test_field_names_are_the_stored_attribute_names():

@@ -38,7 +38,7 @@ class TrainResult:
     test_acc: float | None
     epochs: int
     seconds: float
-    status: str  # ok | pruned | diverged | oom
+    status: str  # ok | pruned | paused | diverged | oom
     reason: str = ""
     batch_size: int = 0
     history: list[dict] = field(default_factory=list)
@@ -80,9 +80,16 @@ class Pruned(Exception):
     """A pruning callback stopped the fit; the message says why."""
 
 
-def fit(point, data, recipe: Recipe, logger=None, callbacks=(), progress: bool = True) -> TrainResult:
+class Paused(Pruned):
+    """A pruning callback paused the fit at a rung after writing a checkpoint a later fit may resume from."""
+
+
+def fit(point, data, recipe: Recipe, logger=None, callbacks=(), progress: bool = True,
+        resume: str | None = None) -> TrainResult:
     """Train `point` (a Point, or an nn.Module) on `data` with the caller's Lightning `callbacks`; status ok /
-    pruned / diverged / oom.
+    pruned / paused / diverged / oom. `resume`: a checkpoint a paused fit of the same point and recipe wrote
+    (Trainer.save_checkpoint): training goes on from its epoch, with its weights, optimizer, schedule, history,
+    batch order and RNG.
 
     A pruning callback is one with `check_pruned()`: it ends the fit by raising `Pruned` from a hook, or from
     `check_pruned()`, which fit calls after training (under DDP the decision travels through the storage).
@@ -90,8 +97,8 @@ def fit(point, data, recipe: Recipe, logger=None, callbacks=(), progress: bool =
     true after training (a DDP follower told to stop by rank 0) also ends the fit as pruned.
     """
     start, cpu = time.perf_counter(), time.process_time()
-    result = _fit_once(point, data, recipe, logger, callbacks, progress)
-    if result.status == "oom" and recipe.oom_retry and recipe.batch_size > 1:
+    result = _fit_once(point, data, recipe, logger, callbacks, progress, resume)
+    if result.status == "oom" and recipe.oom_retry and recipe.batch_size > 1 and resume is None:
         _free_memory()
         half = replace(recipe, batch_size=recipe.batch_size // 2)
         result = _fit_once(point, data, half, logger, callbacks, progress)
@@ -107,7 +114,7 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _fit_once(point, data, recipe, logger, callbacks, progress) -> TrainResult:
+def _fit_once(point, data, recipe, logger, callbacks, progress, resume=None) -> TrainResult:
     """One Lightning fit at `recipe.batch_size`; maps divergence, OOM and pruning to a status."""
     import lightning.pytorch as pl
 
@@ -142,11 +149,13 @@ def _fit_once(point, data, recipe, logger, callbacks, progress) -> TrainResult:
         share = ddp.share(point, recipe.seed, bool(pruners)) if not isinstance(point, nn.Module) \
             else contextlib.nullcontext()
         with share:  # DDP ranks that Lightning starts train this point too (dse.train.ddp)
-            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
         for pruner in pruners:
             pruner.check_pruned()  # under DDP the pruning decision travels through the storage
         if any(getattr(cb, "pruned", False) for cb in cbs):  # a DDP follower told to stop by rank 0
             status, reason = "pruned", "pruned by rank 0"
+    except Paused as exc:
+        status, reason = "paused", str(exc)
     except Pruned as exc:
         status, reason = "pruned", str(exc)
     except Diverged as exc:

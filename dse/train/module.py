@@ -154,6 +154,8 @@ class Classifier(pl.LightningModule):
         self.log("test/acc", self._eval_totals()[1])
 
     def on_train_epoch_end(self):
+        if self._loss_sum is None:  # resumed from a checkpoint written at this epoch's end: already recorded
+            return
         if self._probe:  # an epoch shorter than the probe's step
             self._write_probe()
         self.log("train/loss", self._mean_loss(), sync_dist=True)
@@ -177,6 +179,18 @@ class Classifier(pl.LightningModule):
         self.history.append({"epoch": epoch, "train/loss": self._mean_loss(),
                              "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                              "seconds": time.perf_counter() - self._epoch_start, **extra})
+
+    def on_save_checkpoint(self, checkpoint):
+        """A paused fit's own state beside Lightning's: the history, the batch order's epoch and the RNG."""
+        checkpoint["dse"] = {"history": list(self.history), "batches_epoch": int(self.train_batches.epoch),
+                             "rng": torch.get_rng_state()}
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("dse")
+        if state:
+            self.history = list(state["history"])
+            self.train_batches.epoch = int(state["batches_epoch"])
+            torch.set_rng_state(state["rng"])
 
     def configure_optimizers(self):
         r = self.recipe

@@ -147,3 +147,98 @@ def from_trials(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
         for epoch, acc in sorted(rung_attrs(t).items()):
             out.append(record(t.number, epoch, acc, *values))
     return out
+
+
+# ----- the run loop (study.pruner=moasha): a point trains in pieces, one trial each -----
+#
+# A piece that is not in the top at a rung pauses: it writes a checkpoint and ends PRUNED with status paused
+# (dse.trials.pruning.MoashaCallback). A free worker asks `promote` before it draws a new point: the paused
+# chain to resume is enqueued as a WAITING trial carrying resume_of / from_rung / checkpoint, which the next
+# ask pops. The promotion is claimed in the storage first (dse.trials.claims), so two workers never resume one
+# chain from one rung.
+
+PROMOTE = "promote:"  # + "<root>:<rung>": the claim of one promotion
+
+
+def root(trial) -> int:
+    """The number of the first trial of `trial`'s chain (its own number for a first piece)."""
+    chain = TrialRecord.from_trial(trial).resume_of
+    return int(chain) if chain is not None else trial.number
+
+
+def chain_records(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
+    """Records of a study's trials by chain: each piece's rung attributes under its chain's root number."""
+    out = []
+    for t in trials:
+        costs = TrialRecord.from_trial(t)
+        values = [costs.objective(k) for k in cost_keys]
+        if any(v is None for v in values):
+            continue
+        for epoch, acc in sorted(rung_attrs(t).items()):
+            out.append(record(root(t), epoch, acc, *values))
+    return out
+
+
+@dataclass
+class Chains:
+    """What a study's chains are doing: the paused ones (root -> its last piece), the ones that may not be
+    resumed (running, queued or finished), and the promotions made so far ((root, rung) pairs)."""
+
+    paused: dict
+    done: set
+    promoted: set
+
+    @classmethod
+    def of(cls, trials: Iterable) -> "Chains":
+        pieces: dict[int, list] = {}
+        for t in trials:
+            pieces.setdefault(root(t), []).append(t)
+        paused, done, promoted = {}, set(), set()
+        for chain, ts in pieces.items():
+            for t in ts:
+                rec = TrialRecord.from_trial(t)
+                if rec.resume_of is not None and rec.from_rung is not None:
+                    promoted.add((chain, int(rec.from_rung)))
+            if any(t.state.name in ("RUNNING", "WAITING") for t in ts):
+                done.add(chain)
+                continue
+            last = max(ts, key=lambda t: t.number)
+            rec = TrialRecord.from_trial(last)
+            if last.state.name == "PRUNED" and rec.status == "paused" and rec.checkpoint:
+                paused[chain] = last
+            elif not (last.state.name == "FAIL" and not rec.ended):  # a killed piece's retry is queued
+                done.add(chain)
+        return cls(paused, done, promoted)
+
+
+def promote(study, ladder: Sequence[int], cost_keys: Sequence[str], eta: int = ETA) -> int | None:
+    """Enqueue the next promotion of `study` (an Optuna study), if one is due; the chain's root, or None.
+
+    The promotion is claimed first (one atomic insert): of several workers that see the same paused chain at
+    the top, one enqueues it and the others look further down or draw a new point."""
+    from dse.trials import claims
+
+    trials = study.get_trials(deepcopy=False)
+    chains = Chains.of(trials)
+    records = chain_records(trials, cost_keys)
+    done = set(chains.done)
+    while True:
+        best = next_promotion(records, ladder, chains.promoted, eta, done)
+        if best is None:
+            return None
+        piece = chains.paused.get(best.trial)
+        rec = None if piece is None else TrialRecord.from_trial(piece)
+        if rec is None or rec.rung != best.rung:  # not paused at that rung (failed, or a record without a pause)
+            done.add(best.trial)
+            continue
+        if claims.claim(study, f"{PROMOTE}{best.trial}:{best.rung}", piece._trial_id) is not None:
+            chains.promoted.add((best.trial, best.rung))  # another worker promoted it first
+            continue
+        among = sorted(r.trial for r in latest(records, best.rung))
+        keep = {k: v for k, v in (("repeat_of", rec.repeat_of), ("seed", rec.seed), ("label", rec.label))
+                if v is not None}
+        fixed = {**piece.system_attrs.get("fixed_params", {}), **piece.params}
+        study.enqueue_trial(fixed, user_attrs={**keep, "resume_of": best.trial, "from_rung": best.rung,
+                                               "checkpoint": rec.checkpoint, "promoted_among": among},
+                            skip_if_exists=False)
+        return best.trial

@@ -14,9 +14,11 @@ Trial states and the `status` attribute:
               counts a point twice. The claim is atomic in the storage (dse.trials.claims.claim), across workers
               and machines.
     PRUNED    status pruned (the pruner stopped it) or rejected (reason infeasible: the sampled values break
-              a space check; no point exists to count).
+              a space check; no point exists to count), or paused (pruner moasha: stopped at a rung with a
+              checkpoint; dse.trials.moasha.promote may queue a later piece that resumes it).
     FAIL      status diverged | oom | failed, with `reason`
-Rejected and duplicate trials do not count toward n_trials: they cost no training.
+Rejected and duplicate trials do not count toward n_trials: they cost no training. Nor do the later pieces of
+a moasha chain (`resume_of` set): its first piece counted the point.
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def make_pruner(name: str, max_epochs: int):
         "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(max_epochs, 2)),
         "dominance": DominancePruner,  # a NopPruner: the fit's callback prunes (dse.trials.pruning)
+        "moasha": optuna.pruners.NopPruner,  # the fit's callback pauses (dse.trials.pruning.MoashaCallback)
     }
     return choose("pruner", name, table)()
 
@@ -115,7 +118,7 @@ def open_study(storage, study, sampler, pruner, space_name: str | None):
 def counted(trial) -> bool:
     """Does this finished trial count toward n_trials? (Points rejected before training do not.)"""
     name, record = trial.state.name, TrialRecord.from_trial(trial)
-    if record.untrained:
+    if record.untrained or record.resume_of is not None:
         return False
     return name in FINISHED or (name == "FAIL" and record.ended)
 
@@ -158,6 +161,7 @@ class Objective:
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
     settings: dict | None = None  # dse.provenance.settings: recorded on every trial
     deadline: float | None = None  # time.monotonic() by which the study ends: a trial that cannot finish stops
+    checkpoints: object = None  # pathlib.Path: where moasha's paused pieces write their checkpoints
 
     def __call__(self, trial):
         import optuna
@@ -230,6 +234,10 @@ class Objective:
         if holder is None:
             return None
         other = _trial_by_id(trial.study, holder)
+        chain = TrialRecord.from_trial(trial).resume_of
+        if other is not None and chain is not None and chain in (other.number, TrialRecord.from_trial(other).resume_of):
+            claims.take_over(trial.study, key, trial._trial_id)  # a later piece of the point's chain (moasha)
+            return None
         if other is not None and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended:
             claims.take_over(trial.study, key, trial._trial_id)  # died or interrupted: retry it here
             return None
@@ -269,9 +277,11 @@ class Objective:
         recipe = dataclasses.replace(self.recipe, seed=seed) if hasattr(self.recipe, "seed") else self.recipe
         logger = self.loggers.trial(trial.number, point, params, flops, trial.params) if first_seed else None
         start = time.time()
+        mine = TrialRecord.from_trial(trial)
+        resume = mine.checkpoint if first_seed and mine.resume_of is not None else None
         try:
             return train.fit(point, self.data, recipe, logger=logger, progress=self.progress,
-                             callbacks=self.callbacks(trial, recipe, first_seed))
+                             callbacks=self.callbacks(trial, recipe, first_seed, seed), resume=resume)
         except UserError:  # bad input (a corrupt image, a bad setting): every trial would fail alike; stop here
             raise
         except Exception as exc:  # the study goes on; the reason is kept
@@ -282,7 +292,7 @@ class Objective:
             if first_seed:
                 self.loggers.trial_done(trial.number)
 
-    def callbacks(self, trial, recipe, first_seed: bool) -> list:
+    def callbacks(self, trial, recipe, first_seed: bool, seed: int = 0) -> list:
         """The fit's callbacks: the deadline watch (dse.trials.deadline; single-process fits of a study with a
         timeout), a progress line when no bar shows (dse.trials.progress) and the pruner's (dse.trials.pruning;
         the first seed of a study with a pruner)."""
@@ -295,12 +305,26 @@ class Objective:
             from dse.trials import progress  # loads Lightning
 
             out.append(progress.Progress(f"trial {trial.number}"))
-        if self.prune and first_seed:
+        if self.prune and first_seed and self.study.pruner == "moasha":
+            out.append(self.moasha(trial, recipe, seed))
+        elif self.prune and first_seed:
             from dse.trials import pruning  # loads Lightning
 
             pruner = pruning.callback(trial)
             out += [pruner] if pruner is not None else []
         return out
+
+    def moasha(self, trial, recipe, seed: int):
+        """The moasha callback of this piece: its chain, the rung it resumes from, where it would pause."""
+        from dse.trials import moasha, pruning  # loads Lightning
+
+        settings = self.study.moasha or {}
+        eta, min_rung = int(settings.get("eta", moasha.ETA)), int(settings.get("min_rung", moasha.MIN_RUNG))
+        chain, mine = moasha.root(trial), TrialRecord.from_trial(trial)
+        folder = self.checkpoints / f"{chain}-seed{seed}"
+        self.paused_at = pruning.MoashaCallback(trial, moasha.rungs(int(recipe.epochs), min_rung, eta), eta, chain,
+                                                lambda epoch: folder / f"rung-{epoch}.ckpt", int(mine.from_rung or 0))
+        return self.paused_at
 
     def finish(self, trial, record: TrialRecord, status: str, reason: str | None, result=None,
                stored: TrialRecord | None = None):
@@ -316,9 +340,20 @@ class Objective:
                 record, epochs=getattr(result, "epochs", None), train_seconds=getattr(result, "seconds", None),
                 cpu_seconds=getattr(result, "cpu_seconds", None), val_acc=getattr(result, "val_acc", None),
                 test_acc=getattr(result, "test_acc", None), history=_plain(history) if history else None, **several)
+        if status == "paused":  # moasha: the checkpoint a later piece resumes from
+            epoch, path = self.paused_at.paused
+            record = dataclasses.replace(record, rung=epoch, checkpoint=path)
+        elif status == "ok" and self.study.pruner == "moasha":
+            record = dataclasses.replace(record, rung=record.epochs)
         record = _save(trial, dataclasses.replace(record, reason=reason or "", status=status), stored)
-        if status == "pruned":
-            raise optuna.TrialPruned(reason or "pruned")
+        resumed = TrialRecord.from_trial(trial)
+        if status == "ok" and resumed.resume_of is not None and resumed.checkpoint:  # the chain is done
+            import shutil
+            from pathlib import Path
+
+            shutil.rmtree(Path(resumed.checkpoint).parent, ignore_errors=True)
+        if status in ("pruned", "paused"):
+            raise optuna.TrialPruned(reason or status)
         if status != "ok":
             raise TrialFailed(f"{status}: {reason}")
         return self.values(record)
@@ -504,9 +539,10 @@ class StopAt:
     A finished trial never changes, so each is judged once (by storage id); only unfinished trials are looked
     at again. At 10k trials a call costs a dict lookup per trial, not a record per trial twice (~380 ms)."""
 
-    def __init__(self, total: int, grid: bool):
+    def __init__(self, total: int, grid: bool, drain: bool = False):
         self.total = total
         self.grid = grid
+        self.drain = drain  # moasha: queued pieces (promotions) run even when the point count is reached
         self.judged: set[int] = set()  # ids of finished trials already in the counts
         self.counted = self.rejected = 0
 
@@ -529,7 +565,7 @@ class StopAt:
             optuna_study.stop()
             return
         n_counted, n_rejected = self.counts(optuna_study)
-        if n_counted >= self.total:
+        if n_counted >= self.total and not (self.drain and waiting(optuna_study)):
             optuna_study.stop()
         elif n_rejected > MAX_REJECTED * self.total:
             print(f"stopping: over {MAX_REJECTED * self.total} proposed points were over the budget or already "

@@ -7,12 +7,17 @@ Lightning.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning.pytorch as pl
 import optuna
 from optuna.study import StudyDirection
 from optuna_integration import PyTorchLightningPruningCallback
 
-from dse.train.fit import Pruned
+from dse.record import TrialRecord
+from dse.train.fit import Paused, Pruned
+from dse.trials import dominance, moasha
 from dse.trials.dominance import DominancePruner, check
 
 
@@ -74,3 +79,47 @@ class DominanceCallback(pl.Callback):
         """After fit, on rank 0: raise Pruned if the rule stopped the trial."""
         if self.reason is not None:
             raise Pruned(self.reason)
+
+
+class MoashaCallback(pl.Callback):
+    """Multi-objective successive halving at the rungs of `ladder` (epochs): record val/acc there, and go on
+    only when the chain is in the top 1/eta of the chains recorded at that rung (dse.trials.moasha.goes_on);
+    else write a checkpoint to `checkpoint(epoch)`, stop, and end the fit as Paused (check_pruned).
+
+    A piece resumed from rung `from_rung` decides only at later rungs. Single-process fits (DDP is refused)."""
+
+    def __init__(self, trial, ladder, eta: int, chain: int, checkpoint, from_rung: int = 0,
+                 monitor: str = "val/acc"):
+        self.trial, self.ladder, self.eta, self.chain = trial, tuple(ladder), int(eta), int(chain)
+        self.checkpoint, self.from_rung, self.monitor = checkpoint, int(from_rung), monitor
+        self.paused: tuple[int, str] | None = None
+
+    def on_validation_end(self, trainer, pl_module):
+        epoch = pl_module.current_epoch + 1
+        if trainer.sanity_checking or epoch not in self.ladder or epoch <= self.from_rung:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        study = self.trial.study
+        dominance.record(self.trial, epoch, float(value))
+        attrs = self.trial.user_attrs
+        keys = dominance.cost_keys(study, attrs)
+        costs = [TrialRecord.from_attrs(attrs).objective(k) for k in keys]
+        mine = [moasha.record(self.chain, epoch, float(value), *costs)] if None not in costs else []
+        others = [r for r in moasha.chain_records(study.get_trials(deepcopy=False), keys) if r.trial != self.chain]
+        if moasha.goes_on(others + mine, self.chain, epoch, self.eta):
+            return
+        path = Path(self.checkpoint(epoch)).resolve()  # absolute: workers in other folders read it too
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        trainer.save_checkpoint(part)
+        os.replace(part, path)  # a kill mid-write leaves no half checkpoint under the real name
+        self.paused = (epoch, str(path))
+        trainer.should_stop = True
+
+    def check_pruned(self) -> None:
+        """After fit: raise Paused if the chain paused at a rung."""
+        if self.paused is not None:
+            epoch, path = self.paused
+            raise Paused(f"paused at rung {epoch}: not in the top 1/{self.eta} of the trials recorded there")

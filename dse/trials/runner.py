@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from dse import provenance
+from dse.errors import UserError
 from dse.record import TrialRecord
 from dse.results import files as results
 from dse.results import made
@@ -33,6 +34,8 @@ def run(job: Job) -> int:
     import optuna
 
     study = job.study
+    if study.pruner == "moasha":
+        Promote.check(job)
     results.check_writable(job.run_dir, "run_dir", "give run_dir=DIR where the results can be written",
                            create=False)  # nothing is made before the storage opens
     storage_url = job.storage_url or default_url(job.run_dir)  # explicit, so pool workers share it
@@ -57,6 +60,9 @@ def run(job: Job) -> int:
     else:
         total = study.n_trials
         remaining = max(total - finished, 0)
+    promote = Promote(job, optuna_study) if study.pruner == "moasha" else None
+    if promote is not None and promote(optuna_study, None) is not None:  # a resumed study's paused chains
+        remaining = max(remaining, 1)
     trains = bool(remaining) or (study.is_grid and claims.has_work(optuna_study))
     if trains:  # a run that trains nothing leaves config.yaml (and the study's code record) as they were
         write_config(job)
@@ -76,9 +82,11 @@ def run(job: Job) -> int:
     bar = _bar(total, total - remaining, study.name, job.options.progress and trains, study.timeout)
     objective = obj.Objective(study=study, space=job.space, cells=job.cells, data=job.data, recipe=job.recipe,
                               loggers=loggers, thin=job.thin, prune=prune, progress=bool(job.options.progress),
-                              settings=job.settings, deadline=deadline(job))
+                              settings=job.settings, deadline=deadline(job),
+                              checkpoints=job.run_dir / "checkpoints" / study.name)
     objective = signals.guard(objective)
-    stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None)]
+    stop = [claims.WaitForWork()] if study.is_grid else [obj.StopAt(total, job.cells is not None, promote is not None)]
+    stop = ([promote] if promote is not None else []) + stop
     files = Rewrite(job.run_dir, max(job.options.report_every, 1))
 
     def after(s, trial):
@@ -121,6 +129,32 @@ def run(job: Job) -> int:
         print("interrupted: finished trials are kept in the storage; re-run the command to resume",
               file=sys.stderr)
     return code
+
+
+class Promote:
+    """Callback (pruner moasha): after each trial, queue the next paused chain that is due to go on
+    (dse.trials.moasha.promote), so the next trial resumes it instead of drawing a new point."""
+
+    def __init__(self, job: Job, optuna_study):
+        from dse.trials import dominance, moasha
+
+        settings = job.study.moasha or {}
+        self.eta = int(settings.get("eta", moasha.ETA))
+        self.ladder = moasha.rungs(int(getattr(job.recipe, "epochs", 1)), int(settings.get("min_rung", moasha.MIN_RUNG)),
+                                   self.eta)
+        self.keys = dominance.cost_keys(optuna_study, {})
+
+    @staticmethod
+    def check(job: Job) -> None:
+        """Refuse what moasha cannot pause and resume (before anything is written)."""
+        if str(getattr(job.recipe, "devices", 1)) not in ("1", "auto") or getattr(job.recipe, "strategy", "auto") != "auto":
+            raise UserError("study.pruner: moasha pauses and resumes single-process fits; with trainer.devices > 1 "
+                            "(DDP) use pruner none or dominance")
+
+    def __call__(self, optuna_study, _trial):
+        from dse.trials import moasha
+
+        return moasha.promote(optuna_study, self.ladder, self.keys, self.eta)
 
 
 FULL_GC_EVERY = 50  # collect() scans every object once in this many trained trials, else only the newer ones

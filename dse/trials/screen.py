@@ -66,6 +66,8 @@ class Screen:
             self.points.add(r.point_id)
         elif r.status in UNTRAINED:
             kind = UNTRAINED[r.status]
+        elif r.status in ("pruned", "paused"):  # stopped by the pruner (paused: moasha may resume it)
+            kind = r.status
         elif r.status:
             kind = "failed"
         elif r.reason == "out of time":  # stopped by the deadline, queued again (dse.trials.deadline)
@@ -91,7 +93,7 @@ class Screen:
         return f"    study: {parts} | {best} | {when}"
 
 
-KINDS = ("trained", "rejected", "repeat", "failed", "out of time")
+KINDS = ("trained", "paused", "pruned", "rejected", "repeat", "failed", "out of time")
 
 
 def tally(counts: dict, zero: bool = True) -> list[str]:
