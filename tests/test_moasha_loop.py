@@ -20,7 +20,7 @@ ETA = 2
 EPOCHS = 4
 LADDER = moasha.rungs(EPOCHS, 1, ETA)  # [1, 2]
 EXTRA = ["study.pruner=moasha", f"trainer.max_epochs={EPOCHS}", f"study.moasha={{eta:{ETA},min_rung:1}}",
-         "study.noise_after=0", "trainer.threads=1"]
+         "study.noise_after=0", "trainer.threads=1", "study.trials_per_timeout=null"]
 
 
 def _start(run_dir, log):
