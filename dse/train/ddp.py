@@ -16,6 +16,7 @@ import os
 from dse.point import Point
 
 POINT, SEED, PRUNE = "DSE_DDP_POINT", "DSE_DDP_SEED", "DSE_DDP_PRUNE"
+SIZE = "DSE_DDP_SIZE"  # "<training samples>,<validation samples>,<batch size>" of rank 0's fit
 
 
 def is_follower() -> bool:
@@ -29,10 +30,13 @@ LAUNCHER_KEYS = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER
 
 
 @contextlib.contextmanager
-def share(point, seed: int, prune: bool):
+def share(point, seed: int, prune: bool, size: tuple[int, int, int] | None = None):
     """During rank 0's fit: the environment that the ranks Lightning starts will read; afterwards the
-    environment as it was (so each trial launches its own ranks)."""
+    environment as it was (so each trial launches its own ranks). `size`: rank 0's (training samples,
+    validation samples, batch size), which a study's sizing may have cut below what the command line says."""
     values = {POINT: point.to_json(), SEED: str(seed), PRUNE: "1" if prune else "0"}
+    if size is not None:
+        values[SIZE] = ",".join(str(int(v)) for v in size)
     old = {k: os.environ.get(k) for k in (*values, *LAUNCHER_KEYS)}
     os.environ.update(values)
     try:
@@ -52,9 +56,24 @@ def follow(fit, data, recipe) -> int:
 
     point = Point.from_dict(json.loads(os.environ[POINT]))
     recipe = dataclasses.replace(recipe, seed=int(os.environ.get(SEED, "0")))
+    if os.environ.get(SIZE):  # rank 0's sized data and batch: every rank takes the same steps
+        data, recipe = sized_as_rank_0(data, recipe, *(int(v) for v in os.environ[SIZE].split(",")))
     callbacks = [follower_callback()] if os.environ.get(PRUNE) == "1" else []
     fit(point, data, recipe, logger=None, callbacks=callbacks, progress=False)
     return 0
+
+
+def sized_as_rank_0(data, recipe, train: int, val: int, batch: int):
+    """`data` cut to rank 0's training and validation samples (both splits are already seeded shuffles, so
+    their first samples are rank 0's) and `recipe` at rank 0's batch size."""
+    from dse.train.datasets import Split
+
+    cut = {}
+    for name, n in (("train", train), ("val", val)):
+        split = getattr(data, name)
+        if isinstance(split, Split) and n < len(split):
+            cut[name] = Split(split.x[:n], split.y[:n])
+    return (dataclasses.replace(data, **cut) if cut else data), dataclasses.replace(recipe, batch_size=batch)
 
 
 def follower_callback():

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dse.train import ddp, faults
-from dse.train.datasets import Batches
+from dse.train.datasets import Batches, Split
 # The recipe's names, as fit's callers know them (dse.train.recipe defines them).
 from dse.train.recipe import RECIPES, Recipe, compiles, lr_factor, recipe, scheduler  # noqa: F401
 
@@ -146,7 +146,8 @@ def _fit_once(point, data, recipe, logger, callbacks, progress, resume=None) -> 
         benchmark=on_gpu and not recipe.deterministic)
     status, reason = "ok", ""
     try:
-        share = ddp.share(point, recipe.seed, bool(pruners)) if not isinstance(point, nn.Module) \
+        sizes = (len(data.train), len(data.val), recipe.batch_size) if isinstance(data.train, Split) else None
+        share = ddp.share(point, recipe.seed, bool(pruners), sizes) if not isinstance(point, nn.Module) \
             else contextlib.nullcontext()
         with share:  # DDP ranks that Lightning starts train this point too (dse.train.ddp)
             trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=resume)
