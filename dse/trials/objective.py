@@ -26,6 +26,7 @@ import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 from dse.errors import UserError, choose
 from dse.record import TrialRecord, save
@@ -161,7 +162,7 @@ class Objective:
     thin: tuple = (1.0, 4)  # (width_scale, min_width): train the point thinned (the CPU proxy of a table)
     settings: dict | None = None  # dse.provenance.settings: recorded on every trial
     deadline: float | None = None  # time.monotonic() by which the study ends: a trial that cannot finish stops
-    checkpoints: object = None  # pathlib.Path: where moasha's paused pieces write their checkpoints
+    checkpoints: Path | None = None  # where moasha's paused pieces write their checkpoints
 
     def __call__(self, trial):
         import optuna
@@ -349,7 +350,6 @@ class Objective:
         resumed = TrialRecord.from_trial(trial)
         if status == "ok" and resumed.resume_of is not None and resumed.checkpoint:  # the chain is done
             import shutil
-            from pathlib import Path
 
             shutil.rmtree(Path(resumed.checkpoint).parent, ignore_errors=True)
         if status in ("pruned", "paused"):
