@@ -94,7 +94,7 @@ def test_two_workers_promote_in_order_and_resume_a_killed_workers_paused_chain(t
 
     # promotions follow the non-dominated order of the chains recorded at that rung when it was made
     cost = ["flops"]
-    all_records = moasha.chain_records(final, cost)
+    all_records = moasha.from_trials(final, cost)
     for t in resumed:
         r = records[t.number]
         at = [x for x in moasha.latest(all_records, r.from_rung) if x.trial in set(r.promoted_among)]

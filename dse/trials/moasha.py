@@ -135,20 +135,6 @@ def next_promotion(records: Iterable[Record], ladder: Sequence[int], promoted: C
     return None
 
 
-def from_trials(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
-    """Records of a study's trials (Optuna FrozenTrials): each rung attribute `dse:rung:<epoch>` with the
-    trial's costs (its `flops`, `params`, ... attributes); trials without those costs are left out."""
-    out = []
-    for t in trials:
-        costs = TrialRecord.from_trial(t)
-        values = [costs.objective(k) for k in cost_keys]
-        if any(v is None for v in values):
-            continue
-        for epoch, acc in sorted(rung_attrs(t).items()):
-            out.append(record(t.number, epoch, acc, *values))
-    return out
-
-
 # ----- the run loop (study.pruner=moasha): a point trains in pieces, one trial each -----
 #
 # A piece that is not in the top at a rung pauses: it writes a checkpoint and ends PRUNED with status paused
@@ -166,8 +152,10 @@ def root(trial) -> int:
     return int(chain) if chain is not None else trial.number
 
 
-def chain_records(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
-    """Records of a study's trials by chain: each piece's rung attributes under its chain's root number."""
+def from_trials(trials: Iterable, cost_keys: Sequence[str]) -> list[Record]:
+    """Records of a study's trials (Optuna FrozenTrials): each rung attribute `dse:rung:<epoch>` with the
+    trial's costs (its `flops`, `params`, ... attributes), under its chain's root number (`root`: a trial's own
+    number unless it is a later piece of a moasha chain); trials without those costs are left out."""
     out = []
     for t in trials:
         costs = TrialRecord.from_trial(t)
@@ -220,7 +208,7 @@ def promote(study, ladder: Sequence[int], cost_keys: Sequence[str], eta: int = E
 
     trials = study.get_trials(deepcopy=False)
     chains = Chains.of(trials)
-    records = chain_records(trials, cost_keys)
+    records = from_trials(trials, cost_keys)
     done = set(chains.done)
     while True:
         best = next_promotion(records, ladder, chains.promoted, eta, done)

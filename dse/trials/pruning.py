@@ -107,7 +107,7 @@ class MoashaCallback(pl.Callback):
         keys = dominance.cost_keys(study, attrs)
         costs = [TrialRecord.from_attrs(attrs).objective(k) for k in keys]
         mine = [moasha.record(self.chain, epoch, float(value), *costs)] if None not in costs else []
-        others = [r for r in moasha.chain_records(study.get_trials(deepcopy=False), keys) if r.trial != self.chain]
+        others = [r for r in moasha.from_trials(study.get_trials(deepcopy=False), keys) if r.trial != self.chain]
         if moasha.goes_on(others + mine, self.chain, epoch, self.eta):
             return
         path = Path(self.checkpoint(epoch)).resolve()  # absolute: workers in other folders read it too
