@@ -5,7 +5,8 @@ usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv
            [--samplers random,tpe,nsga2,gp] [--pruned tpe,random] [--eps E] [--min-trials K]
            [--warmup W] [--out FILE]
        python bench/search_efficiency.py --workers 4 [--trials 25] [--long 300] [--samplers ...] [--moasha ...]
-           [--pruned ...] [--eta 3] [--min-rung 1] [--cache DIR]   (asynchronous workers: replay_async, async_report)
+           [--pruned ...] [--eta 3] [--min-rung 1] [--rung-score inplace|branch] [--cache DIR]
+           (asynchronous workers: replay_async, async_report)
        python bench/search_efficiency.py --make-synthetic FILE [--epochs 4]   (a fake table, same format)
 
 Each run is a real Optuna study (in-memory storage, objectives accuracy max / FLOPs min, the table's budget
@@ -96,12 +97,38 @@ def read_table(path: Path) -> tuple[dict, dict]:
     table = {}
     for r in rows:
         num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
+        sec = [num(f"{per_epoch}_{k}") for k in range(1, epochs + 1)]
+        branch, spent = rung_branches(r, epochs, num) if cpu else ({}, [0.0] * epochs)
         table[r["point_id"]] = {
             "status": r["status"], "params": int(r["params"]), "flops": int(r["flops"]),
             "acc": [num(f"acc_{k}") for k in range(1, epochs + 1)],
-            "sec": [num(f"{per_epoch}_{k}") for k in range(1, epochs + 1)],
-            "train_seconds": num(whole) or 0.0, "values": r}
+            "sec": [None if x is None else max(x - b, 0.0) for x, b in zip(sec, spent)],
+            "branch": branch, "train_seconds": max((num(whole) or 0.0) - sum(spent), 0.0), "values": r}
     return table, {**meta, "epochs": epochs, "cost": f"{whole} ({per_epoch}_k per epoch)"}
+
+
+def rung_branches(r: dict, epochs: int, num) -> tuple[dict, list]:
+    """A row's rung scores (bench/make_tabular.py --rungs): ({epoch k: (branch acc, branch CPU s)} for the rungs
+    that fall on the end of epoch k, [CPU s of the rung scoring run during epoch k]).
+
+    The table's cpu_k include every rung scoring run during epoch k (a decay branch under wsd, an extra
+    evaluation in place under one-cycle), which a search that never scores those rungs does not pay: the
+    replay charges the main run (cpu_k minus those seconds) and adds a branch's seconds only where it uses the
+    branch's score (--rung-score branch)."""
+    steps = num("steps")
+    branch, spent = {}, [0.0] * epochs
+    if not steps:
+        return branch, spent
+    per = steps / epochs
+    j = 1
+    while f"rung_step_{j}" in r and r[f"rung_step_{j}"] not in ("", None):
+        step, acc, cost = num(f"rung_step_{j}"), num(f"rung_acc_{j}"), num(f"rung_branch_cpu_{j}") or 0.0
+        k = min(max(math.ceil(step / per - 1e-9), 1), epochs)
+        spent[k - 1] += cost
+        if abs(step - k * per) < 1 and acc is not None:
+            branch[k] = (acc, cost)
+        j += 1
+    return branch, spent
 
 
 def load_space(meta: dict):
@@ -252,7 +279,7 @@ def replay(table: dict, space, meta: dict, sampler: str, seed: int, proposals: i
 # ----- asynchronous workers on a simulated clock: no pruner, dominance, or moasha -----
 
 def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, proposals: int, workers: int,
-                 pruner=None) -> dict:
+                 pruner=None, rung_score: str = "inplace") -> dict:
     """One study of at most `proposals` proposals run by `workers` asynchronous workers on a simulated clock.
 
     Every trained point runs epoch by epoch; an epoch ends `cpu_k` simulated seconds after it starts (epoch 1
@@ -265,6 +292,8 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
     resumed trial that finishes is added to the study as a COMPLETE copy of the paused one (what re-queuing it
     would give), so model-based samplers learn its final accuracy. Returns the curve at every event (compute:
     CPU seconds charged so far over all workers; hv of the finished trials; time: the simulated clock) and counts.
+    `rung_score` "branch": moasha ranks a trial at a rung by the table's decay-branch score there (wsd, as
+    dse.trials.pruning.MoashaCallback scores it), and the branch's CPU seconds are charged with that epoch.
     """
     import heapq
 
@@ -281,6 +310,11 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
     ref = float(space.constraints["flops"]["max"])
     kind = "none" if pruner is None else "moasha" if isinstance(pruner, dict) else "dominance"
     ladder = moasha.rungs(epochs, pruner["min_rung"], pruner["eta"]) if kind == "moasha" else []
+    branched = kind == "moasha" and rung_score == "branch"
+    if branched and any(k not in r["branch"] for r in table.values() if r["status"] == "ok" for k in ladder
+                        if k < epochs):
+        raise SystemExit(f"error: --rung-score branch: the table has no rung branch score at the end of epochs "
+                         f"{[k for k in ladder if k < epochs]} for every point (bench/make_tabular.py --rungs)")
     counts = {"proposals": 0, "trained": 0, "finished": 0, "pruned": 0, "paused": 0, "resumed": 0, "missing": 0,
               "epochs": 0}
 
@@ -326,6 +360,8 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
         k = job["epoch"] + 1
         row = job["row"]
         secs = row["sec"][k - 1] or 0.0
+        if branched and k in ladder and k < epochs:
+            secs += row["branch"][k][1]
         if k == 1:
             secs += max(row["train_seconds"] - sum(x or 0.0 for x in row["sec"]), 0.0)
         heapq.heappush(clock, (t + secs, next(sequence), worker, job["number"], k, secs))
@@ -401,7 +437,8 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
             start(worker, t)
             continue
         if kind == "moasha" and k in ladder:
-            records.append(moasha.record(number, k, acc, job["row"]["flops"]))
+            score = job["row"]["branch"][k][0] if branched else acc
+            records.append(moasha.record(number, k, score, job["row"]["flops"]))
             if not moasha.goes_on(records, number, k, pruner["eta"]):
                 if not job["told"]:
                     study.tell(job["trial"], state=TrialState.PRUNED)
@@ -439,8 +476,10 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
              f"target: random search's final HV with {args.trials} proposals (no pruner, same workers): "
              f"{final:.4f}±{final_sd:.4f} over {len(reference)} seeds; every run below gets {args.long} proposals"
              f"{f' ({args.long_note})' if args.long_note else ''}",
-             f"moasha: eta {args.eta}, min_rung {args.min_rung}: rungs at epochs {ladder} of {meta['epochs']}; "
-             f"dominance: dse.trials.dominance's defaults",
+             f"moasha: eta {args.eta}, min_rung {args.min_rung}: rungs at epochs {ladder} of {meta['epochs']}, "
+             + ("ranked by the table's decay-branch score at the rung (its CPU seconds charged)"
+                if args.rung_score == "branch" else "ranked by the accuracy at the rung in place")
+             + "; dominance: dse.trials.dominance's defaults",
              "", f"{'run':<18}{'to 95% (s)':>20}{'n':>4}{'to 100% (s)':>20}{'n':>4}{'final HV':>17}"
              f"{'compute':>9}{'trained':>8}{'full':>6}{'pauses':>7}{'resumed':>8}{'pruned':>7}"]
     means = {}
@@ -524,7 +563,8 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
                 made["cached"] += 1
                 continue
             made["now"] += 1
-            out.append(replay_async(table, space, meta, base, seed, proposals, args.workers, pruner))
+            out.append(replay_async(table, space, meta, base, seed, proposals, args.workers, pruner,
+                                    args.rung_score))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(out[-1]))
@@ -539,6 +579,7 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
     for base, pruner in todo:
         name = base if pruner is None else f"{base}+{'moasha' if isinstance(pruner, dict) else 'dominance'}"
         tag = f"-eta{args.eta}-min{args.min_rung}" if isinstance(pruner, dict) else ""
+        tag += "-branch" if isinstance(pruner, dict) and args.rung_score == "branch" else ""
         results[name] = runs(base, longer.get(base, args.long), pruner, f"w{args.workers}-{name}{tag}")
         print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -690,6 +731,9 @@ def main(argv=None) -> int:
     ap.add_argument("--moasha", default="random,tpe,nsga2,gp", help="with --workers: samplers also run with moasha")
     ap.add_argument("--eta", type=int, default=3, help="moasha: keep the top 1/eta at a rung")
     ap.add_argument("--min-rung", type=int, default=1, help="moasha: first rung (epochs)")
+    ap.add_argument("--rung-score", choices=("inplace", "branch"), default="inplace",
+                    help="with --workers: moasha ranks a rung by the accuracy in place, or by the table's decay "
+                         "branch there (a wsd table made with --rungs; the branch's CPU seconds are charged)")
     ap.add_argument("--long", type=int, default=None, help="with --workers: proposals per run (default 2 x --trials)")
     ap.add_argument("--long-for", action="append", default=[], metavar="SAMPLER=N",
                     help="with --workers: proposals per run for one sampler (e.g. gp=60; GP refits on every ask)")
@@ -749,11 +793,13 @@ def emit(args, argv, lines: list[str], t0: float) -> int:
 
 
 def check_ids(table: dict, space) -> None:
-    """Every grid point of the space has a row (the table is complete), else say what is missing."""
-    ids = {space.point(v).id for v in space.grid_values()}
+    """Every grid point of the space within its budget has a row (the table is complete), else say what is
+    missing (points over the budget are refused before training, so they need none)."""
+    points = [space.point(v) for v in space.grid_values()]
+    ids = {p.id for p in points if all(x <= 0 for x in space.violations(p).values())}
     missing = ids - set(table)
     if missing:
-        print(f"# note: {len(missing)} of the space's {len(ids)} points are not in the table yet; a sampler that "
+        print(f"# note: {len(missing)} of the space's {len(ids)} points within budget are not in the table yet; a sampler that "
               "proposes one fails", file=sys.stderr)
 
 

@@ -3,9 +3,10 @@ side by side with dse's replay (bench/search_efficiency.py --workers N).
 
 Runs in its own environment (Syne Tune's pins are not dse's; the script imports nothing from dse):
 
-    python3 -m venv /tmp/st && /tmp/st/bin/pip install syne-tune==0.16.0    # numpy, pandas, scikit-learn, ...
+    python3 -m venv /tmp/st && /tmp/st/bin/pip install syne-tune==0.16.0 huggingface_hub   # numpy, pandas, ...
     /tmp/st/bin/python bench/syne_tune_moasha.py [--table bench/data/resnext_tabular.csv] [--workers 4] \\
-        [--seeds 10] [--horizon 1.5] [--dse bench/data/search_efficiency_moasha.txt] [--cache DIR] [--out FILE]
+        [--seeds 10] [--horizon 1.5] [--dse bench/data/search_efficiency_moasha.txt] [--rung-score inplace|branch] \\
+        [--cache DIR] [--out FILE]
 
 The blackbox (syne_tune.blackbox_repository.BlackboxTabular) is built from the table's rows within the budget
 (status ok): one categorical hyperparameter `point` over their point ids, so every configuration Syne Tune
@@ -59,7 +60,11 @@ def hypervolume(points, ref_flops: float) -> float:
 
 
 def read_rows(path: Path) -> tuple[list[dict], int, float]:
-    """(rows within budget with acc/cpu lists, epochs, the budget's FLOPs max) from the table and its sidecar."""
+    """(rows within budget with acc/cpu lists, epochs, the budget's FLOPs max) from the table and its sidecar.
+
+    cpu: the main run's CPU seconds per epoch (the table's cpu_k minus the rung scoring run during epoch k, as
+    bench/search_efficiency.py charges it); branch: {epoch k: (decay-branch acc, its CPU s)} for the rungs at the
+    end of an epoch (bench/make_tabular.py --rungs)."""
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -69,15 +74,35 @@ def read_rows(path: Path) -> tuple[list[dict], int, float]:
     for r in rows:
         if r["status"] != "ok":
             continue
-        cpu = [float(r[f"cpu_{k}"]) for k in range(1, epochs + 1)]
-        setup = max(float(r["cpu_seconds"]) - sum(cpu), 0.0)
-        out.append({"id": r["point_id"], "flops": float(r["flops"]), "cpu": cpu, "setup": setup,
+        spent, branch = [0.0] * epochs, {}
+        steps = float(r.get("steps") or 0)
+        j = 1
+        while steps and r.get(f"rung_step_{j}") not in (None, ""):
+            step, cost = float(r[f"rung_step_{j}"]), float(r[f"rung_branch_cpu_{j}"] or 0)
+            k = min(max(math.ceil(step / (steps / epochs) - 1e-9), 1), epochs)
+            spent[k - 1] += cost
+            if abs(step - k * steps / epochs) < 1 and r.get(f"rung_acc_{j}") not in (None, ""):
+                branch[k] = (float(r[f"rung_acc_{j}"]), cost)
+            j += 1
+        cpu = [max(float(r[f"cpu_{k}"]) - spent[k - 1], 0.0) for k in range(1, epochs + 1)]
+        setup = max(float(r["cpu_seconds"]) - sum(float(r[f"cpu_{k}"]) for k in range(1, epochs + 1)), 0.0)
+        out.append({"id": r["point_id"], "flops": float(r["flops"]), "cpu": cpu, "setup": setup, "branch": branch,
                     "acc": [float(r[f"acc_{k}"]) for k in range(1, epochs + 1)]})
     return out, epochs, ref
 
 
-def blackbox(rows: list[dict], epochs: int):
-    """Syne Tune's tabular blackbox of the rows: objectives error, flops, elapsed at every epoch."""
+def rung_epochs(epochs: int, grace: int = 1, eta: int = 3) -> list[int]:
+    """MOASHA's rung levels below the last epoch (grace_period x eta^i), where it ranks trials."""
+    out, k = [], grace
+    while k < epochs:
+        out.append(k)
+        k *= eta
+    return out
+
+
+def blackbox(rows: list[dict], epochs: int, branch_at=()):
+    """Syne Tune's tabular blackbox of the rows: objectives error, flops, elapsed at every epoch. At the epochs
+    `branch_at` the error is the decay branch's (its CPU seconds join elapsed), as dse's moasha scores a wsd rung."""
     import numpy as np
     import pandas as pd
     from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular
@@ -88,7 +113,11 @@ def blackbox(rows: list[dict], epochs: int):
         elapsed = r["setup"]
         for k in range(epochs):
             elapsed += r["cpu"][k]
-            values[i, 0, k] = (1.0 - r["acc"][k], r["flops"], elapsed)
+            acc = r["acc"][k]
+            if k + 1 in branch_at:
+                acc, cost = r["branch"][k + 1]
+                elapsed += cost
+            values[i, 0, k] = (1.0 - acc, r["flops"], elapsed)
     # A second, constant column: Syne Tune 0.16's lookup of a one-column table fails under pandas 3
     # (a 1-tuple key on a flat index); (point, max_epochs) is a two-level index that works.
     return BlackboxTabular(hyperparameters=pd.DataFrame({"point": [r["id"] for r in rows],
@@ -121,7 +150,8 @@ def ranked_priority():
     return Ranked()
 
 
-def run(rows: list[dict], epochs: int, kind: str, seed: int, workers: int, horizon: float, folder: str) -> list:
+def run(rows: list[dict], epochs: int, kind: str, seed: int, workers: int, horizon: float, folder: str,
+        rung_score: str = "inplace") -> list:
     """One simulated tuning run; the reported results [(simulated time, trial, epoch, error, flops)] in time order."""
     import numpy as np
     from syne_tune import StoppingCriterion, Tuner
@@ -132,7 +162,8 @@ def run(rows: list[dict], epochs: int, kind: str, seed: int, workers: int, horiz
     from syne_tune.tuner_callback import TunerCallback
 
     np.random.seed(seed)  # MOASHA's suggest and bracket draws use numpy's global generator
-    bb = blackbox(rows, epochs)
+    branched = kind.startswith("moasha") and rung_score == "branch"
+    bb = blackbox(rows, epochs, rung_epochs(epochs) if branched else ())
     if kind.startswith("moasha"):
         scheduler = MOASHA(config_space=bb.configuration_space, metrics=["error", "flops"], do_minimize=True,
                            time_attr="epoch", max_t=epochs, grace_period=1, reduction_factor=3, random_seed=seed,
@@ -196,6 +227,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dse", default="bench/data/search_efficiency_moasha.txt",
                     help="bench/search_efficiency.py --workers N output: the target HV and dse's best compute")
     ap.add_argument("--cache", default=None, help="keep each seed's results here as JSON (resumable)")
+    ap.add_argument("--rung-score", choices=("inplace", "branch"), default="inplace",
+                    help="MOASHA ranks a rung by the accuracy in place, or by the table's decay branch there (a "
+                         "wsd table; the branch's CPU seconds are charged), as bench/search_efficiency.py does")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -211,6 +245,9 @@ def main(argv=None) -> int:
     lines = [f"Syne Tune {syne_tune.__version__} simulator backend on {args.table}: {len(rows)} points within the "
              f"budget, {epochs} epochs, {args.workers} asynchronous workers, {args.seeds} seeds, simulated horizon "
              f"{horizon:.0f} s ({args.horizon:g} x {exhaustive:.0f} CPU s / {args.workers} workers)",
+             f"MOASHA's rungs: epochs {rung_epochs(epochs)} of {epochs}, ranked by "
+             + ("the table's decay-branch score there (its CPU seconds charged)" if args.rung_score == "branch"
+                else "the accuracy there in place"),
              f"target: {target:.4f} (random search's final HV in {args.dse}); compute: CPU seconds of the epochs "
              "reported, summed over workers; all trained points: HV "
              f"{hypervolume([(r['acc'][-1], r['flops']) for r in rows], ref):.4f}",
@@ -220,12 +257,14 @@ def main(argv=None) -> int:
     for kind in ("random", "moasha", "moasha-ranked"):
         runs = []
         for seed in range(args.seeds):
-            path = Path(args.cache) / f"st-{kind}-w{args.workers}-h{args.horizon:g}-{seed}.json" if args.cache else None
+            tag = "-branch" if kind.startswith("moasha") and args.rung_score == "branch" else ""
+            path = (Path(args.cache) / f"st-{kind}{tag}-w{args.workers}-h{args.horizon:g}-{seed}.json"
+                    if args.cache else None)
             if path is not None and path.is_file():  # resumable: a seed's reported results, kept as JSON
                 res = [tuple(r) for r in json.loads(path.read_text())]
                 cached += 1
             else:
-                res = run(rows, epochs, kind, seed, args.workers, horizon, folder)
+                res = run(rows, epochs, kind, seed, args.workers, horizon, folder, args.rung_score)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(res))
