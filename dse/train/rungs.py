@@ -11,6 +11,9 @@ The branch draws its own seeded batches and runs inside a forked RNG, so the mai
 weights as a fit without rungs, and two fits with the same seed give the same scores. The branch's steps and
 CPU seconds are recorded: they are compute the trial spent. Each rung's record goes to `on_score` (if given);
 raising `dse.train.fit.Pruned` there stops the fit as pruned. Single-process fits only (DDP is refused).
+
+`branch_steps` and `score` are the branch itself, as functions: `dse.trials.pruning.MoashaCallback` scores a
+moasha rung with them under wsd.
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ import torch
 from dse.errors import UserError
 from dse.train.recipe import parse_rungs, wsd_phases
 
+DECAY = 0.2  # a branch's length: this share of the steps so far (bench/make_tabular.py --rung-decay)
+
 
 class RungScores(pl.Callback):
     """Score each rung on a discarded short-decay branch (or in place); records in `self.records`."""
 
-    def __init__(self, rungs, decay: float = 0.2, seed: int = 0, on_score=None):
+    def __init__(self, rungs, decay: float = DECAY, seed: int = 0, on_score=None):
         if not 0.0 <= decay <= 1.0:
             raise UserError(f"rung decay: must be in [0, 1] (a share of the steps so far), got {decay}")
         self.rungs, self.decay, self.seed, self.on_score = parse_rungs(rungs), decay, seed, on_score
@@ -45,10 +50,7 @@ class RungScores(pl.Callback):
         self._at = {}
         for r in self.rungs:
             self._at.setdefault(max(1, round(r * total)), r)
-        recipe = pl_module.recipe
-        self._decay_start = None
-        if recipe.schedule == "wsd":
-            self._decay_start = wsd_phases(total, recipe.warmup_fraction, recipe.decay_fraction)[1]
+        self._decay_start = decay_start(pl_module.recipe, total)
 
     def on_train_start(self, trainer, pl_module):
         self._cpu0 = time.process_time()
@@ -60,10 +62,9 @@ class RungScores(pl.Callback):
         rung = self._at.pop(step)
         main_cpu = time.process_time() - self._cpu0 - self._branch_cpu
         cpu, wall = time.process_time(), time.perf_counter()
-        branch = self.decay > 0 and (self._decay_start is None or step < self._decay_start)
-        steps = math.ceil(self.decay * step) if branch else 0
+        steps = branch_steps(step, self.decay, self._decay_start)
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        acc, loss = self._score(trainer, pl_module, steps, len(self.records))
+        acc, loss = score(trainer, pl_module, steps, branch_seed(self.seed, len(self.records)))
         spent = time.process_time() - cpu
         self._branch_cpu += spent
         record = {"rung": str(rung), "step": step, "acc": acc, "loss": loss, "branch_steps": steps,
@@ -72,42 +73,65 @@ class RungScores(pl.Callback):
         if self.on_score is not None:
             self.on_score(record)
 
-    def _score(self, trainer, pl_module, steps: int, index: int) -> tuple[float, float]:
-        """Accuracy and loss on the validation batches after a `steps`-step decay branch (0: in place)."""
-        val = trainer.val_dataloaders
-        model = pl_module.model
-        devices = [model_device(model)] if model_device(model).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1000003 + 7919 * (index + 1))
-            if steps:
-                model = copy.deepcopy(model)
-                self._branch(trainer, pl_module, model, steps, index)
-            return evaluate(model, val, pl_module.criterion, trainer)
 
-    def _branch(self, trainer, pl_module, model, steps: int, index: int) -> None:
-        """Train `model` (a copy) for `steps` steps with a copy of the optimizer's state, lr linearly to 0."""
-        main_opt = trainer.optimizers[0]
-        params = dict(zip(map(id, pl_module.model.parameters()), model.parameters()))
-        groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [params[id(p)] for p in g["params"]]}
-                  for g in main_opt.param_groups]
-        opt = type(main_opt)(groups)
-        opt.load_state_dict(copy.deepcopy(main_opt.state_dict()))  # deep: SGD updates momentum in place
-        start = [g["lr"] for g in opt.param_groups]
-        batches = copy.copy(pl_module.train_batches)  # the same data on the same device, its own order
-        batches.seed, batches.epoch = self.seed * 1000003 + 7919 * (index + 1), 0
-        model.train()
-        done = 0
-        with trainer.precision_plugin.train_step_context():
-            while done < steps:
-                for x, y in batches:
-                    for g, lr0 in zip(opt.param_groups, start):
-                        g["lr"] = lr0 * (steps - done) / steps
-                    opt.zero_grad(set_to_none=True)
-                    pl_module.criterion(model(x), y).backward()
-                    opt.step()
-                    done += 1
-                    if done == steps:
-                        break
+def decay_start(recipe, total: int) -> int | None:
+    """The first step of the fit's own decay under wsd (a rung from there is scored in place); None otherwise."""
+    if recipe.schedule != "wsd":
+        return None
+    return wsd_phases(total, recipe.warmup_fraction, recipe.decay_fraction)[1]
+
+
+def branch_steps(step: int, decay: float, start: int | None) -> int:
+    """Steps of the branch that scores a rung at optimizer step `step`: decay x step, rounded up; 0 (in place)
+    with decay 0 or from the fit's own decay on (`start`, None: none)."""
+    return math.ceil(decay * step) if decay > 0 and (start is None or step < start) else 0
+
+
+def branch_seed(seed: int, index: int) -> int:
+    """The seed of the fit's `index`-th rung branch (0-based): its batch order and RNG."""
+    return seed * 1000003 + 7919 * (index + 1)
+
+
+def score(trainer, pl_module, steps: int, seed: int) -> tuple[float, float]:
+    """Accuracy and loss on the validation batches after a `steps`-step decay branch from the fit's current state
+    (0: in place); the branch trains copies inside a forked RNG, so the fit's weights, optimizer and RNG stay.
+    Also from a validation hook: the branch leaves Lightning's inference mode."""
+    val = trainer.val_dataloaders
+    model = pl_module.model
+    devices = [model_device(model)] if model_device(model).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if steps:
+            with torch.inference_mode(False), torch.enable_grad():
+                model = copy.deepcopy(model)
+                _branch(trainer, pl_module, model, steps, seed)
+        return evaluate(model, val, pl_module.criterion, trainer)
+
+
+def _branch(trainer, pl_module, model, steps: int, seed: int) -> None:
+    """Train `model` (a copy) for `steps` steps with a copy of the optimizer's state, lr linearly to 0."""
+    main_opt = trainer.optimizers[0]
+    params = dict(zip(map(id, pl_module.model.parameters()), model.parameters()))
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [params[id(p)] for p in g["params"]]}
+              for g in main_opt.param_groups]
+    opt = type(main_opt)(groups)
+    opt.load_state_dict(copy.deepcopy(main_opt.state_dict()))  # deep: SGD updates momentum in place
+    start = [g["lr"] for g in opt.param_groups]
+    batches = copy.copy(pl_module.train_batches)  # the same data on the same device, its own order
+    batches.seed, batches.epoch = seed, 0
+    model.train()
+    done = 0
+    with trainer.precision_plugin.train_step_context():
+        while done < steps:
+            for x, y in batches:
+                for g, lr0 in zip(opt.param_groups, start):
+                    g["lr"] = lr0 * (steps - done) / steps
+                opt.zero_grad(set_to_none=True)
+                pl_module.criterion(model(x), y).backward()
+                opt.step()
+                done += 1
+                if done == steps:
+                    break
 
 
 def model_device(model) -> torch.device:
