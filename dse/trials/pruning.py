@@ -8,6 +8,7 @@ Lightning.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,9 +17,12 @@ from optuna.study import StudyDirection
 from optuna_integration import PyTorchLightningPruningCallback
 
 from dse.record import TrialRecord
+from dse.train import rungs
 from dse.train.fit import Paused, Pruned
 from dse.trials import dominance, moasha
 from dse.trials.dominance import DominancePruner, check
+
+BRANCHES = "rung_branches"  # user attribute of a moasha piece under wsd: {rung epoch: its decay branch's record}
 
 
 def callback(trial):
@@ -82,17 +86,28 @@ class DominanceCallback(pl.Callback):
 
 
 class MoashaCallback(pl.Callback):
-    """Multi-objective successive halving at the rungs of `ladder` (epochs): record val/acc there, and go on
-    only when the chain is in the top 1/eta of the chains recorded at that rung (dse.trials.moasha.goes_on);
+    """Multi-objective successive halving at the rungs of `ladder` (epochs): record the rung's accuracy, and go
+    on only when the chain is in the top 1/eta of the chains recorded at that rung (dse.trials.moasha.goes_on);
     else write a checkpoint to `checkpoint(epoch)`, stop, and end the fit as Paused (check_pruned).
 
+    The rung's accuracy is val/acc in place, except under the wsd schedule before its own decay: there it is the
+    accuracy after a discarded decay branch of `decay` x (steps so far) steps (dse.train.rungs.score), whose
+    steps and CPU seconds go to the trial's user attribute `rung_branches`.
     A piece resumed from rung `from_rung` decides only at later rungs. Single-process fits (DDP is refused)."""
 
     def __init__(self, trial, ladder, eta: int, chain: int, checkpoint, from_rung: int = 0,
-                 monitor: str = "val/acc"):
+                 monitor: str = "val/acc", decay: float = rungs.DECAY):
         self.trial, self.ladder, self.eta, self.chain = trial, tuple(ladder), int(eta), int(chain)
-        self.checkpoint, self.from_rung, self.monitor = checkpoint, int(from_rung), monitor
+        self.checkpoint, self.from_rung, self.monitor, self.decay = checkpoint, int(from_rung), monitor, decay
         self.paused: tuple[int, str] | None = None
+        self.branches: dict[str, dict] = {}
+        self._decay_start: int | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        self.branches = {}
+        self._decay_start = rungs.decay_start(pl_module.recipe, int(trainer.estimated_stepping_batches))
+        if BRANCHES in self.trial.user_attrs:  # a piece queued again after a kill: its predecessor's branches
+            self.trial.set_user_attr(BRANCHES, {})
 
     def on_validation_end(self, trainer, pl_module):
         epoch = pl_module.current_epoch + 1
@@ -101,12 +116,13 @@ class MoashaCallback(pl.Callback):
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             return
+        value = self.rung_score(trainer, pl_module, epoch, float(value))
         study = self.trial.study
-        dominance.record(self.trial, epoch, float(value))
+        dominance.record(self.trial, epoch, value)
         attrs = self.trial.user_attrs
         keys = dominance.cost_keys(study, attrs)
         costs = [TrialRecord.from_attrs(attrs).objective(k) for k in keys]
-        mine = [moasha.record(self.chain, epoch, float(value), *costs)] if None not in costs else []
+        mine = [moasha.record(self.chain, epoch, value, *costs)] if None not in costs else []
         others = [r for r in moasha.from_trials(study.get_trials(deepcopy=False), keys) if r.trial != self.chain]
         if moasha.goes_on(others + mine, self.chain, epoch, self.eta):
             return
@@ -117,6 +133,22 @@ class MoashaCallback(pl.Callback):
         os.replace(part, path)  # a kill mid-write leaves no half checkpoint under the real name
         self.paused = (epoch, str(path))
         trainer.should_stop = True
+
+    def rung_score(self, trainer, pl_module, epoch: int, in_place: float) -> float:
+        """The accuracy that ranks this rung: after a decay branch under wsd (recorded in `rung_branches`), else
+        `in_place`."""
+        decay = self.decay if pl_module.recipe.schedule == "wsd" else 0.0
+        steps = rungs.branch_steps(trainer.global_step, decay, self._decay_start)
+        if not steps:
+            return in_place
+        cpu, wall = time.process_time(), time.perf_counter()
+        seed = rungs.branch_seed(int(pl_module.recipe.seed), self.ladder.index(epoch))
+        acc, loss = rungs.score(trainer, pl_module, steps, seed)
+        self.branches[str(epoch)] = {"acc": acc, "loss": loss, "in_place": in_place, "steps": steps,
+                                     "step": trainer.global_step, "cpu_seconds": time.process_time() - cpu,
+                                     "seconds": time.perf_counter() - wall}
+        self.trial.set_user_attr(BRANCHES, dict(self.branches))
+        return acc
 
     def check_pruned(self) -> None:
         """After fit: raise Paused if the chain paused at a rung."""
