@@ -139,11 +139,13 @@ def next_promotion(records: Iterable[Record], ladder: Sequence[int], promoted: C
 #
 # A piece that is not in the top at a rung pauses: it writes a checkpoint and ends PRUNED with status paused
 # (dse.trials.pruning.MoashaCallback). A free worker asks `promote` before it draws a new point: the paused
-# chain to resume is enqueued as a WAITING trial carrying resume_of / from_rung / checkpoint, which the next
-# ask pops. The promotion is claimed in the storage first (dse.trials.claims), so two workers never resume one
-# chain from one rung.
+# chain to resume is queued as a WAITING trial carrying resume_of / from_rung / checkpoint, which the next ask
+# pops, and the promotion is then claimed in the storage for that queued piece (dse.trials.claims). The piece
+# checks the claim when it starts (`start`), so a worker killed at any step of a promotion loses none and no
+# chain is resumed twice from one rung.
 
 PROMOTE = "promote:"  # + "<root>:<rung>": the claim of one promotion
+LEFT = "skipped"  # the status of a piece popped where its checkpoint cannot be read: it gives the promotion back
 
 
 def root(trial) -> int:
@@ -179,8 +181,13 @@ class Chains:
     @classmethod
     def of(cls, trials: Iterable) -> "Chains":
         pieces: dict[int, list] = {}
+        gave_back = set()  # killed pieces whose retry gave the promotion back (it could not read the checkpoint)
         for t in trials:
-            pieces.setdefault(root(t), []).append(t)
+            status = TrialRecord.from_trial(t).status
+            if status == LEFT:
+                gave_back |= _links(t.system_attrs)
+            if status not in ("duplicate", LEFT):  # pieces that trained nothing
+                pieces.setdefault(root(t), []).append(t)
         paused, done, promoted = {}, set(), set()
         for chain, ts in pieces.items():
             for t in ts:
@@ -191,6 +198,10 @@ class Chains:
                 done.add(chain)
                 continue
             last = max(ts, key=lambda t: t.number)
+            if last.state.name == "FAIL" and last.number in gave_back:  # paused again where it last paused
+                last = max((t for t in ts if TrialRecord.from_trial(t).status == "paused"), key=lambda t: t.number,
+                           default=last)
+                promoted.discard((chain, TrialRecord.from_trial(last).rung))
             rec = TrialRecord.from_trial(last)
             if last.state.name == "PRUNED" and rec.status == "paused" and rec.checkpoint:
                 paused[chain] = last
@@ -200,10 +211,14 @@ class Chains:
 
 
 def promote(study, ladder: Sequence[int], cost_keys: Sequence[str], eta: int = ETA) -> int | None:
-    """Enqueue the next promotion of `study` (an Optuna study), if one is due; the chain's root, or None.
+    """Queue the next promotion of `study` (an Optuna study), if one is due; the chain's root, or None.
 
-    The promotion is claimed first (one atomic insert): of several workers that see the same paused chain at
-    the top, one enqueues it and the others look further down or draw a new point."""
+    The resume piece is queued first, then the promotion is claimed for it (`promote:<root>:<rung>`, one
+    atomic insert whose holder is the queued piece's trial id). A worker killed between the two leaves a queued
+    piece without a claim, which the piece takes when it starts (`start`). Of several workers that queue the
+    same chain at once, one claim wins: the others' pieces end as duplicates when they start, and those
+    workers look further down. A chain whose checkpoint this process cannot read (no shared file system) is
+    left for a worker that can."""
     from dse.trials import claims
 
     trials = study.get_trials(deepcopy=False)
@@ -216,17 +231,100 @@ def promote(study, ladder: Sequence[int], cost_keys: Sequence[str], eta: int = E
             return None
         piece = chains.paused.get(best.trial)
         rec = None if piece is None else TrialRecord.from_trial(piece)
-        if rec is None or rec.rung != best.rung:  # not paused at that rung (failed, or a record without a pause)
-            done.add(best.trial)
+        if rec is None or rec.rung != best.rung or not readable(rec.checkpoint):
+            done.add(best.trial)  # not paused there (failed, a record without a pause), or its file is elsewhere
             continue
-        if claims.claim(study, f"{PROMOTE}{best.trial}:{best.rung}", piece._trial_id) is not None:
-            chains.promoted.add((best.trial, best.rung))  # another worker promoted it first
+        key = f"{PROMOTE}{best.trial}:{best.rung}"
+        queued = _queue(study, piece, rec, best.rung, sorted(r.trial for r in latest(records, best.rung)))
+        holder = claims.claim(study, key, queued)
+        if holder is not None and _claimant(study, holder, best.trial, best.rung) is not False:
+            chains.promoted.add((best.trial, best.rung))  # another worker queued it first
             continue
-        among = sorted(r.trial for r in latest(records, best.rung))
-        keep = {k: v for k, v in (("repeat_of", rec.repeat_of), ("seed", rec.seed), ("label", rec.label))
-                if v is not None}
-        fixed = {**piece.system_attrs.get("fixed_params", {}), **piece.params}
-        study.enqueue_trial(fixed, user_attrs={**keep, "resume_of": best.trial, "from_rung": best.rung,
-                                               "checkpoint": rec.checkpoint, "promoted_among": among},
-                            skip_if_exists=False)
+        if holder is not None:  # free: held by the paused piece (a claim made before promotions were claimed for
+            # the queued piece), or given back by a piece that could not read the checkpoint
+            claims.take_over(study, key, queued)
         return best.trial
+
+
+def readable(path: str | None) -> bool:
+    """Can this process read the checkpoint file at `path`? (Without a shared file system, only the machine that
+    wrote it can.)"""
+    import os
+
+    return bool(path) and os.path.isfile(path) and os.access(path, os.R_OK)
+
+
+def _queue(study, piece, rec: TrialRecord, rung: int, among: list[int]) -> int:
+    """Create the WAITING piece that resumes `piece`'s chain from `rung` (what study.enqueue_trial makes, with
+    the same fixed params and user attributes); its trial id."""
+    import optuna
+
+    keep = {k: v for k, v in (("repeat_of", rec.repeat_of), ("seed", rec.seed), ("label", rec.label)) if v is not None}
+    fixed = {**piece.system_attrs.get("fixed_params", {}), **piece.params}
+    attrs = {**keep, "resume_of": root(piece), "from_rung": rung, "checkpoint": rec.checkpoint,
+             "promoted_among": among}
+    template = optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, system_attrs={"fixed_params": fixed},
+                                         user_attrs=attrs)
+    return study._storage.create_new_trial(study._study_id, template_trial=template)
+
+
+def _claimant(study, holder: int, chain: int, rung: int):
+    """The trial (FrozenTrial) of id `holder` when it is a piece resuming `chain` from `rung`; False when the
+    claim is free to take: its holder is another trial (the paused piece: claims made before the queued piece
+    held them) or a piece that gave it back (popped where the checkpoint cannot be read); None when no such
+    trial can be read."""
+    try:
+        other = study._storage.get_trial(holder)
+    except (KeyError, ValueError):
+        return None
+    mine = TrialRecord.from_trial(other)
+    return other if (mine.resume_of, mine.from_rung) == (chain, rung) and mine.status != LEFT else False
+
+
+def start(trial) -> dict | None:
+    """Claim the promotion a resumed piece (`resume_of` set) trains, as it starts; None when it trains, else the
+    record fields of a piece that trains nothing.
+
+    It trains when it holds the claim or takes it (its enqueuer died before claiming), or when the holder is a
+    trial it retries (killed or interrupted: Optuna's retry_history, dse.trials.signals' requeued_from). A
+    holder that is another piece of the same promotion, queued by a worker that lost the claim, makes it a
+    duplicate. Popped on a machine that cannot read its checkpoint, it gives the promotion back (status
+    skipped): the chain is paused again, for a worker that can read the file to promote."""
+    from dse.trials import claims
+
+    study, rec = trial.study, TrialRecord.from_trial(trial)
+    left = None if readable(rec.checkpoint) else {
+        "status": LEFT, "reason": f"checkpoint {rec.checkpoint} cannot be read here (no shared file system?): the "
+                                  "chain stays paused for a worker that can read it"}
+    key = f"{PROMOTE}{rec.resume_of}:{rec.from_rung}"
+    holder = claims.claim(study, key, trial._trial_id)
+    if holder is None or holder == trial._trial_id:
+        return left
+    other = _claimant(study, holder, int(rec.resume_of), int(rec.from_rung))
+    died = other and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended
+    if other is False or (died and other.number in _retried(study, trial._trial_id)):
+        claims.take_over(study, key, trial._trial_id)
+        return left
+    what = "another trial" if not other else \
+        f"trial {other.number} ({TrialRecord.from_trial(other).status or other.state.name.lower()})"
+    return {"duplicate_of": other.number if other else None, "status": "duplicate",
+            "reason": f"the promotion of chain {rec.resume_of} from rung {rec.from_rung} is held by {what}; not "
+                      "trained again"}
+
+
+def _links(system_attrs: dict) -> set[int]:
+    """The numbers of the trials a re-queued copy retries (Optuna's failed_trial and retry_history for a killed
+    trial, dse.trials.signals' requeued_from for an interrupted one)."""
+    links = {*system_attrs.get("retry_history", []), system_attrs.get("failed_trial"),
+             system_attrs.get("dse:requeued_from")}
+    return {int(n) for n in links if n is not None}
+
+
+def _retried(study, trial_id: int, most: int = 50) -> set[int]:
+    """The numbers of the trials that trial `trial_id` retries, directly or through earlier retries."""
+    storage, out, todo = study._storage, set(), [trial_id]
+    while todo and len(out) < most:
+        links = _links(storage.get_trial_system_attrs(todo.pop())) - out
+        out |= links
+        todo += [storage.get_trial_id_from_study_id_trial_number(study._study_id, n) for n in links]
+    return out

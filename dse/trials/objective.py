@@ -12,7 +12,8 @@ Trial states and the `status` attribute:
     FAIL      status duplicate: the sampler proposed a point (and seed) that another trial holds (trained,
               running, pruned or failed). It is not trained again and carries no values, so no sampler
               counts a point twice. The claim is atomic in the storage (dse.trials.claims.claim), across workers
-              and machines.
+              and machines. Also a moasha piece whose promotion another piece holds (dse.trials.moasha.start).
+    FAIL      status skipped: a moasha piece popped where its checkpoint cannot be read; its chain stays paused.
     PRUNED    status pruned (the pruner stopped it) or rejected (reason infeasible: the sampled values break
               a space check; no point exists to count), or paused (pruner moasha: stopped at a rung with a
               checkpoint; dse.trials.moasha.promote may queue a later piece that resumes it).
@@ -231,11 +232,17 @@ class Objective:
             return {"duplicate_of": stopped, "status": "duplicate",
                     "reason": f"same point and seed as trial {stopped} (out of time in this run; queued for the "
                               "next run); not trained again"}
+        chain = TrialRecord.from_trial(trial).resume_of
+        if chain is not None:  # a later piece of a moasha chain: the promotion it resumes is claimed first
+            from dse.trials import moasha
+
+            taken = moasha.start(trial)
+            if taken is not None:
+                return taken
         holder = claims.claim(trial.study, key, trial._trial_id)
         if holder is None:
             return None
         other = _trial_by_id(trial.study, holder)
-        chain = TrialRecord.from_trial(trial).resume_of
         if other is not None and chain is not None and chain in (other.number, TrialRecord.from_trial(other).resume_of):
             claims.take_over(trial.study, key, trial._trial_id)  # a later piece of the point's chain (moasha)
             return None

@@ -61,7 +61,8 @@ def run(job: Job) -> int:
         total = study.n_trials
         remaining = max(total - finished, 0)
     promote = Promote(job, optuna_study) if study.pruner == "moasha" else None
-    if promote is not None and promote(optuna_study, None) is not None:  # a resumed study's paused chains
+    if promote is not None and (promote(optuna_study, None) is not None or obj.waiting(optuna_study)):
+        # a resumed study's paused chains, or promotions queued by a worker that died before it ran them
         remaining = max(remaining, 1)
     trains = bool(remaining) or (study.is_grid and claims.has_work(optuna_study))
     if trains:  # a run that trains nothing leaves config.yaml (and the study's code record) as they were
