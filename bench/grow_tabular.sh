@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Grow the two-space tabular benchmark (issue 24), both schedules, at the fidelity of
-# bench/data/resnext_tabular_{onecycle,wsd}.csv: all 37 feasible resnext points, then all 179 feasible points of
+# bench/data/resnext_tabular_{onecycle,wsd}.csv: all 37 feasible resnext points, then all 170 feasible points of
 # bench/spaces/nds_resnext_w3.yaml (nds_resnext with two blocks per stage, widths 16/32/64, bottleneck ratio 2
 # or 4), in a seeded order. Resumable: bench/make_tabular.py writes a row per point and skips the points already in a table, so stop
 # it at any time (kill, or SIGSTOP/SIGCONT around a timing run) and start it again. About 15-35 CPU s per point
@@ -18,5 +18,5 @@ for s in $SCHEDULES; do
 done
 for s in $SCHEDULES; do
   nice -n 19 .venv/bin/python bench/make_tabular.py --space bench/spaces/nds_resnext_w3.yaml \
-    --out "bench/data/nds_resnext_w3_tabular_$s.csv" --schedule $s --sample 179 $F
+    --out "bench/data/nds_resnext_w3_tabular_$s.csv" --schedule $s --sample 170 $F
 done

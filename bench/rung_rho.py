@@ -77,7 +77,7 @@ def report(paths: dict[str, Path]) -> list[str]:
     same = {k: v for k, v in fids["onecycle"].items() if fids["wsd"].get(k) == v}
     lines = [
         "# Rungs against the end: Spearman rho between a rung's accuracy and the full budget's final accuracy",
-        f"points: {len(ids)} resnext points trained ok under both schedules (a seeded sample of the feasible grid)",
+        f"points: {len(ids)} points of {fids['onecycle'].get('space', 'resnext')} trained ok under both schedules",
         "fidelity (both): " + ", ".join(f"{k}={v}" for k, v in same.items() if k not in ("rungs",)),
         f"wsd: warmup_fraction={fids['wsd'].get('warmup_fraction')}, decay_fraction={fids['wsd'].get('decay_fraction')},"
         f" rung branch = linear decay to lr 0 over rung_decay={fids['wsd'].get('rung_decay')} x (steps so far);"
