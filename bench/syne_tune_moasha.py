@@ -47,6 +47,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_efficiency import rung_branches  # noqa: E402 - stdlib only at import time, no dse
+
 
 def hypervolume(points, ref_flops: float) -> float:
     """Exact 2-D HV of (accuracy, flops) points w.r.t. (0, ref_flops), FLOPs / ref (bench/search_efficiency.py's)."""
@@ -74,16 +77,8 @@ def read_rows(path: Path) -> tuple[list[dict], int, float]:
     for r in rows:
         if r["status"] != "ok":
             continue
-        spent, branch = [0.0] * epochs, {}
-        steps = float(r.get("steps") or 0)
-        j = 1
-        while steps and r.get(f"rung_step_{j}") not in (None, ""):
-            step, cost = float(r[f"rung_step_{j}"]), float(r[f"rung_branch_cpu_{j}"] or 0)
-            k = min(max(math.ceil(step / (steps / epochs) - 1e-9), 1), epochs)
-            spent[k - 1] += cost
-            if abs(step - k * steps / epochs) < 1 and r.get(f"rung_acc_{j}") not in (None, ""):
-                branch[k] = (float(r[f"rung_acc_{j}"]), cost)
-            j += 1
+        num = lambda k: float(r[k]) if r.get(k) not in (None, "") else None  # noqa: E731
+        branch, spent = rung_branches(r, epochs, num)  # the replay's split of cpu_k, so both sides charge alike
         cpu = [max(float(r[f"cpu_{k}"]) - spent[k - 1], 0.0) for k in range(1, epochs + 1)]
         setup = max(float(r["cpu_seconds"]) - sum(float(r[f"cpu_{k}"]) for k in range(1, epochs + 1)), 0.0)
         out.append({"id": r["point_id"], "flops": float(r["flops"]), "cpu": cpu, "setup": setup, "branch": branch,
