@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -84,3 +85,38 @@ def test_two_workers_on_a_sampled_study_never_train_a_point_twice(tmp_path):
     assert not [t for t in trials if t.state.name == "RUNNING"]
     repeats = [t for t in trials if t.user_attrs.get("status") == "duplicate"]
     assert all(t.state.name == "FAIL" and t.values is None for t in repeats)  # no sampler counts them
+
+
+def test_a_copy_popped_before_its_interrupted_source_is_failed_retries_the_point(tmp_path):
+    """An interrupted trial queues its WAITING copy (signals._record) before Optuna marks it FAIL. Another worker
+    that pops the copy in that moment found the claim held by a RUNNING trial and ended the copy as a duplicate,
+    so the point was never retried (a scancel'ed SLURM task's trial, CI 2026-12-07). It now waits for the source
+    to end and takes the claim over."""
+    import threading
+
+    from dse.trials import signals
+    from dse.trials.objective import Objective
+
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path))
+    source = study.ask()
+    source.suggest_int("x", 0, 9)
+    source.set_user_attr("point_id", "p")
+    assert claims.claim(study, "p:0", source._trial_id) is None
+    study.add_trial(signals._copy(source))  # what _record does, before the trial function raises
+
+    def fail_later():  # Optuna's tell of the raised TrialInterrupted, 1 s later (a slow, loaded worker)
+        time.sleep(1.0)
+        source.set_user_attr("reason", signals.REASON)
+        study.tell(source, state=optuna.trial.TrialState.FAIL)
+
+    teller = threading.Thread(target=fail_later)
+    teller.start()
+    copy = study.ask()  # another worker pops the copy while the source is still RUNNING
+    assert copy.params == source.params and study.trials[source.number].state.name == "RUNNING"
+    started = time.monotonic()
+    verdict = Objective(study=None, space=None, cells=None, data=None, recipe=None,
+                        loggers=None).repeated(copy, "p", 0)
+    teller.join()
+    assert verdict is None, verdict  # it trains the point
+    assert 0.5 < time.monotonic() - started < 30  # after the source ended, not before
+    assert claims.claim(study, "p:0", -5) == copy._trial_id  # the claim is the copy's now

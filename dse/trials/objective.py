@@ -243,6 +243,9 @@ class Objective:
         if holder is None:
             return None
         other = _trial_by_id(trial.study, holder)
+        if other is not None and other.state.name == "RUNNING" and \
+                trial.storage.get_trial_system_attrs(trial._trial_id).get("dse:requeued_from") == other.number:
+            other = _ended(trial.study, holder)  # its own copy, queued on its way out: it is FAIL in a moment
         if other is not None and chain is not None and chain in (other.number, TrialRecord.from_trial(other).resume_of):
             claims.take_over(trial.study, key, trial._trial_id)  # a later piece of the point's chain (moasha)
             return None
@@ -474,6 +477,21 @@ def _trial_by_id(optuna_study, trial_id: int):
         return optuna_study._storage.get_trial(trial_id)
     except (KeyError, ValueError):
         return None
+
+
+def _ended(optuna_study, trial_id: int, wait_s: float = 60.0, poll_s: float = 0.2):
+    """The trial with storage id `trial_id` once it has ended, or as it is after `wait_s`.
+
+    An interrupted trial queues its WAITING copy (dse.trials.signals) before Optuna marks it FAIL, so another
+    worker can pop the copy while its source is still RUNNING. The copy waits for it to end instead of calling
+    itself a duplicate; a source killed in that moment stays RUNNING until it is reaped, and the reaper queues
+    another copy (dse.trials.owners)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        other = _trial_by_id(optuna_study, trial_id)
+        if other is None or other.state.name != "RUNNING" or time.monotonic() > deadline:
+            return other
+        time.sleep(poll_s)
 
 
 def _outcome(trial) -> str:
