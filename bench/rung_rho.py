@@ -1,4 +1,5 @@
-"""Do early rungs predict the end? Spearman rho between each rung's accuracy and the final accuracy, per schedule.
+"""Do early rungs predict the end? Spearman rho between each rung's score (its accuracy, or the epoch's mean
+training loss) and the final accuracy, per schedule.
 
 Reads two tables made by bench/make_tabular.py with the same `--rungs` and `--sample` on the same points, one
 per schedule (one-cycle: rungs scored in place; wsd: on a discarded short-decay branch), keeps the points
@@ -110,8 +111,20 @@ def report(paths: dict[str, Path]) -> list[str]:
             cells.append(f"{value:6.3f} [{lo:6.3f}, {hi:6.3f}]")
         lines.append(f"{'epoch ' + str(k):>8} {k / epochs:6.3f} | {cells[0]:>24} | {cells[1]:>24} |   (main run, "
                      "no branch)")
+    loss_third = {}
+    for k in range(1, epochs):
+        cells = []
+        for s in ("onecycle", "wsd"):
+            minus = [-x for x in column(tables[s], ids, f"loss_{k}")]  # lower loss ranks higher
+            value, (lo, hi) = rho(minus, finals[s]), interval(minus, finals[s])
+            if 3 * k == epochs:
+                loss_third[s] = value
+            cells.append(f"{value:6.3f} [{lo:6.3f}, {hi:6.3f}]")
+        lines.append(f"{'loss ' + str(k):>8} {k / epochs:6.3f} | {cells[0]:>24} | {cells[1]:>24} |   (main run: "
+                     "minus the epoch's mean training loss, nothing extra)")
     lines += ["(share: of the main run's optimizer steps; cost: mean CPU seconds to reach and score the rung,"
-              " branches so far included, over the mean full-budget CPU seconds of the same schedule)", ""]
+              " branches so far included, over the mean full-budget CPU seconds of the same schedule;"
+              " loss k: what study.moasha.rung_score=train_loss ranks a rung at epoch k by)", ""]
     diff = [w - o for w, o in zip(finals["wsd"], finals["onecycle"])]
     sd = statistics.stdev(diff)
     branch = statistics.mean(column(tables["wsd"], ids, "branch_cpu_seconds"))
@@ -138,6 +151,10 @@ def report(paths: dict[str, Path]) -> list[str]:
         if s in at_third:
             met = "met" if at_third[s] >= AIM else "NOT met"
             lines.append(f"aim rho >= {AIM} at 1/3 of the budget, {s}: rho {at_third[s]:.3f}: {met}")
+        if s in loss_third:
+            met = "met" if loss_third[s] >= AIM else "NOT met"
+            lines.append(f"aim rho >= {AIM} at 1/3 of the budget, {s}, ranked by the training loss: rho "
+                         f"{loss_third[s]:.3f}: {met}")
     return lines
 
 

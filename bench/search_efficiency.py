@@ -5,7 +5,7 @@ usage: python bench/search_efficiency.py [--table bench/data/resnext_tabular.csv
            [--samplers random,tpe,nsga2,gp] [--pruned tpe,random] [--eps E] [--min-trials K]
            [--warmup W] [--out FILE]
        python bench/search_efficiency.py --workers 4 [--trials 25] [--long 300] [--samplers ...] [--moasha ...]
-           [--pruned ...] [--eta 3] [--min-rung 1] [--rung-score inplace|branch] [--cache DIR]
+           [--pruned ...] [--eta 3] [--min-rung 1] [--rung-score inplace|branch|loss|oracle] [--cache DIR]
            (asynchronous workers: replay_async, async_report)
        python bench/search_efficiency.py --make-synthetic FILE [--epochs 4]   (a fake table, same format)
 
@@ -292,8 +292,10 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
     resumed trial that finishes is added to the study as a COMPLETE copy of the paused one (what re-queuing it
     would give), so model-based samplers learn its final accuracy. Returns the curve at every event (compute:
     CPU seconds charged so far over all workers; hv of the finished trials; time: the simulated clock) and counts.
-    `rung_score` "branch": moasha ranks a trial at a rung by the table's decay-branch score there (wsd, as
-    dse.trials.pruning.MoashaCallback scores it), and the branch's CPU seconds are charged with that epoch.
+    `rung_score` (see rung_value) "branch": moasha ranks a trial at a rung by the table's decay-branch score
+    there (wsd, as dse.trials.pruning.MoashaCallback scores it), and the branch's CPU seconds are charged with
+    that epoch; "loss": by the mean training loss of the epoch that ends at the rung (nothing extra to pay);
+    "oracle": by the final accuracy (no search can know it: the bound on what any rung score could save).
     """
     import heapq
 
@@ -437,7 +439,7 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
             start(worker, t)
             continue
         if kind == "moasha" and k in ladder:
-            score = job["row"]["branch"][k][0] if branched else acc
+            score = rung_value(job["row"], k, rung_score, branched)
             records.append(moasha.record(number, k, score, job["row"]["flops"]))
             if not moasha.goes_on(records, number, k, pruner["eta"]):
                 if not job["told"]:
@@ -452,6 +454,25 @@ def replay_async(table: dict, space, meta: dict, sampler: str, seed: int, propos
         run_epoch(worker, t, job)
     curve["hv_final"] = curve["hv"][-1]
     return {**curve, **counts, "stopped": sum(1 for n in jobs if n not in done), "points": points}
+
+
+RANKED = {"inplace": "ranked by the accuracy at the rung in place",
+          "branch": "ranked by the table's decay-branch score at the rung (its CPU seconds charged)",
+          "loss": "ranked by the mean training loss of the epoch that ends at the rung",
+          "oracle": "ranked by the final accuracy (an oracle: the bound on any rung score, not a method)"}
+
+
+def rung_value(row: dict, k: int, rung_score: str, branched: bool) -> float:
+    """What moasha ranks a trial by at the rung at the end of epoch k (higher is better): the accuracy there
+    in place, the decay branch's accuracy (branched), minus the epoch's mean training loss ("loss": the
+    table's loss_k), or the final accuracy ("oracle")."""
+    if branched:
+        return row["branch"][k][0]
+    if rung_score == "loss":
+        return -float(row["values"][f"loss_{k}"])
+    if rung_score == "oracle":
+        return row["acc"][-1]
+    return row["acc"][k - 1]
 
 
 def reach(run: dict, target: float):
@@ -477,8 +498,7 @@ def async_report(table: dict, meta: dict, space, results: dict, reference: list,
              f"{final:.4f}±{final_sd:.4f} over {len(reference)} seeds; every run below gets {args.long} proposals"
              f"{f' ({args.long_note})' if args.long_note else ''}",
              f"moasha: eta {args.eta}, min_rung {args.min_rung}: rungs at epochs {ladder} of {meta['epochs']}, "
-             + ("ranked by the table's decay-branch score at the rung (its CPU seconds charged)"
-                if args.rung_score == "branch" else "ranked by the accuracy at the rung in place")
+             + RANKED[args.rung_score]
              + "; dominance: dse.trials.dominance's defaults",
              "", f"{'run':<18}{'to 95% (s)':>20}{'n':>4}{'to 100% (s)':>20}{'n':>4}{'final HV':>17}"
              f"{'compute':>9}{'trained':>8}{'full':>6}{'pauses':>7}{'resumed':>8}{'pruned':>7}"]
@@ -579,7 +599,7 @@ def run_async(args, table: dict, meta: dict, space, path: Path, t0: float) -> li
     for base, pruner in todo:
         name = base if pruner is None else f"{base}+{'moasha' if isinstance(pruner, dict) else 'dominance'}"
         tag = f"-eta{args.eta}-min{args.min_rung}" if isinstance(pruner, dict) else ""
-        tag += "-branch" if isinstance(pruner, dict) and args.rung_score == "branch" else ""
+        tag += f"-{args.rung_score}" if isinstance(pruner, dict) and args.rung_score != "inplace" else ""
         results[name] = runs(base, longer.get(base, args.long), pruner, f"w{args.workers}-{name}{tag}")
         print(f"# {name}: {args.seeds} seeds done ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -731,9 +751,10 @@ def main(argv=None) -> int:
     ap.add_argument("--moasha", default="random,tpe,nsga2,gp", help="with --workers: samplers also run with moasha")
     ap.add_argument("--eta", type=int, default=3, help="moasha: keep the top 1/eta at a rung")
     ap.add_argument("--min-rung", type=int, default=1, help="moasha: first rung (epochs)")
-    ap.add_argument("--rung-score", choices=("inplace", "branch"), default="inplace",
-                    help="with --workers: moasha ranks a rung by the accuracy in place, or by the table's decay "
-                         "branch there (a wsd table made with --rungs; the branch's CPU seconds are charged)")
+    ap.add_argument("--rung-score", choices=("inplace", "branch", "loss", "oracle"), default="inplace",
+                    help="with --workers: moasha ranks a rung by the accuracy in place, by the table's decay "
+                         "branch there (a wsd table made with --rungs; the branch's CPU seconds are charged), by "
+                         "the epoch's mean training loss, or (oracle: a bound, not a method) by the final accuracy")
     ap.add_argument("--long", type=int, default=None, help="with --workers: proposals per run (default 2 x --trials)")
     ap.add_argument("--long-for", action="append", default=[], metavar="SAMPLER=N",
                     help="with --workers: proposals per run for one sampler (e.g. gp=60; GP refits on every ask)")

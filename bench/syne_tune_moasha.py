@@ -5,7 +5,7 @@ Runs in its own environment (Syne Tune's pins are not dse's; the script imports 
 
     python3 -m venv /tmp/st && /tmp/st/bin/pip install syne-tune==0.16.0 huggingface_hub   # numpy, pandas, ...
     /tmp/st/bin/python bench/syne_tune_moasha.py [--table bench/data/resnext_tabular.csv] [--workers 4] \\
-        [--seeds 10] [--horizon 1.5] [--dse bench/data/search_efficiency_moasha.txt] [--rung-score inplace|branch] \\
+        [--seeds 10] [--horizon 1.5] [--dse bench/data/search_efficiency_moasha.txt] [--rung-score inplace|branch|loss] \\
         [--cache DIR] [--out FILE]
 
 The blackbox (syne_tune.blackbox_repository.BlackboxTabular) is built from the table's rows within the budget
@@ -82,7 +82,8 @@ def read_rows(path: Path) -> tuple[list[dict], int, float]:
         cpu = [max(float(r[f"cpu_{k}"]) - spent[k - 1], 0.0) for k in range(1, epochs + 1)]
         setup = max(float(r["cpu_seconds"]) - sum(float(r[f"cpu_{k}"]) for k in range(1, epochs + 1)), 0.0)
         out.append({"id": r["point_id"], "flops": float(r["flops"]), "cpu": cpu, "setup": setup, "branch": branch,
-                    "acc": [float(r[f"acc_{k}"]) for k in range(1, epochs + 1)]})
+                    "acc": [float(r[f"acc_{k}"]) for k in range(1, epochs + 1)],
+                    "loss": [float(r[f"loss_{k}"]) for k in range(1, epochs + 1)]})
     return out, epochs, ref
 
 
@@ -95,9 +96,12 @@ def rung_epochs(epochs: int, grace: int = 1, eta: int = 3) -> list[int]:
     return out
 
 
-def blackbox(rows: list[dict], epochs: int, branch_at=()):
+def blackbox(rows: list[dict], epochs: int, branch_at=(), loss_at=()):
     """Syne Tune's tabular blackbox of the rows: objectives error, flops, elapsed at every epoch. At the epochs
-    `branch_at` the error is the decay branch's (its CPU seconds join elapsed), as dse's moasha scores a wsd rung."""
+    `branch_at` the error is the decay branch's (its CPU seconds join elapsed), as dse's moasha scores a wsd rung
+    with rung_score val_acc; at the epochs `loss_at` it is the epoch's mean training loss (minimized like the
+    error), as dse's moasha scores a rung by default (only the rungs' ranks use it: the front reads the last
+    epoch's error)."""
     import numpy as np
     import pandas as pd
     from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular
@@ -112,7 +116,7 @@ def blackbox(rows: list[dict], epochs: int, branch_at=()):
             if k + 1 in branch_at:
                 acc, cost = r["branch"][k + 1]
                 elapsed += cost
-            values[i, 0, k] = (1.0 - acc, r["flops"], elapsed)
+            values[i, 0, k] = (r["loss"][k] if k + 1 in loss_at else 1.0 - acc, r["flops"], elapsed)
     # A second, constant column: Syne Tune 0.16's lookup of a one-column table fails under pandas 3
     # (a 1-tuple key on a flat index); (point, max_epochs) is a two-level index that works.
     return BlackboxTabular(hyperparameters=pd.DataFrame({"point": [r["id"] for r in rows],
@@ -158,7 +162,8 @@ def run(rows: list[dict], epochs: int, kind: str, seed: int, workers: int, horiz
 
     np.random.seed(seed)  # MOASHA's suggest and bracket draws use numpy's global generator
     branched = kind.startswith("moasha") and rung_score == "branch"
-    bb = blackbox(rows, epochs, rung_epochs(epochs) if branched else ())
+    ranked_by_loss = kind.startswith("moasha") and rung_score == "loss"
+    bb = blackbox(rows, epochs, rung_epochs(epochs) if branched else (), rung_epochs(epochs) if ranked_by_loss else ())
     if kind.startswith("moasha"):
         scheduler = MOASHA(config_space=bb.configuration_space, metrics=["error", "flops"], do_minimize=True,
                            time_attr="epoch", max_t=epochs, grace_period=1, reduction_factor=3, random_seed=seed,
@@ -222,9 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dse", default="bench/data/search_efficiency_moasha.txt",
                     help="bench/search_efficiency.py --workers N output: the target HV and dse's best compute")
     ap.add_argument("--cache", default=None, help="keep each seed's results here as JSON (resumable)")
-    ap.add_argument("--rung-score", choices=("inplace", "branch"), default="inplace",
-                    help="MOASHA ranks a rung by the accuracy in place, or by the table's decay branch there (a "
-                         "wsd table; the branch's CPU seconds are charged), as bench/search_efficiency.py does")
+    ap.add_argument("--rung-score", choices=("inplace", "branch", "loss"), default="inplace",
+                    help="MOASHA ranks a rung by the accuracy in place, by the table's decay branch there (a "
+                         "wsd table; the branch's CPU seconds are charged), or by the epoch's mean training loss, "
+                         "as bench/search_efficiency.py does")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -241,8 +247,8 @@ def main(argv=None) -> int:
              f"budget, {epochs} epochs, {args.workers} asynchronous workers, {args.seeds} seeds, simulated horizon "
              f"{horizon:.0f} s ({args.horizon:g} x {exhaustive:.0f} CPU s / {args.workers} workers)",
              f"MOASHA's rungs: epochs {rung_epochs(epochs)} of {epochs}, ranked by "
-             + ("the table's decay-branch score there (its CPU seconds charged)" if args.rung_score == "branch"
-                else "the accuracy there in place"),
+             + {"branch": "the table's decay-branch score there (its CPU seconds charged)",
+                "loss": "the epoch's mean training loss there"}.get(args.rung_score, "the accuracy there in place"),
              f"target: {target:.4f} (random search's final HV in {args.dse}); compute: CPU seconds of the epochs "
              "reported, summed over workers; all trained points: HV "
              f"{hypervolume([(r['acc'][-1], r['flops']) for r in rows], ref):.4f}",
@@ -252,7 +258,7 @@ def main(argv=None) -> int:
     for kind in ("random", "moasha", "moasha-ranked"):
         runs = []
         for seed in range(args.seeds):
-            tag = "-branch" if kind.startswith("moasha") and args.rung_score == "branch" else ""
+            tag = f"-{args.rung_score}" if kind.startswith("moasha") and args.rung_score != "inplace" else ""
             path = (Path(args.cache) / f"st-{kind}{tag}-w{args.workers}-h{args.horizon:g}-{seed}.json"
                     if args.cache else None)
             if path is not None and path.is_file():  # resumable: a seed's reported results, kept as JSON

@@ -15,8 +15,10 @@ Schema (every key optional except where said):
                               # auto (dse.trials.sampling.auto): grid for grids, gp up to 200 trials, tpe beyond
     pruner: none              # single-objective only: none, median, halving, hyperband; or dominance
                               # (multi-objective, needs a cost objective: dse.trials.dominance)
-    moasha: {eta: 3, min_rung: 1}   # multi-objective successive halving (dse.trials.moasha): keep the top
-                              # 1/eta at rungs min_rung x eta^k epochs; replayed by bench/search_efficiency.py
+    moasha: {eta: 3, min_rung: 1, rung_score: train_loss}   # multi-objective successive halving
+                              # (dse.trials.moasha): keep the top 1/eta at rungs min_rung x eta^k epochs, ranked
+                              # by the epoch's mean training loss (train_loss) or the validation accuracy
+                              # (val_acc; under wsd after a decay branch); replayed by bench/search_efficiency.py
     grid:                     # an ablation: fixed cells instead of sampling
       - {label: wrn_28_10, point: wrn_28_10}           # a zoo name
       - {label: custom, point: {stages: [...], ...}}   # a Point as a dict
@@ -48,7 +50,9 @@ DIRECTIONS = {"accuracy": "maximize", "error": "minimize", "flops": "minimize", 
 BOUNDED = ("flops", "params", "acts", "rf")  # what `constraints` may bound (analytic, known before training)
 SAMPLERS = ("auto", "tpe", "nsga2", "gp", "grid", "random")
 PRUNERS = ("none", "median", "halving", "hyperband", "dominance", "moasha")
-MOASHA = {"eta": 3, "min_rung": 1}  # dse.trials.moasha's defaults (η, first rung in epochs)
+MOASHA = {"eta": 3, "min_rung": 1, "rung_score": "train_loss"}  # dse.trials.moasha's defaults (η, first rung
+# in epochs, what ranks a rung: bench/data/search_efficiency_moasha_nds_*_loss.txt measured the choice)
+RUNG_SCORES = ("train_loss", "val_acc")
 # Every key with its default: the `study` config node starts from these, so `study.pruner=median` works on
 # a file that does not mention pruner.
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
@@ -119,7 +123,7 @@ class Study:
     trials_per_timeout: int | None = None
     proxy: dict | None = None  # {dotted key: value} that apply under fidelity=proxy (dse.search.proxy_overrides)
     noise_after: int = 3  # trained points before one is repeated with the next seed (dse.trials.sampling); 0: never
-    moasha: dict | None = None  # {eta, min_rung} of pruner moasha (moasha_settings)
+    moasha: dict | None = None  # {eta, min_rung, rung_score} of pruner moasha (moasha_settings)
 
     @property
     def directions(self) -> list[str]:
@@ -226,11 +230,13 @@ def _bounds(value) -> dict | None:
 
 
 def moasha_settings(value) -> dict:
-    """`study.moasha` ({eta: int >= 2, min_rung: epochs >= 1}) with the defaults filled in."""
+    """`study.moasha` ({eta: int >= 2, min_rung: epochs >= 1, rung_score: train_loss|val_acc}) with the
+    defaults filled in."""
     if value is None:
         return dict(MOASHA)
     if not isinstance(value, dict):
-        raise UserError(f"study.moasha: must be a mapping {{eta: 3, min_rung: 1}}, got {value!r}")
+        raise UserError(f"study.moasha: must be a mapping {{eta: 3, min_rung: 1, rung_score: train_loss}}, "
+                        f"got {value!r}")
     extra = sorted(set(value) - set(MOASHA))
     if extra:
         raise UserError(f"study.moasha: unknown key {extra[0]!r}; valid: {', '.join(MOASHA)}")
@@ -238,6 +244,8 @@ def moasha_settings(value) -> dict:
     for key, low in (("eta", 2), ("min_rung", 1)):
         if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < low:
             raise UserError(f"study.moasha.{key}: must be an integer >= {low}, got {out[key]!r}")
+    if out["rung_score"] not in RUNG_SCORES:
+        raise UserError(f"study.moasha.rung_score: must be one of {', '.join(RUNG_SCORES)}, got {out['rung_score']!r}")
     return out
 
 

@@ -127,14 +127,40 @@ def test_study_keys_are_validated_in_one_line():
     from dse import study as studies
 
     base = {"name": "s", "objectives": ["accuracy", "flops"]}
-    assert studies.from_dict(base).moasha == {"eta": 3, "min_rung": 1}
-    assert studies.from_dict({**base, "moasha": {"eta": 2}}).moasha == {"eta": 2, "min_rung": 1}
+    assert studies.from_dict(base).moasha == {"eta": 3, "min_rung": 1, "rung_score": "train_loss"}
+    assert studies.from_dict({**base, "moasha": {"eta": 2, "rung_score": "val_acc"}}).moasha == \
+        {"eta": 2, "min_rung": 1, "rung_score": "val_acc"}
     for bad, words in [({"eta": 1}, "study.moasha.eta: must be an integer >= 2, got 1"),
                        ({"min_rung": 0}, "study.moasha.min_rung: must be an integer >= 1, got 0"),
                        ({"eta": 2.5}, "study.moasha.eta: must be an integer >= 2, got 2.5"),
-                       ({"etaa": 3}, "study.moasha: unknown key 'etaa'; valid: eta, min_rung"),
-                       ([3], "study.moasha: must be a mapping {eta: 3, min_rung: 1}")]:
+                       ({"etaa": 3}, "study.moasha: unknown key 'etaa'; valid: eta, min_rung, rung_score"),
+                       ({"rung_score": "val/acc"},
+                        "study.moasha.rung_score: must be one of train_loss, val_acc, got 'val/acc'"),
+                       ([3], "study.moasha: must be a mapping {eta: 3, min_rung: 1, rung_score: train_loss}")]:
         with pytest.raises(UserError) as err:
             studies.from_dict({**base, "moasha": bad})
         assert str(err.value).startswith(words) and "\n" not in str(err.value), str(err.value)
     assert studies.from_dict({**base, "pruner": "moasha"}).pruner == "moasha"  # in the run loop now
+
+
+def test_a_study_keeps_the_rung_score_its_rungs_were_ranked_by(tmp_path):
+    """A study records its rung score on its first run; a resume with another score is one UserError naming
+    study.moasha.rung_score. A study with rungs recorded before the score was kept ranked them by val_acc."""
+    import optuna
+
+    from dse.trials import moasha as ms
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    fresh = optuna.create_study(study_name="fresh", storage=url, directions=["maximize", "minimize"])
+    ms.same_rung_score(fresh, "train_loss")
+    assert optuna.load_study(study_name="fresh", storage=url).user_attrs[ms.SCORE_KEY] == "train_loss"
+    ms.same_rung_score(fresh, "train_loss")  # the same score again: fine
+    with pytest.raises(UserError, match=r"^study.moasha.rung_score: study 'fresh' ranked its rungs by train_loss, "
+                                        r"not val_acc; give study.moasha=\{rung_score: train_loss\}"):
+        ms.same_rung_score(fresh, "val_acc")
+    older = optuna.create_study(study_name="older", storage=url, directions=["maximize", "minimize"])
+    older.add_trial(optuna.create_trial(state=optuna.trial.TrialState.PRUNED, system_attrs={"dse:rung:1": 0.61}))
+    with pytest.raises(UserError, match="ranked its rungs by val_acc, not train_loss"):
+        ms.same_rung_score(older, "train_loss")
+    ms.same_rung_score(older, "val_acc")
+    assert older.user_attrs[ms.SCORE_KEY] == "val_acc"

@@ -1,7 +1,9 @@
-"""A moasha rung under the wsd schedule is ranked by a discarded decay branch (dse.train.rungs): the score the
-rung records is the branch's, the branch leaves no trace on the main run (its final weights and history are a
-plain fit's, and the checkpoint written at a pause resumes to the plain fit's weights), and under one-cycle the
-rung keeps its in-place val/acc. Real Lightning fits (3 epochs of 8 steps) on a real SQLite study."""
+"""What ranks a moasha rung. By default (rung_score train_loss) minus the epoch's mean training loss, under any
+schedule, with no branch. With rung_score val_acc under the wsd schedule, a discarded decay branch
+(dse.train.rungs): the score the rung records is the branch's, the branch leaves no trace on the main run (its
+final weights and history are a plain fit's, and the checkpoint written at a pause resumes to the plain fit's
+weights), and under one-cycle the rung keeps its in-place val/acc. Real Lightning fits (3 epochs of 8 steps) on a
+real SQLite study."""
 from __future__ import annotations
 
 import math
@@ -43,9 +45,10 @@ def plain(data, schedule: str, callbacks=()):
     return net, result
 
 
-def moasha_fit(data, tmp_path, schedule: str, rivals_at):
-    """A piece of a real moasha chain: two dominated rival chains recorded at the rungs `rivals_at` (so the piece
-    goes on there: it is the top 1 of 3) and none elsewhere (alone at a rung, it pauses: floor(1/2) = 0)."""
+def moasha_fit(data, tmp_path, schedule: str, rivals_at, score: str = "val_acc", extra=()):
+    """A piece of a real moasha chain: two dominated rival chains (score -1e6, below any accuracy or minus loss)
+    recorded at the rungs `rivals_at` (so the piece goes on there: it is the top 1 of 3) and none elsewhere
+    (alone at a rung, it pauses: floor(1/2) = 0)."""
     from dse.train.fit import fit
     from dse.trials.pruning import MoashaCallback
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -55,12 +58,13 @@ def moasha_fit(data, tmp_path, schedule: str, rivals_at):
     for _ in range(2):
         study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[0.0, 1e12],
                                             user_attrs={"flops": 10**12},
-                                            system_attrs={f"dse:rung:{r}": 0.0 for r in rivals_at}))
+                                            system_attrs={f"dse:rung:{r}": -1e6 for r in rivals_at}))
     trial = study.ask()
     trial.set_user_attr("flops", 1000)
-    cb = MoashaCallback(trial, LADDER, ETA, trial.number, lambda epoch: tmp_path / f"rung-{epoch}.ckpt")
+    cb = MoashaCallback(trial, LADDER, ETA, trial.number, lambda epoch: tmp_path / f"rung-{epoch}.ckpt",
+                        score=score)
     net = tiny_net()
-    result = fit(net, data, recipe(schedule), callbacks=(cb,), progress=False)
+    result = fit(net, data, recipe(schedule), callbacks=(cb, *extra), progress=False)
     frozen = study._storage.get_trial(trial._trial_id)
     return net, result, frozen, cb
 
@@ -118,3 +122,41 @@ def test_one_cycle_rungs_keep_the_in_place_score(data, tmp_path):
     assert "rung_branches" not in trial.user_attrs and cb.branches == {}
     assert same_weights(net, base_net)
     assert curve(result) == curve(base)
+
+
+class StepLosses:
+    """Lightning callback: every training step's loss as training_step returned it, per epoch (1-based)."""
+
+    def __init__(self):
+        import lightning.pytorch as pl
+
+        self.by_epoch: dict[int, list[float]] = {}
+        owner = self
+
+        class Hook(pl.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                owner.by_epoch.setdefault(pl_module.current_epoch + 1, []).append(float(outputs["loss"]))
+
+        self.hook = Hook()
+
+
+@pytest.mark.parametrize("schedule", ["wsd", "onecycle"])
+def test_the_default_rung_score_is_minus_the_epochs_mean_training_loss(data, tmp_path, schedule):
+    """rung_score train_loss: the rung records minus the mean of the epoch's step losses (collected here from
+    training_step's outputs, not from dse's history), under wsd too, with no decay branch and no trace on the
+    run: the fit's weights and history are a plain fit's."""
+    from dse.trials.pruning import MoashaCallback
+
+    base_net, base = plain(data, schedule)
+    steps = StepLosses()
+    net, result, trial, cb = moasha_fit(data, tmp_path, schedule, rivals_at=LADDER, score="train_loss",
+                                        extra=(steps.hook,))
+    assert result.status == "ok" and cb.score == "train_loss"
+    assert [len(steps.by_epoch[e]) for e in (1, 2, 3)] == [STEPS_PER_EPOCH] * 3
+    for r in LADDER:
+        expected = -sum(steps.by_epoch[r]) / STEPS_PER_EPOCH
+        assert trial.system_attrs[f"dse:rung:{r}"] == pytest.approx(expected, rel=1e-5)
+        assert trial.system_attrs[f"dse:rung:{r}"] != pytest.approx(result.history[r - 1]["val/acc"])
+    assert "rung_branches" not in trial.user_attrs and cb.branches == {}
+    assert same_weights(net, base_net) and curve(result) == curve(base)
+    assert MoashaCallback(trial, LADDER, ETA, 0, str).score == "train_loss"  # the default

@@ -158,10 +158,10 @@ class Classifier(pl.LightningModule):
             return
         if self._probe:  # an epoch shorter than the probe's step
             self._write_probe()
-        self.log("train/loss", self._mean_loss(), sync_dist=True)
+        self.log("train/loss", self.mean_train_loss(), sync_dist=True)
         self._record({})  # epochs without validation
 
-    def _mean_loss(self) -> float:
+    def mean_train_loss(self) -> float:
         """The epoch's mean training loss: read from the device once per epoch; Diverged if not finite."""
         if self._epoch_loss is None:
             loss = (self._loss_sum / max(self._steps[0], 1)).item()
@@ -176,7 +176,7 @@ class Classifier(pl.LightningModule):
         if self.history and self.history[-1]["epoch"] == epoch:
             self.history[-1].update(extra)
             return
-        self.history.append({"epoch": epoch, "train/loss": self._mean_loss(),
+        self.history.append({"epoch": epoch, "train/loss": self.mean_train_loss(),
                              "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
                              "seconds": time.perf_counter() - self._epoch_start, **extra})
 

@@ -30,6 +30,26 @@ from dse.trials.dominance import rung as rung_attrs
 
 ETA = 3  # keep the top 1/eta at each rung
 MIN_RUNG = 1  # first rung, in epochs
+RUNG_SCORE = "train_loss"  # what ranks a rung: the epoch's mean training loss, or val_acc (dse.trials.pruning)
+
+
+SCORE_KEY = "dse:moasha:rung_score"  # study user attribute: what this study's rungs are ranked by
+
+
+def same_rung_score(optuna_study, score: str) -> None:
+    """Refuse to rank a study's rungs by another score than the one its recorded rungs used (a minus training
+    loss beside an accuracy would rank nothing); a study's first run records its score. Rungs recorded before
+    the score was recorded were ranked by val_acc."""
+    from dse.errors import UserError
+
+    old = optuna_study.user_attrs.get(SCORE_KEY)
+    if old is None and any(rung_attrs(t) for t in optuna_study.get_trials(deepcopy=False)):
+        old = "val_acc"
+    if old is not None and old != score:
+        raise UserError(f"study.moasha.rung_score: study {optuna_study.study_name!r} ranked its rungs by {old}, "
+                        f"not {score}; give study.moasha={{rung_score: {old}}} to resume it, or another study.name")
+    if optuna_study.user_attrs.get(SCORE_KEY) is None:
+        optuna_study.set_user_attr(SCORE_KEY, score)
 
 
 @dataclass(frozen=True)

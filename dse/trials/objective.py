@@ -334,7 +334,8 @@ class Objective:
         chain, mine = moasha.root(trial), TrialRecord.from_trial(trial)
         folder = self.checkpoints / f"{chain}-seed{seed}"
         self.paused_at = pruning.MoashaCallback(trial, moasha.rungs(int(recipe.epochs), min_rung, eta), eta, chain,
-                                                lambda epoch: folder / f"rung-{epoch}.ckpt", int(mine.from_rung or 0))
+                                                lambda epoch: folder / f"rung-{epoch}.ckpt", int(mine.from_rung or 0),
+                                                score=str(settings.get("rung_score", moasha.RUNG_SCORE)))
         return self.paused_at
 
     def finish(self, trial, record: TrialRecord, status: str, reason: str | None, result=None,

@@ -144,6 +144,7 @@ class Promote:
         self.ladder = moasha.rungs(int(getattr(job.recipe, "epochs", 1)), int(settings.get("min_rung", moasha.MIN_RUNG)),
                                    self.eta)
         self.keys = dominance.cost_keys(optuna_study, {})
+        moasha.same_rung_score(optuna_study, str(settings.get("rung_score", moasha.RUNG_SCORE)))
 
     @staticmethod
     def check(job: Job) -> None:
