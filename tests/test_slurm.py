@@ -139,18 +139,30 @@ def test_scancel_and_requeue_mid_trial(slurm_cluster, tmp_path):
     start_requeued_now(f"{array}_0")
     wait_gone(array)
     final = {t.number: t for t in trials(url, "pre")}
-    assert not [t for t in final.values() if t.state.name == "RUNNING"]
+    why = story(final, run_dir)  # on a failure: every trial and the tasks' logs
+    assert not [t for t in final.values() if t.state.name == "RUNNING"], why
     for task, victim in by_task.items():
         stopped = final[victim.number]
-        assert stopped.state.name == "FAIL" and stopped.user_attrs.get("reason") == "interrupted", task
+        assert stopped.state.name == "FAIL" and stopped.user_attrs.get("reason") == "interrupted", f"{task}\n{why}"
         retried = [t for t in final.values() if t.number > victim.number and t.params == victim.params
                    and t.user_attrs.get("status") == "ok"]
-        assert len(retried) == 1, f"task {task}'s trial {victim.number} retried once"
+        assert len(retried) == 1, f"task {task}'s trial {victim.number} retried once\n{why}"
     ok_trials = [t for t in final.values() if t.user_attrs.get("status") == "ok"]
     assert len(ok_trials) >= 2 and len({t.user_attrs["point_id"] for t in ok_trials}) == len(ok_trials)
     log = (run_dir / "slurm" / f"{array}_0_0_log.out").read_text() + \
         (run_dir / "slurm" / f"{array}_0_0_log.err").read_text()
     assert log.count("Starting with JobEnvironment") == 2 and "Requeued job" in log, log[-3000:]
+
+
+def story(final: dict, run_dir: Path) -> str:
+    """Every trial (number, state, status, reason, requeued_from, start, end) and the tails of the tasks' SLURM
+    logs: what an assertion shows when a run on a scheduler went another way."""
+    lines = [f"{t.number} {t.state.name} {t.user_attrs.get('status')} {t.user_attrs.get('reason')} "
+             f"from={t.system_attrs.get('dse:requeued_from')} {t.datetime_start} {t.datetime_complete}"
+             for t in final.values()]
+    for log in sorted((run_dir / "slurm").glob("*_log.*")):
+        lines += [f"--- {log.name}", log.read_text(errors="replace")[-2500:]]
+    return "\n".join(lines)
 
 
 def test_sqlite_is_refused_unless_the_file_system_is_shared(tmp_path):
@@ -198,3 +210,24 @@ def test_a_sigterm_that_arrives_twice_at_once_is_one_request():
                           timeout=60)
     assert proc.stdout.split("\n")[0] == "stopping once 143" and "not reached" not in proc.stdout
     assert proc.returncode == 143 and "second signal: aborting now" in proc.stderr
+
+
+def test_a_squeue_that_cannot_reach_the_controller_is_not_a_finished_job(slurm_cluster, tmp_path, monkeypatch):
+    """queued() reads only squeue's "Invalid job id" as a job that is gone. A controller that does not answer
+    (here: a real squeue pointed at a port nobody listens on) keeps the job held, so the launcher's follow and
+    the tests' wait_gone keep waiting. Before, any squeue failure read as "gone": under load a socket timeout
+    let test_scancel_and_requeue_mid_trial read the study before the requeued task ran (CI, 2026-12-07)."""
+    import socket
+
+    from conftest import SLURM_CONF
+
+    assert slurm.queued("999999") == []  # the live controller: an unknown job is gone
+    with socket.socket() as sock:  # a free port, closed again: nothing listens on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(host=socket.gethostname(), root=tmp_path, ctld_port=port, d_port=port + 1)
+                    + "MessageTimeout=1\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    held = slurm.queued("5")  # 3 tries, 2 s apart
+    assert len(held) == 1 and held[0].startswith("? (squeue: ") and "controller" in held[0], held

@@ -232,12 +232,27 @@ def follow(array: str, url: str, run_dir: Path, name: str, poll_s: float, say) -
         time.sleep(poll_s)
 
 
-def queued(array: str) -> list[str]:
-    """'<task> <STATE>' of the array's tasks that SLURM still holds (pending, running, requeued, ...)."""
-    done = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i %T"], capture_output=True, text=True)
-    if done.returncode:  # SLURM forgot the job: it ended long ago
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+GONE = "Invalid job id specified"  # squeue's error for a job SLURM no longer holds (it ended long ago)
+
+
+def queued(array: str, tries: int = 3, wait_s: float = 2.0) -> list[str]:
+    """'<task> <STATE>' of the array's tasks that SLURM still holds (pending, running, requeued, ...).
+
+    Only squeue's "Invalid job id" means the job is gone. Any other failure (a busy controller's socket timeout,
+    a controller restarting) is tried again; still failing, it is one entry '? (squeue: ...)': the job may be
+    held, so a caller waiting for it keeps waiting. (Read as "gone", a timeout once made the launcher and the
+    tests read the study before a requeued task had run.)"""
+    why = ""
+    for attempt in range(tries):
+        done = subprocess.run(["squeue", "-h", "-r", "-j", array, "-o", "%i %T"], capture_output=True, text=True)
+        if not done.returncode:
+            return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+        if GONE in done.stderr:
+            return []
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        if attempt + 1 < tries:
+            time.sleep(wait_s)
+    return [f"? (squeue: {why})"]
 
 
 def _progress(url: str, run_dir: Path, name: str) -> str:
