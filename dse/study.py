@@ -58,7 +58,7 @@ RUNG_SCORES = ("train_loss", "val_acc")
 DEFAULTS = {"name": None, "space": None, "n_trials": 20, "timeout": None, "seeds": 1,
             "objectives": ["accuracy", "flops"], "sampler": "auto", "pruner": "none", "grid": None, "paper": None,
             "match": None, "description": "", "constraints": None, "proxy": None,
-            "allow_changes": False, "trials_per_timeout": None, "noise_after": 3, "moasha": None}
+            "allow_changes": False, "trials_per_timeout": None, "noise_after": 3, "moasha": dict(MOASHA)}
 KEYS = tuple(DEFAULTS)
 # Bounds on the counts a study sets (a grid study enqueues cells x seeds trials at once), far above real studies.
 MAX_TRIALS = 1_000_000  # n_trials, trials_per_timeout

@@ -30,6 +30,8 @@ CASES = {
     "key without its group": (["space=resnext", "n_trials=5"], "unknown key 'n_trials'; did you mean 'study.n_trials'?"),
     "misspelt key": (["space=resnext", "trainer.lrr=0.1"], "did you mean 'trainer.lr'?"),
     "unknown proxy key": (["space=resnext", "+study.proxy={optim.lr: 0.1}"], "study.proxy: unknown key 'optim.lr'"),
+    "bad rung score (a dotted override)": (["space=resnext", "study.pruner=moasha", "study.moasha.rung_score=val/acc"],
+                                           "study.moasha.rung_score: must be one of train_loss, val_acc, got 'val/acc'"),
 }
 
 
