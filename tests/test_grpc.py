@@ -119,8 +119,9 @@ def test_point_claims_hold_through_the_proxy(proxy, tmp_path):
     study = optuna.load_study(study_name="race", storage=open_storage(proxy.url, tmp_path))
     holder = claims.claim(study, "k0", 999)
     assert holder is not None and holder != 999
-    claims.take_over(study, "k0", 999)
+    assert claims.take_over(study, "k0", 999, holder)
     assert claims.claim(study, "k0", 1000) == 999
+    assert not claims.take_over(study, "k0", 1001, holder)  # a second take-over of the same holder loses
 
 
 def test_lease_beats_and_another_hosts_lapsed_trial_is_reaped(tmp_path, monkeypatch):

@@ -23,12 +23,16 @@ HERE = Path(__file__).parent
 N_KEYS, N_PROCS = 20, 4
 
 
-def race(url: str, tmp_path: Path) -> Counter:
-    """N_PROCS processes claim the same N_KEYS keys at the same moment; how often each key was won. Each process
-    says `ready` once it has imported and opened the storage; when all have, each gets its go line at once."""
-    optuna.create_study(study_name="race", storage=open_storage(url, tmp_path))
+def race(url: str, tmp_path: Path, old: int | None = None) -> Counter:
+    """N_PROCS processes claim the same N_KEYS keys at the same moment (or, with `old`, take them over from trial
+    id `old`, which holds them all); how often each key was won. Each process says `ready` once it has imported
+    and opened the storage; when all have, each gets its go line at once."""
+    study = optuna.create_study(study_name="race", storage=open_storage(url, tmp_path))
+    if old is not None:
+        assert all(claims.claim(study, f"k{i}", old) is None for i in range(N_KEYS))
     procs = [subprocess.Popen([sys.executable, str(HERE / "point_claims_worker.py"), url, "race", str(N_KEYS),
-                               str(100 + i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env())
+                               str(100 + i), *([] if old is None else [str(old)])], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env())
              for i in range(N_PROCS)]
     try:
         for p in procs:
@@ -62,7 +66,7 @@ def test_the_loser_learns_the_holder(tmp_path):
     study = optuna.create_study(study_name="h", storage=open_storage(f"sqlite:///{tmp_path / 'h.db'}", tmp_path))
     assert claims.claim(study, "p:0", 7) is None
     assert claims.claim(study, "p:0", 8) == 7
-    claims.take_over(study, "p:0", 8)
+    assert claims.take_over(study, "p:0", 8, 7)
     assert claims.claim(study, "p:0", 9) == 8
 
 
@@ -120,3 +124,29 @@ def test_a_copy_popped_before_its_interrupted_source_is_failed_retries_the_point
     assert verdict is None, verdict  # it trains the point
     assert 0.5 < time.monotonic() - started < 30  # after the source ended, not before
     assert claims.claim(study, "p:0", -5) == copy._trial_id  # the claim is the copy's now
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_retries_of_one_dead_holder_take_its_point_over_exactly_once(tmp_path, kind):
+    """N_PROCS processes take the same keys over from one holder at the same moment: each key goes to exactly one
+    of them. (Before, take_over was a plain write: every retry that had read the dead holder wrote itself as the
+    holder and trained the point.)"""
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 's.log'}"
+    won = race(url, tmp_path, old=7)
+    assert sorted(won) == sorted(f"k{i}" for i in range(N_KEYS)) and set(won.values()) == {1}, won
+    study = optuna.load_study(study_name="race", storage=open_storage(url, tmp_path))
+    assert all(100 <= claims.claim(study, f"k{i}", 1) < 100 + N_PROCS for i in range(N_KEYS))
+
+
+def test_a_take_over_whose_winner_died_before_it_held_the_key_is_taken_over_from_it(tmp_path):
+    """The sub-claim '<key>:from:<old>' that makes a take-over atomic would keep the key for good if its winner
+    died before writing itself as the holder; `dead` says when that winner is gone, and the key is taken over
+    from it in turn. A live winner keeps it."""
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path / 's.db'}", tmp_path))
+    assert claims.claim(study, "p:0", 7) is None
+    assert claims.claim(study, "p:0:from:7", 8) is None  # trial 8 won the take-over of 7, then died
+    assert claims.claim(study, "p:0", 1) == 7  # ... before it wrote itself as the holder
+    assert not claims.take_over(study, "p:0", 9, 7, dead=lambda won: False)  # 8 alive: 9 is a duplicate
+    assert claims.take_over(study, "p:0", 9, 7, dead=lambda won: won == 8)  # 8 dead: 9 takes it from 8
+    assert claims.claim(study, "p:0", 1) == 9
+    assert not claims.take_over(study, "p:0", 10, 7, dead=lambda won: won == 8)  # 9 holds it now (alive)

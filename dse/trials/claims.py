@@ -2,8 +2,9 @@
 
 Sampled studies: before a trial trains a point, it claims (point id, seed) in the storage with one atomic
 write (`claim`); a trial that finds the claim held by another trial (running, trained, pruned or failed) is a
-duplicate and trains nothing. A holder that died or was interrupted hands the claim to the trial retrying it.
-The check costs one insert, never a read of the study's trials.
+duplicate and trains nothing. A holder that died or was interrupted hands the claim to the trial retrying it
+(`take_over`), itself through a claim, so of two retries of one dead holder one trains. The check costs one
+insert, never a read of the study's trials.
 
 Exactly-once grids: every cell x seed of a grid study is enqueued once and completed once, by any number
 of workers on one storage, also when workers are killed.
@@ -215,8 +216,30 @@ def claim(study, key: str, holder: int) -> int | None:
     return taken
 
 
-def take_over(study, key: str, holder: int) -> None:
-    """Hand `key` to trial id `holder` (its holder died or was interrupted, and this trial retries it)."""
+MAX_HANDOVERS = 20  # take_over follows at most this many take-overs whose winner died before it wrote
+
+
+def take_over(study, key: str, holder: int, old: int, dead=None) -> bool:
+    """Hand `key` from trial id `old` (it died, was interrupted, or gave the key back) to trial id `holder`;
+    True when this call did, False when another trial took it over first.
+
+    Atomic like `claim`: the take-over of `old` is itself a claim, '<key>:from:<old>', so of several trials
+    that find the same dead holder at once, exactly one takes the key (before, each wrote itself as the holder
+    and each trained). A winner that died before it wrote the new holder would hold the key for good: when
+    `dead(winner id)` says it is gone (or gave the key back), the key is taken over from it in turn."""
+    for _ in range(MAX_HANDOVERS):
+        won = claim(study, f"{key}:from:{old}", holder)
+        if won is None or won == holder:
+            _hold(study, key, holder)
+            return True
+        if dead is None or not dead(won):
+            return False
+        old = won
+    return False
+
+
+def _hold(study, key: str, holder: int) -> None:
+    """Write `holder` as the holder of `key` (after take_over won the key)."""
     from optuna.storages import GrpcStorageProxy, JournalStorage
 
     storage = _backend(study._storage)

@@ -260,9 +260,11 @@ def promote(study, ladder: Sequence[int], cost_keys: Sequence[str], eta: int = E
         if holder is not None and _claimant(study, holder, best.trial, best.rung) is not False:
             chains.promoted.add((best.trial, best.rung))  # another worker queued it first
             continue
-        if holder is not None:  # free: held by the paused piece (a claim made before promotions were claimed for
-            # the queued piece), or given back by a piece that could not read the checkpoint
-            claims.take_over(study, key, queued)
+        if holder is not None and not claims.take_over(  # free: held by the paused piece (a claim made before
+                study, key, queued, holder,  # promotions were claimed for the queued piece), or given back by a
+                lambda won: _claimant(study, won, best.trial, best.rung) is False):  # piece that could not read it
+            chains.promoted.add((best.trial, best.rung))  # another worker took it over first: its piece trains
+            continue
         return best.trial
 
 
@@ -320,11 +322,18 @@ def start(trial) -> dict | None:
     holder = claims.claim(study, key, trial._trial_id)
     if holder is None or holder == trial._trial_id:
         return left
-    other = _claimant(study, holder, int(rec.resume_of), int(rec.from_rung))
-    died = other and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended
-    if other is False or (died and other.number in _retried(study, trial._trial_id)):
-        claims.take_over(study, key, trial._trial_id)
-        return left
+    chain, rung = int(rec.resume_of), int(rec.from_rung)
+
+    def free(trial_id: int) -> bool:  # a claimant this piece may take the promotion from
+        other = _claimant(study, trial_id, chain, rung)
+        died = other and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended
+        return other is False or bool(died and other.number in _retried(study, trial._trial_id))
+
+    if free(holder):
+        if claims.take_over(study, key, trial._trial_id, holder, free):
+            return left
+        holder = claims.claim(study, key, trial._trial_id) or holder  # another piece took it over first
+    other = _claimant(study, holder, chain, rung)
     what = "another trial" if not other else \
         f"trial {other.number} ({TrialRecord.from_trial(other).status or other.state.name.lower()})"
     return {"duplicate_of": other.number if other else None, "status": "duplicate",

@@ -246,12 +246,17 @@ class Objective:
         if other is not None and other.state.name == "RUNNING" and \
                 trial.storage.get_trial_system_attrs(trial._trial_id).get("dse:requeued_from") == other.number:
             other = _ended(trial.study, holder)  # its own copy, queued on its way out: it is FAIL in a moment
+        mine = trial._trial_id
         if other is not None and chain is not None and chain in (other.number, TrialRecord.from_trial(other).resume_of):
-            claims.take_over(trial.study, key, trial._trial_id)  # a later piece of the point's chain (moasha)
-            return None
-        if other is not None and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended:
-            claims.take_over(trial.study, key, trial._trial_id)  # died or interrupted: retry it here
-            return None
+            # a later piece of the point's chain (moasha): the promotion's claim (moasha.start) made it the only one
+            if claims.take_over(trial.study, key, mine, holder, lambda won: _died(trial.study, won)):
+                return None
+            other = _trial_by_id(trial.study, claims.claim(trial.study, key, mine) or holder)
+        elif other is not None and other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended:
+            # died or interrupted: retry it here, unless another retry of it took the point first
+            if claims.take_over(trial.study, key, mine, holder, lambda won: _died(trial.study, won)):
+                return None
+            other = _trial_by_id(trial.study, claims.claim(trial.study, key, mine) or holder)
         what = "another trial" if other is None else f"trial {other.number} ({_outcome(other)})"
         return {"duplicate_of": None if other is None else other.number, "status": "duplicate",
                 "reason": f"same point and seed as {what}; not trained again"}
@@ -478,6 +483,13 @@ def _trial_by_id(optuna_study, trial_id: int):
         return optuna_study._storage.get_trial(trial_id)
     except (KeyError, ValueError):
         return None
+
+
+def _died(optuna_study, trial_id: int) -> bool:
+    """Did the trial with storage id `trial_id` end without an outcome (killed or interrupted), or never exist
+    (a journal claim whose creator died before it wrote its holder: -1)?"""
+    other = _trial_by_id(optuna_study, trial_id)
+    return other is None or (other.state.name == "FAIL" and not TrialRecord.from_trial(other).ended)
 
 
 def _ended(optuna_study, trial_id: int, wait_s: float = 60.0, poll_s: float = 0.2):
