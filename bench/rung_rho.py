@@ -9,6 +9,7 @@ budget's final accuracy and CPU seconds per schedule with their paired differenc
 
     python bench/rung_rho.py [--onecycle bench/data/resnext_tabular_onecycle.csv] \\
         [--wsd bench/data/resnext_tabular_wsd.csv] [--out bench/data/rung_rho.txt]
+    python bench/rung_rho.py --table bench/data/nds_resnext_w3_e9_tabular_onecycle.csv --out FILE   # one table
 
 The two tables are grown together (resumable; each call trains only the sample's points not yet in its CSV):
 
@@ -158,6 +159,35 @@ def report(paths: dict[str, Path]) -> list[str]:
     return lines
 
 
+def epochs_report(path: Path) -> list[str]:
+    """One table alone (--table, e.g. a longer budget still growing): rho of every epoch's accuracy and minus its
+    mean training loss against the final accuracy, over the points trained ok so far."""
+    table = rows(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    fid = meta["fidelity"]
+    epochs = int(fid["epochs"])
+    ids = sorted(table)
+    if len(ids) < 3:
+        return [f"only {len(ids)} points are trained ok in {path}: nothing to rank yet"]
+    final = column(table, ids, "val_acc")
+    lines = ["# Epochs against the end: Spearman rho between an epoch's score and the final accuracy, one table",
+             f"points: {len(ids)} of the {meta.get('points_in_space', '?')} grid cells of {fid.get('space')} "
+             f"trained ok so far (a seeded order: a random sample while the table grows)",
+             "fidelity: " + ", ".join(f"{k}={v}" for k, v in fid.items()), "",
+             f"{'epoch':>6} {'share':>6} | {'val acc rho [90% CI]':>24} | {'training loss rho [90% CI]':>26}"]
+    for k in range(1, epochs):
+        acc, minus = column(table, ids, f"acc_{k}"), [-x for x in column(table, ids, f"loss_{k}")]
+        cells = []
+        for x in (acc, minus):
+            lo, hi = interval(x, final)
+            cells.append(f"{rho(x, final):6.3f} [{lo:6.3f}, {hi:6.3f}]")
+        lines.append(f"{k:>6} {k / epochs:6.3f} | {cells[0]:>24} | {cells[1]:>26}")
+    cpu = statistics.mean(column(table, ids, "cpu_seconds"))
+    lines += ["", f"full budget: final acc {statistics.mean(final):.4f} (sd over points {statistics.stdev(final):.4f});"
+              f" CPU s {cpu:.1f} per point"]
+    return lines
+
+
 def eval_fraction(text: str) -> float:
     from fractions import Fraction
     return float(Fraction(text))
@@ -180,16 +210,18 @@ def main(argv=None) -> int:
     ap.add_argument("--onecycle", default="bench/data/resnext_tabular_onecycle.csv")
     ap.add_argument("--wsd", default="bench/data/resnext_tabular_wsd.csv")
     ap.add_argument("--out", default="bench/data/rung_rho.txt")
+    ap.add_argument("--table", default=None, help="one table alone: every epoch against the end (no schedules)")
     args = ap.parse_args(argv)
-    paths = {"onecycle": Path(args.onecycle), "wsd": Path(args.wsd)}
+    paths = {"table": Path(args.table)} if args.table else {"onecycle": Path(args.onecycle), "wsd": Path(args.wsd)}
     for s, p in paths.items():
         if not p.exists():
-            print(f"error: --{s} {p}: no such table; make it with bench/make_tabular.py --schedule {s}",
-                  file=sys.stderr)
+            print(f"error: --{s} {p}: no such table; make it with bench/make_tabular.py"
+                  + ("" if s == "table" else f" --schedule {s}"), file=sys.stderr)
             return 2
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(
         sys.argv[1:] if argv is None else argv)])
-    lines = report(paths) + ["", f"command: {command}", "tables made by (one line per sitting):"]
+    lines = (epochs_report(paths["table"]) if args.table else report(paths)) + [
+        "", f"command: {command}", "tables made by (one line per sitting):"]
     lines += provenance(paths)[1:]
     text = "\n".join(lines) + "\n"
     print(text, end="")
